@@ -100,6 +100,8 @@ struct RawDecoder {
     bos_token_id: Option<u32>,
     eos_token_id: Option<TokenIds>,
     pad_token_id: Option<u32>,
+    /// transformers ≥ 4.56 writes `dtype`, older versions `torch_dtype`.
+    #[serde(alias = "dtype")]
     torch_dtype: Option<String>,
 }
 

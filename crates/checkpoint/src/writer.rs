@@ -271,6 +271,22 @@ impl Drop for CheckpointWriter {
 
 fn absolute(p: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(p).map_err(|e| CheckpointError::io(p, e))?;
-    // Resolve symlinks where the path exists, so `a/../a` and links cannot sneak past the input guard.
-    Ok(abs.canonicalize().unwrap_or(abs))
+    // Resolve symlinks and `..` through the longest existing ancestor, so neither links nor `a/../a` can sneak
+    // past the input guard for a path that does not exist yet.
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return Ok(abs),
+        }
+    }
+    let mut out = existing
+        .canonicalize()
+        .map_err(|e| CheckpointError::io(existing, e))?;
+    out.extend(rest.iter().rev());
+    Ok(out)
 }
