@@ -207,6 +207,8 @@ fn copy_file(tmp: &Path, name: &str) -> PathBuf {
     p
 }
 
+type HeaderEdit = Box<dyn Fn(&mut serde_json::Value)>;
+
 fn rewrite_header(path: &Path, edit: impl Fn(&mut serde_json::Value)) {
     let bytes = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -263,7 +265,7 @@ fn corrupt_headers() {
     ));
 
     let name = "model.norm.weight";
-    let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(HeaderEdit, &str)> = vec![
         (Box::new(|j| j[name]["dtype"] = "Q4".into()), "UnknownDtype"),
         (
             Box::new(|j| j[name]["shape"] = serde_json::json!([33])),
