@@ -207,7 +207,7 @@ fn copy_file(tmp: &Path, name: &str) -> PathBuf {
     p
 }
 
-type HeaderEdit = Box<dyn Fn(&mut serde_json::Value)>;
+type HeaderEdit<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
 
 fn rewrite_header(path: &Path, edit: impl Fn(&mut serde_json::Value)) {
     let bytes = std::fs::read(path).unwrap();
