@@ -125,15 +125,15 @@ def save_reference(tensors, path, meta):
               metadata={"reference": json.dumps(meta, sort_keys=True)})
 
 
-def tiny_llama_config(vocab, **kw):
-    return LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+def tiny_llama_config(vocab, hidden=32, intermediate=64, **kw):
+    return LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
                        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
                        attn_implementation="eager", **kw)
 
 
-def tiny_mistral_config(vocab, **kw):
-    return MistralConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+def tiny_mistral_config(vocab, hidden=32, intermediate=64, **kw):
+    return MistralConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                          rms_norm_eps=1e-5, rope_theta=1e6, sliding_window=5, tie_word_embeddings=False,
                          attn_implementation="eager", **kw)
@@ -226,8 +226,7 @@ def main():
                    {**meta_common, "model": "clip-vision"})
 
     # 4. Vicuna-like base LLM (Llama, vocab 32000, real Llama-2 tokenizer), f16 as Vicuna ships.
-    vicuna_cfg = tiny_llama_config(32000, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    vicuna_cfg.hidden_size, vicuna_cfg.intermediate_size = 16, 32
+    vicuna_cfg = tiny_llama_config(32000, hidden=16, intermediate=32, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     vicuna = randomize(LlamaForCausalLM(vicuna_cfg), seed=4).eval()
     vicuna.half().float()  # round to f16 so the VLM below is built from exactly the stored weights
     save_model(vicuna, models / "vicuna-base", torch.float16)
@@ -263,8 +262,7 @@ def main():
                             "norm (logits = last_hidden_state @ lm_head.T) and logits_last checks the head"})
 
     # 6. Mistral base LLM (vocab 32000, real Mistral tokenizer), bf16 as Mistral ships.
-    mbase_cfg = tiny_mistral_config(32000, bos_token_id=1, eos_token_id=2)
-    mbase_cfg.hidden_size, mbase_cfg.intermediate_size = 16, 32
+    mbase_cfg = tiny_mistral_config(32000, hidden=16, intermediate=32, bos_token_id=1, eos_token_id=2)
     mbase = randomize(MistralForCausalLM(mbase_cfg), seed=6).eval()
     mbase.bfloat16().float()
     save_model(mbase, models / "mistral-base", torch.bfloat16)

@@ -412,3 +412,36 @@ fn writer_refuses_existing_output_and_inputs_and_cleans_up_on_failure() {
     }
     assert!(model("llama").join("model.safetensors").is_file());
 }
+
+#[test]
+fn pairing_the_fixture_vlms_with_their_base_llms() {
+    for (vlm, llm) in [("llava-1.5", "vicuna-base"), ("llava-next", "mistral-base")] {
+        let p = mmreason_checkpoint::Pairing::new(
+            &ModelDir::open(model(vlm)).unwrap(),
+            &ModelDir::open(model(llm)).unwrap(),
+        );
+        assert!(p.is_complete(), "{vlm}: {p}");
+        let padded: Vec<&str> = p
+            .paired
+            .iter()
+            .filter(|t| t.vocab_padded())
+            .map(|t| t.llm_name.as_str())
+            .collect();
+        assert_eq!(
+            padded,
+            ["lm_head.weight", "model.embed_tokens.weight"]
+                .iter()
+                .copied()
+                .filter(|n| padded.contains(n))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(padded.len(), 2, "{vlm}");
+    }
+    // A mismatched pair is reported, not hidden.
+    let p = mmreason_checkpoint::Pairing::new(
+        &ModelDir::open(model("llava-1.5")).unwrap(),
+        &ModelDir::open(model("llama")).unwrap(),
+    );
+    assert!(!p.is_complete() && !p.shape_conflicts.is_empty());
+    assert!(p.to_string().contains("conflict"), "{p}");
+}

@@ -1,0 +1,92 @@
+//! Which burn backend runs a model. The CPU backend (burn's `flex`) is always compiled so tests run anywhere;
+//! wgpu and cuda are crate features so GPU code is type-checked in CI without a GPU.
+
+use std::str::FromStr;
+
+use crate::error::ModelError;
+
+/// burn's portable CPU backend, f32 floats: what the tests use.
+#[cfg(feature = "cpu")]
+pub type CpuBackend = burn::backend::Flex;
+
+/// Vulkan/Metal/WebGPU through wgpu.
+#[cfg(feature = "wgpu")]
+pub type WgpuBackend = burn::backend::Wgpu;
+
+/// NVIDIA GPUs through burn-cuda.
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda;
+
+/// A backend named on a command line (`--backend cpu|wgpu|cuda`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl BackendKind {
+    /// Backends compiled into this build.
+    pub fn compiled() -> Vec<BackendKind> {
+        let mut v = Vec::new();
+        if cfg!(feature = "cpu") {
+            v.push(BackendKind::Cpu);
+        }
+        if cfg!(feature = "wgpu") {
+            v.push(BackendKind::Wgpu);
+        }
+        if cfg!(feature = "cuda") {
+            v.push(BackendKind::Cuda);
+        }
+        v
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = ModelError;
+
+    /// Parses a backend name and checks that it is compiled in, so a user learns which feature to enable
+    /// before any model is loaded.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let kind = match s.to_ascii_lowercase().as_str() {
+            "cpu" => BackendKind::Cpu,
+            "wgpu" => BackendKind::Wgpu,
+            "cuda" => BackendKind::Cuda,
+            _ => return Err(ModelError::UnknownBackend(s.to_string())),
+        };
+        if !Self::compiled().contains(&kind) {
+            let compiled: Vec<&str> = Self::compiled().into_iter().map(Self::name).collect();
+            return Err(ModelError::BackendNotCompiled {
+                name: kind.name().to_string(),
+                compiled: compiled.join(", "),
+            });
+        }
+        Ok(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_compiled_backends_and_explains_the_rest() {
+        assert_eq!("CPU".parse::<BackendKind>().unwrap(), BackendKind::Cpu);
+        assert!(matches!(
+            "tpu".parse::<BackendKind>(),
+            Err(ModelError::UnknownBackend(_))
+        ));
+        if !cfg!(feature = "cuda") {
+            let e = "cuda".parse::<BackendKind>().unwrap_err();
+            assert!(e.to_string().contains("--features cuda"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! mmreason: measure what multimodal instruction tuning does to a language model's reasoning, and repair it
+//! without training. This facade re-exports the workspace's crates and owns the examples and benchmarks.
+
+pub use mmreason_checkpoint as checkpoint;
+pub use mmreason_eval as eval;
+pub use mmreason_merge as merge;
+pub use mmreason_metrics as metrics;
+pub use mmreason_model as model;
+pub use mmreason_tasks as tasks;
+
+/// Directory of the bundled fixtures (tiny checkpoints made by `scripts/make_fixtures.py`), for examples' defaults.
+pub fn bundled_fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
