@@ -1,2 +1,15 @@
-//! Model merging (planned, see the README's status table): the study's sparse task-vector merge and
-//! mergekit's methods, streamed tensor by tensor through `mmreason-checkpoint`. Empty until its issue lands.
+//! Training-free model merging for mmreason.
+//!
+//! The study's method ([`sparse_task_vector`]) and mergekit's methods ([`methods`]) are small pure functions
+//! over one tensor's inputs; [`plan`] and [`vlm`] stream checkpoints tensor by tensor through them, reading
+//! memory-mapped inputs and buffering one output shard. I/O (the checkpoint crate), planning and math stay apart.
+
+pub mod error;
+pub mod progress;
+pub mod select;
+pub mod sparse_task_vector;
+pub mod vlm;
+
+pub use error::{MergeError, Result};
+pub use sparse_task_vector::{Direction, Scope, SparseTaskVector, TopK};
+pub use vlm::{VlmMergeOptions, VlmMergeReport, merge_vlm_with_llm};
