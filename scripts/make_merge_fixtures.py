@@ -9,7 +9,8 @@ Command that made the committed fixtures (from the repository root, after make_f
 
     /work/venv/bin/python scripts/make_merge_fixtures.py --fixtures tests/fixtures
 
-Output: tests/fixtures/merge/sparse_task_vector.json, tests/fixtures/merge/mergekit/...
+Output: tests/fixtures/merge/sparse_task_vector.json; tests/fixtures/merge/mergekit/{models,expected,*.yml}.
+Needs mergekit 0.1.4 (the last release that runs with transformers<5) in the same venv.
 """
 
 import argparse
@@ -94,6 +95,119 @@ def describe(name, t):
     return d
 
 
+MERGEKIT_CASES = {
+    "linear": {"merge_method": "linear",
+               "models": [{"model": "models/a", "parameters": {"weight": 0.3}},
+                          {"model": "models/b", "parameters": {"weight": [0.2, 0.9]}}]},
+    "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": "models/base",
+                        "models": [{"model": "models/a", "parameters": {"weight": 0.7}},
+                                   {"model": "models/b", "parameters": {"weight": 0.5}}],
+                        "parameters": {"lambda": 0.9}},
+    "ties": {"merge_method": "ties", "base_model": "models/base",
+             "models": [{"model": "models/a", "parameters": {"weight": 0.7, "density": 0.5}},
+                        {"model": "models/b", "parameters": {"weight": 0.5, "density": 0.3}}]},
+    "ties_filters": {"merge_method": "ties", "base_model": "models/base",
+                     "models": [{"model": "models/a", "parameters": {"weight": [1.0, 0.2],
+                                 "density": [{"filter": "mlp", "value": 0.4}, {"value": 0.6}]}},
+                                {"model": "models/b", "parameters": {"weight": 0.8}}],
+                     "parameters": {"lambda": 1.2, "normalize": False, "density": 0.7, "int8_mask": True}},
+    "dare_linear_d1": {"merge_method": "dare_linear", "base_model": "models/base",
+                       "models": [{"model": "models/a", "parameters": {"weight": 0.6, "density": 1.0}},
+                                  {"model": "models/b", "parameters": {"weight": 0.4, "density": 1.0}}]},
+    "dare_ties_d1": {"merge_method": "dare_ties", "base_model": "models/base",
+                     "models": [{"model": "models/a", "parameters": {"weight": 0.6, "density": 1.0}},
+                                {"model": "models/b", "parameters": {"weight": 0.4, "density": 1.0}}]},
+    "breadcrumbs": {"merge_method": "breadcrumbs", "base_model": "models/base",
+                    "models": [{"model": "models/a", "parameters": {"weight": 0.7, "density": 0.8, "gamma": 0.1}},
+                               {"model": "models/b", "parameters": {"weight": 0.5, "density": 0.8, "gamma": 0.1}}]},
+    "breadcrumbs_ties": {"merge_method": "breadcrumbs_ties", "base_model": "models/base",
+                         "models": [{"model": "models/a", "parameters": {"weight": 0.7, "density": 0.7, "gamma": 0.07}},
+                                    {"model": "models/b", "parameters": {"weight": 0.5, "density": 0.7, "gamma": 0.07}}]},
+    "della_d1": {"merge_method": "della", "base_model": "models/base",
+                 "models": [{"model": "models/a", "parameters": {"weight": 0.6, "density": 1.0}},
+                            {"model": "models/b", "parameters": {"weight": 0.5, "density": 1.0}}]},
+    "slerp": {"merge_method": "slerp", "base_model": "models/base",
+              "models": [{"model": "models/base"}, {"model": "models/a"}],
+              "parameters": {"t": [{"filter": "self_attn", "value": [0.0, 0.5, 1.0]},
+                                   {"filter": "mlp", "value": [1.0, 0.5, 0.0]}, {"value": 0.3}]}},
+    "model_stock": {"merge_method": "model_stock", "base_model": "models/base",
+                    "models": [{"model": "models/a"}, {"model": "models/b"}]},
+    "model_stock_filter_wise": {"merge_method": "model_stock", "base_model": "models/base",
+                                "models": [{"model": "models/a"}, {"model": "models/b"}],
+                                "parameters": {"filter_wise": True}},
+    "task_arithmetic_bf16_out": {"merge_method": "task_arithmetic", "base_model": "models/base",
+                                 "models": [{"model": "models/a", "parameters": {"weight": 0.7}},
+                                            {"model": "models/b", "parameters": {"weight": 0.5}}],
+                                 "out_dtype": "bfloat16"},
+    # Random methods, reproducible in mergekit only with --random-seed (here 42).
+    "dare_ties_seeded": {"merge_method": "dare_ties", "base_model": "models/base",
+                         "models": [{"model": "models/a", "parameters": {"weight": 0.6, "density": 0.5}},
+                                    {"model": "models/b", "parameters": {"weight": 0.4, "density": 0.7}}],
+                         "parameters": {"seed": 42}},
+    "dare_linear_seeded": {"merge_method": "dare_linear", "base_model": "models/base",
+                           "models": [{"model": "models/a", "parameters": {"weight": 0.6, "density": 0.4}},
+                                      {"model": "models/b", "parameters": {"weight": 0.4, "density": 0.6}}],
+                           "parameters": {"seed": 42}},
+    "della_seeded": {"merge_method": "della", "base_model": "models/base",
+                     "models": [{"model": "models/a", "parameters": {"weight": 0.6, "density": 0.5, "epsilon": 0.2}},
+                                {"model": "models/b", "parameters": {"weight": 0.5, "density": 0.4, "epsilon": 0.1}}],
+                     "parameters": {"seed": 42}},
+}
+
+
+def make_mergekit_fixtures(fx):
+    """Three tiny Llama checkpoints (a base and two 'fine-tunes' of it) and mergekit's output for every case.
+    Our own `seed` key is removed before mergekit sees a config (it gets --random-seed instead)."""
+    import subprocess
+    import tempfile
+    import yaml
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    root = fx / "merge" / "mergekit"
+    (root / "expected").mkdir(parents=True, exist_ok=True)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32,
+                      tie_word_embeddings=False)
+    base_sd = None
+    for i, name in enumerate(["base", "a", "b"]):
+        g = torch.Generator().manual_seed(100 + i)
+        m = LlamaForCausalLM(cfg)
+        with torch.no_grad():
+            for k, p in sorted(m.named_parameters()):
+                if name == "base":
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if "norm" in k else 0.0))
+                else:
+                    p.copy_(base_sd[k] + torch.randn(p.shape, generator=g) * 0.05)
+        if name == "base":
+            base_sd = {k: v.clone() for k, v in m.state_dict().items()}
+        m.save_pretrained(root / "models" / name, safe_serialization=True)
+    from safetensors.torch import load_file, save_file
+    for case, conf in MERGEKIT_CASES.items():
+        conf = dict(conf)
+        params = dict(conf.get("parameters", {}))
+        seed = params.pop("seed", None)
+        mk_conf = {**conf, "dtype": "float32"}
+        if params:
+            mk_conf["parameters"] = params
+        else:
+            mk_conf.pop("parameters", None)
+        ours = {**conf, "dtype": "float32"}
+        with open(root / f"{case}.yml", "w") as f:
+            f.write(f"# mergekit 0.1.4 output for this config is expected/{case}.safetensors\n")
+            yaml.safe_dump(ours, f, sort_keys=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(Path(tmp) / "c.yml", "w") as f:
+                yaml.safe_dump(mk_conf, f, sort_keys=False)
+            cmd = ["/work/venv/bin/mergekit-yaml", str(Path(tmp) / "c.yml"), str(Path(tmp) / "out"),
+                   "--no-copy-tokenizer", "--no-write-model-card", "--quiet"]
+            if seed is not None:
+                cmd += ["--random-seed", str(seed)]
+            subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+            out = load_file(str(Path(tmp) / "out" / "model.safetensors"))
+        save_file(out, str(root / "expected" / f"{case}.safetensors"), metadata={"mergekit": "0.1.4"})
+    print(f"{len(MERGEKIT_CASES)} mergekit cases")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--fixtures", default="tests/fixtures")
@@ -124,6 +238,7 @@ def main():
     with open(fx / "merge" / "sparse_task_vector.json", "w") as f:
         json.dump({"generator": "scripts/make_merge_fixtures.py", "torch": torch.__version__, "cases": cases}, f)
     print(f"{len(cases)} sparse_task_vector cases")
+    make_mergekit_fixtures(fx)
 
 
 if __name__ == "__main__":
