@@ -4,6 +4,7 @@
 //! over one tensor's inputs; [`plan`] and [`vlm`] stream checkpoints tensor by tensor through them, reading
 //! memory-mapped inputs and buffering one output shard. I/O (the checkpoint crate), planning and math stay apart.
 
+pub mod analyze;
 pub mod config;
 pub mod error;
 pub mod methods;
@@ -15,6 +16,7 @@ pub mod sparse_task_vector;
 pub mod sparsify;
 pub mod vlm;
 
+pub use analyze::{Analysis, AnalyzeOptions, analyze};
 pub use error::{MergeError, Result};
 pub use methods::Method;
 pub use plan::{ConfigMergeOptions, ConfigMergeReport, run_config};

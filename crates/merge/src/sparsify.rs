@@ -46,10 +46,14 @@ pub fn magnitude(delta: &[f32], density: f64, rescale: Rescale) -> Result<Vec<f3
             delta.len()
         ));
     }
-    let mut out = vec![0.0f32; delta.len()];
-    for &i in &order_desc(delta)[..k] {
-        out[i] = delta[i];
-    }
+    // Exactly k kept: a selection (not a full sort) finds the threshold; ties at it go in index order.
+    let keys: Vec<u32> = delta.iter().map(|x| x.abs().to_bits()).collect();
+    let mask = crate::select::threshold_for(&keys, k as u64).mask(&keys, &mut 0);
+    let mut out: Vec<f32> = delta
+        .iter()
+        .zip(mask)
+        .map(|(&d, m)| if m { d } else { 0.0 })
+        .collect();
     match rescale {
         Rescale::L1 => l1_rescale(delta, &mut out),
         Rescale::InverseProbability => {

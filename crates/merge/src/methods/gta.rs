@@ -3,6 +3,8 @@
 //! consensus (TIES "sum": the majority sign of Σ wₘδₘ, ≥ 0 counts as +; entries whose sign differs — zeros
 //! included — drop out of both sum and divisor), optional normalisation by the kept weight, λ, all in f32.
 
+use rayon::prelude::*;
+
 use super::{GlobalParams, GlobalThresholds, Method, Sparsification, TensorInputs};
 use crate::sparsify;
 
@@ -18,7 +20,7 @@ pub fn merge(
     let n = base.len();
     let mut deltas: Vec<Vec<f32>> = Vec::with_capacity(inp.models.len());
     for (m, (x, p)) in inp.models.iter().enumerate() {
-        let delta: Vec<f32> = x.iter().zip(base).map(|(a, b)| a - b).collect();
+        let delta: Vec<f32> = x.par_iter().zip(base.par_iter()).map(|(a, b)| a - b).collect();
         let delta = match sparsification {
             None => delta,
             Some(Sparsification::Magnitude) => match global.as_deref_mut() {
@@ -47,37 +49,50 @@ pub fn merge(
         deltas.push(delta);
     }
     let weights: Vec<f32> = inp.models.iter().map(|(_, p)| p.weight as f32).collect();
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let weighted: Vec<f32> = deltas.iter().zip(&weights).map(|(d, w)| d[i] * w).collect();
-        let (mixed, divisor) = if consensus {
-            let sign_weight: f32 = weighted.iter().sum();
-            let majority = if sign_weight >= 0.0 { 1.0f32 } else { -1.0 };
-            let mut mixed = 0.0f32;
-            let mut divisor = 0.0f32;
-            for (wd, w) in weighted.iter().zip(&weights) {
-                let sign = if *wd > 0.0 {
-                    1.0
-                } else if *wd < 0.0 {
-                    -1.0
-                } else {
-                    0.0
-                };
-                let keep = if sign == majority { 1.0f32 } else { 0.0 };
-                mixed += wd * keep;
-                divisor += w * keep;
+    let wsum: f32 = weights.iter().sum();
+    let lambda = g.lambda as f32;
+    // Element-wise and independent: split across threads in chunks; per element the model axis is summed
+    // left to right in f32, as torch's sum(dim=0) does for a handful of models.
+    let mut out = vec![0.0f32; n];
+    out.par_chunks_mut(1 << 14).enumerate().for_each(|(c, chunk)| {
+        let start = c << 14;
+        for (k, o) in chunk.iter_mut().enumerate() {
+            let i = start + k;
+            let (mixed, divisor) = if consensus {
+                let mut sign_weight = 0.0f32;
+                for (d, w) in deltas.iter().zip(&weights) {
+                    sign_weight += d[i] * w;
+                }
+                let majority = if sign_weight >= 0.0 { 1.0f32 } else { -1.0 };
+                let (mut mixed, mut divisor) = (0.0f32, 0.0f32);
+                for (d, w) in deltas.iter().zip(&weights) {
+                    let wd = d[i] * w;
+                    let sign = if wd > 0.0 {
+                        1.0
+                    } else if wd < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    };
+                    if sign == majority {
+                        mixed += wd;
+                        divisor += w;
+                    }
+                }
+                (mixed, if divisor == 0.0 { 1.0 } else { divisor })
+            } else {
+                let mut mixed = 0.0f32;
+                for (d, w) in deltas.iter().zip(&weights) {
+                    mixed += d[i] * w;
+                }
+                (mixed, if wsum.abs() < 1e-8 { 1.0 } else { wsum })
+            };
+            let mut mixed = if g.normalize { mixed / divisor } else { mixed };
+            if lambda != 1.0 {
+                mixed *= lambda;
             }
-            (mixed, if divisor == 0.0 { 1.0 } else { divisor })
-        } else {
-            let mixed: f32 = weighted.iter().sum();
-            let divisor: f32 = weights.iter().sum();
-            (mixed, if divisor.abs() < 1e-8 { 1.0 } else { divisor })
-        };
-        let mut mixed = if g.normalize { mixed / divisor } else { mixed };
-        if g.lambda != 1.0 {
-            mixed *= g.lambda as f32;
+            *o = base[i] + mixed;
         }
-        out.push(base[i] + mixed);
-    }
+    });
     Ok(out)
 }
