@@ -17,6 +17,7 @@ fn mk(name: &str) -> String {
         .to_string()
 }
 
+#[allow(clippy::result_large_err)] // a test helper; the error is inspected, not propagated
 fn run(tmp: &Path, yaml: &str) -> Result<PathBuf, MergeError> {
     let cfg = tmp.join("c.yml");
     std::fs::write(&cfg, yaml).unwrap();
