@@ -23,7 +23,7 @@ ap.add_argument("--vocab", type=int, default=32000)
 a = ap.parse_args()
 cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.intermediate,
                   num_hidden_layers=a.layers, num_attention_heads=16, num_key_value_heads=16,
-                  torch_dtype="bfloat16", tie_word_embeddings=False)
+                  torch_dtype="bfloat16", tie_word_embeddings=False, architectures=["LlamaForCausalLM"])
 h, i, v = a.hidden, a.intermediate, a.vocab
 shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,), "lm_head.weight": (v, h)}
 for l in range(a.layers):

@@ -29,4 +29,6 @@ pub use pairing::{PairedTensor, Pairing};
 pub use safetensors_file::SafetensorsFile;
 pub use tensor::TensorView;
 pub use weights::{INDEX_FILE, SINGLE_FILE, Weights};
-pub use writer::{CheckpointWriter, DEFAULT_MAX_SHARD_BYTES, WriteSummary, WriterOptions};
+pub use writer::{
+    CheckpointWriter, DEFAULT_MAX_SHARD_BYTES, WriteSummary, WriterOptions, write_safetensors_file,
+};

@@ -81,6 +81,23 @@ impl SafetensorsFile {
         (0..self.header.tensors.len()).map(|i| self.view(i))
     }
 
+    /// Drops the pages of tensor `i` from this process's mapping (they stay in the OS page cache and come back
+    /// on the next read). Streaming code calls it after consuming a tensor so resident memory stays a few
+    /// tensors, not the whole model.
+    pub(crate) fn release(&self, i: usize) {
+        let (Some(m), Some(info)) = (&self.mmap, self.header.tensors.get(i)) else {
+            return;
+        };
+        let start = (self.header.data_start() + info.begin) as usize;
+        let len = info.byte_len() as usize;
+        if len == 0 {
+            return;
+        }
+        // SAFETY: the mapping is read-only and file-backed, so MADV_DONTNEED only discards clean pages that the
+        // kernel re-reads from the file on the next access; no data can be lost or changed. Failure is harmless.
+        let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+    }
+
     pub(crate) fn view(&self, i: usize) -> TensorView<'_> {
         let info = &self.header.tensors[i];
         let start = (self.header.data_start() + info.begin) as usize;

@@ -178,6 +178,14 @@ impl Weights {
         self.lookup.get(name).map(|&(s, i)| self.shards[s].view(i))
     }
 
+    /// Releases the resident pages of tensor `name` (see `SafetensorsFile::release`); a no-op for unknown
+    /// names. Call after a tensor's bytes are consumed when streaming a model larger than memory.
+    pub fn release(&self, name: &str) {
+        if let Some(&(s, i)) = self.lookup.get(name) {
+            self.shards[s].release(i);
+        }
+    }
+
     /// Tensor names in file order (shard by shard, by data offset).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.shards

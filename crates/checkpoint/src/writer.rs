@@ -290,3 +290,59 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     out.extend(rest.iter().rev());
     Ok(out)
 }
+
+/// Writes one standalone safetensors file (tensors in the given order, `{"format":"pt"}` metadata) through a
+/// temporary file in the same directory and a rename, so `path` is either untouched or complete.
+pub fn write_safetensors_file(path: &Path, tensors: &[(&str, Dtype, &[usize], &[u8])]) -> Result<()> {
+    let mut infos = Vec::with_capacity(tensors.len());
+    let mut offset = 0u64;
+    for (name, dtype, shape, bytes) in tensors {
+        let expected = shape
+            .iter()
+            .try_fold(dtype.size() as u128, |a, &d| a.checked_mul(d as u128));
+        if expected != Some(bytes.len() as u128) {
+            return Err(CheckpointError::Writer {
+                message: format!(
+                    "tensor `{name}`: {dtype:?} {shape:?} does not match {} bytes",
+                    bytes.len()
+                ),
+            });
+        }
+        infos.push(TensorInfo {
+            name: name.to_string(),
+            dtype: *dtype,
+            shape: shape.to_vec(),
+            begin: offset,
+            end: offset + bytes.len() as u64,
+        });
+        offset += bytes.len() as u64;
+    }
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let file = File::create(&tmp).map_err(|e| CheckpointError::io(&tmp, e))?;
+        let mut w = BufWriter::new(file);
+        let io = |e| CheckpointError::io(&tmp, e);
+        w.write_all(&encode_header(&infos, &meta)).map_err(io)?;
+        for (_, _, _, bytes) in tensors {
+            w.write_all(bytes).map_err(io)?;
+        }
+        w.into_inner()
+            .map_err(|e| io(e.into_error()))?
+            .sync_all()
+            .map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(|e| CheckpointError::io(path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -86,6 +86,8 @@ pub fn analyze(opts: &AnalyzeOptions) -> Result<Analysis> {
         let l = llm.weights.get(&p.llm_name)?.to_f32()?;
         let mut v = vlm.weights.get(&p.vlm_name)?.to_f32()?;
         v.truncate(l.len());
+        vlm.weights.release(&p.vlm_name);
+        llm.weights.release(&p.llm_name);
         let t: Vec<f64> = v.iter().zip(&l).map(|(a, b)| *a as f64 - *b as f64).collect();
         let norm_t = t.iter().map(|x| x * x).sum::<f64>().sqrt();
         let norm_l = l.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();

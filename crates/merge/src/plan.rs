@@ -259,6 +259,7 @@ fn load_all(
             if let Some(d) = compute {
                 round_to(d, &mut v);
             }
+            m.weights.release(name);
             Ok(v)
         })
         .collect()

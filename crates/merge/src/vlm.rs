@@ -75,12 +75,16 @@ pub fn merge_vlm_with_llm(opts: &VlmMergeOptions) -> Result<VlmMergeReport> {
             for p in &pairing.paired {
                 let (v, l) = load_pair(&vlm, &llm, p, opts.allow_nonfinite)?;
                 g.coarse(&opts.method.keys(&v, &l));
+                vlm.weights.release(&p.vlm_name);
+                llm.weights.release(&p.llm_name);
                 bar.tick(((v.len() + l.len()) * 4) as u64);
             }
             if g.refine_bin().is_some() {
                 for p in &pairing.paired {
                     let (v, l) = load_pair(&vlm, &llm, p, opts.allow_nonfinite)?;
                     g.fine(&opts.method.keys(&v, &l));
+                    vlm.weights.release(&p.vlm_name);
+                    llm.weights.release(&p.llm_name);
                     bar.tick(((v.len() + l.len()) * 4) as u64);
                 }
             }
@@ -101,6 +105,7 @@ pub fn merge_vlm_with_llm(opts: &VlmMergeOptions) -> Result<VlmMergeReport> {
     for t in vlm.weights.tensors() {
         let Some(p) = paired.get(t.name()) else {
             writer.add(t.name(), t.dtype(), t.shape(), t.bytes().to_vec())?;
+            vlm.weights.release(t.name());
             passed += 1;
             bar.tick(t.bytes().len() as u64);
             continue;
@@ -116,6 +121,8 @@ pub fn merge_vlm_with_llm(opts: &VlmMergeOptions) -> Result<VlmMergeReport> {
         let full = t.to_f32()?;
         out.extend_from_slice(&full[v.len()..]);
         writer.add_f32(t.name(), t.dtype(), t.shape(), &out)?;
+        vlm.weights.release(&p.vlm_name);
+        llm.weights.release(&p.llm_name);
         merged += 1;
         bar.tick((t.bytes().len() + v.len() * 4) as u64);
     }

@@ -24,4 +24,10 @@ pub enum ModelError {
 
     #[error("unknown dtype `{0}` (expected f32, f16 or bf16)")]
     UnknownDtype(String),
+
+    #[error("not supported: {0}")]
+    Unsupported(String),
+
+    #[error("bad input: {0}")]
+    Input(String),
 }

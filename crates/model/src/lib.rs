@@ -1,11 +1,18 @@
-//! The models of the study on burn: today the backend choice and checkpoint → tensor loading that every model
-//! path builds on. The Llama/Mistral decoder, CLIP ViT, projector and LLaVA 1.5/NeXT arrive with their own
-//! issues (see the README's status table); nothing here pretends to run a model yet.
+//! The models of the study on burn, loaded from Hugging Face checkpoints through `mmreason-checkpoint`:
+//! the Llama/Mistral decoder (with KV cache), backend choice and tensor loading. CLIP ViT, projector and
+//! LLaVA 1.5/NeXT arrive with their own issue (see the README's status table).
 
 pub mod backend;
 pub mod error;
+pub mod kv_cache;
+pub mod llama;
 pub mod load;
+pub mod logits;
+pub mod rope;
 
 pub use backend::{BackendKind, CpuBackend};
 pub use error::{ModelError, Result};
+pub use kv_cache::KvCache;
+pub use llama::{Batch, Decoder, TensorSource};
 pub use load::{WeightDtype, load_float};
+pub use logits::{LogitsOptions, LogitsReport, load_decoder, run_logits};

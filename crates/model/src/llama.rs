@@ -1,0 +1,399 @@
+//! The Llama / Mistral decoder (Vicuna, Mistral-Instruct, and LLaVA's language model), as transformers'
+//! `LlamaForCausalLM` / `MistralForCausalLM` compute it with eager attention: RMSNorm in f32, rotary
+//! embeddings, grouped-query attention with an additive mask (causal, left padding, Mistral's sliding window),
+//! SwiGLU MLP, untied or tied head.
+
+use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
+use mmreason_checkpoint::{DecoderConfig, TensorView};
+
+use crate::error::{ModelError, Result};
+use crate::kv_cache::KvCache;
+use crate::load::{WeightDtype, load_float};
+use crate::rope::{self, Rope};
+
+/// A linear layer stored transposed ([in, out]) so the forward pass is one matmul.
+#[derive(Debug, Clone)]
+pub struct Linear<B: Backend> {
+    w_t: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, s, i] = x.dims();
+        let o = self.w_t.dims()[1];
+        let y = x.reshape([b * s, i]).matmul(self.w_t.clone());
+        let y = match &self.bias {
+            Some(bias) => y + bias.clone().unsqueeze::<2>(),
+            None => y,
+        };
+        y.reshape([b, s, o])
+    }
+}
+
+/// Where a model's tensors come from: a name → view lookup (lets a VLM serve its language model under the
+/// base LLM's names).
+pub trait TensorSource {
+    fn tensor(&self, name: &str) -> Result<TensorView<'_>>;
+}
+
+impl TensorSource for mmreason_checkpoint::Weights {
+    fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
+        Ok(self.get(name)?)
+    }
+}
+
+pub(crate) struct Loader<'a, B: Backend> {
+    pub src: &'a dyn TensorSource,
+    pub dtype: WeightDtype,
+    pub device: &'a B::Device,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    pub fn t1(&self, name: &str, n: usize) -> Result<Tensor<B, 1>> {
+        load_float(&self.src.tensor(name)?, [n], self.dtype, self.device)
+    }
+
+    pub fn t2(&self, name: &str, shape: [usize; 2]) -> Result<Tensor<B, 2>> {
+        load_float(&self.src.tensor(name)?, shape, self.dtype, self.device)
+    }
+
+    pub fn linear(&self, prefix: &str, input: usize, output: usize, bias: bool) -> Result<Linear<B>> {
+        let w = self.t2(&format!("{prefix}.weight"), [output, input])?;
+        let bias = if bias {
+            Some(self.t1(&format!("{prefix}.bias"), output)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            w_t: w.transpose(),
+            bias,
+        })
+    }
+}
+
+/// RMSNorm: x · rsqrt(mean(x²) + ε) · w, the statistics in f32 (transformers' `LlamaRMSNorm`).
+#[derive(Debug, Clone)]
+pub struct RmsNorm<B: Backend> {
+    weight: Tensor<B, 1>,
+    eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let var = x.clone().powi_scalar(2).mean_dim(2);
+        let x = x * (var + self.eps).sqrt().recip();
+        x * self.weight.clone().unsqueeze::<3>()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer<B: Backend> {
+    input_norm: RmsNorm<B>,
+    q: Linear<B>,
+    k: Linear<B>,
+    v: Linear<B>,
+    o: Linear<B>,
+    post_norm: RmsNorm<B>,
+    gate: Linear<B>,
+    up: Linear<B>,
+    down: Linear<B>,
+}
+
+/// A Llama-architecture decoder with its head.
+#[derive(Debug, Clone)]
+pub struct Decoder<B: Backend> {
+    pub cfg: DecoderConfig,
+    embed: Tensor<B, 2>,
+    layers: Vec<Layer<B>>,
+    norm: RmsNorm<B>,
+    /// [hidden, vocab]
+    head_t: Tensor<B, 2>,
+    rope: Rope,
+    device: B::Device,
+}
+
+/// One forward call's input: equal-length rows, left-padded, with their mask (true = real token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub ids: Vec<Vec<u32>>,
+    pub mask: Vec<Vec<bool>>,
+}
+
+impl Batch {
+    /// Left-pads token sequences to a common length with `pad_id`.
+    pub fn left_padded(seqs: &[Vec<u32>], pad_id: u32) -> Self {
+        let s = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        let ids = seqs
+            .iter()
+            .map(|x| {
+                std::iter::repeat_n(pad_id, s - x.len())
+                    .chain(x.iter().copied())
+                    .collect()
+            })
+            .collect();
+        let mask = seqs
+            .iter()
+            .map(|x| (0..s).map(|i| i >= s - x.len()).collect())
+            .collect();
+        Self { ids, mask }
+    }
+
+    /// Rows with no padding.
+    pub fn unpadded(seqs: Vec<Vec<u32>>) -> Result<Self> {
+        let s = seqs.first().map_or(0, Vec::len);
+        if seqs.iter().any(|r| r.len() != s) {
+            return Err(ModelError::Input(
+                "rows of an unpadded batch must have equal length".into(),
+            ));
+        }
+        let mask = seqs.iter().map(|r| vec![true; r.len()]).collect();
+        Ok(Self { ids: seqs, mask })
+    }
+}
+
+impl<B: Backend> Decoder<B> {
+    /// Loads a decoder whose tensors are named `{prefix}embed_tokens.weight`, `{prefix}layers.{i}.…`,
+    /// `{prefix}norm.weight` and `head` (`lm_head.weight`; the embedding when `tie_word_embeddings`).
+    pub fn load(
+        cfg: &DecoderConfig,
+        src: &dyn TensorSource,
+        prefix: &str,
+        head: &str,
+        dtype: WeightDtype,
+        device: &B::Device,
+    ) -> Result<Self> {
+        if cfg.hidden_act != "silu" {
+            return Err(ModelError::Unsupported(format!(
+                "hidden_act `{}` (supported: silu)",
+                cfg.hidden_act
+            )));
+        }
+        let ld = Loader::<B> { src, dtype, device };
+        let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (nh, nkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let norm = |name: &str| -> Result<RmsNorm<B>> {
+            Ok(RmsNorm {
+                weight: ld.t1(name, h)?,
+                eps: cfg.rms_norm_eps,
+            })
+        };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("{prefix}layers.{l}");
+            let ab = cfg.attention_bias;
+            layers.push(Layer {
+                input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
+                q: ld.linear(&format!("{p}.self_attn.q_proj"), h, nh * d, ab)?,
+                k: ld.linear(&format!("{p}.self_attn.k_proj"), h, nkv * d, ab)?,
+                v: ld.linear(&format!("{p}.self_attn.v_proj"), h, nkv * d, ab)?,
+                o: ld.linear(&format!("{p}.self_attn.o_proj"), nh * d, h, ab)?,
+                post_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+                gate: ld.linear(&format!("{p}.mlp.gate_proj"), h, i, cfg.mlp_bias)?,
+                up: ld.linear(&format!("{p}.mlp.up_proj"), h, i, cfg.mlp_bias)?,
+                down: ld.linear(&format!("{p}.mlp.down_proj"), i, h, cfg.mlp_bias)?,
+            });
+        }
+        let embed = ld.t2(&format!("{prefix}embed_tokens.weight"), [v, h])?;
+        let head_w = if cfg.tie_word_embeddings && src.tensor(head).is_err() {
+            embed.clone()
+        } else {
+            ld.t2(head, [v, h])?
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm: norm(&format!("{prefix}norm.weight"))?,
+            head_t: head_w.transpose(),
+            rope: Rope::new(cfg)?,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Token embeddings [B, S, H] (LLaVA splices image features into these).
+    pub fn embed(&self, ids: &[Vec<u32>]) -> Tensor<B, 3> {
+        let b = ids.len();
+        let s = ids.first().map_or(0, Vec::len);
+        let flat: Vec<i64> = ids.iter().flatten().map(|&t| t as i64).collect();
+        let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [b, s]), &self.device);
+        burn::tensor::module::embedding(self.embed.clone(), idx)
+    }
+
+    /// Logits [B, S, V] for a batch, continuing `cache` (pass a fresh cache for a full forward).
+    pub fn forward(&self, batch: &Batch, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
+        self.check(batch)?;
+        let x = self.embed(&batch.ids);
+        let h = self.forward_embeds(x, &batch.mask, cache)?;
+        Ok(self.logits(h))
+    }
+
+    /// Final hidden states [B, S, H] (after the last norm) from input embeddings.
+    pub fn forward_embeds(
+        &self,
+        mut x: Tensor<B, 3>,
+        mask: &[Vec<bool>],
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 3>> {
+        let [b, s, _] = x.dims();
+        if mask.len() != b || mask.iter().any(|r| r.len() != s) {
+            return Err(ModelError::Input(format!(
+                "mask must be [{b}][{s}] like the input"
+            )));
+        }
+        if !cache.is_empty() && cache.mask.len() != b {
+            return Err(ModelError::Input(
+                "cache batch size differs from the input's".into(),
+            ));
+        }
+        let past = cache.len();
+        if past + s > self.cfg.max_position_embeddings.max(1) * 64 {
+            return Err(ModelError::Input(format!(
+                "{} positions is far beyond max_position_embeddings {}",
+                past + s,
+                self.cfg.max_position_embeddings
+            )));
+        }
+        // Position ids from the mask, as transformers' generate(): real tokens count up from 0 per row.
+        let start = if past == 0 {
+            vec![0; b]
+        } else {
+            cache.next_positions()
+        };
+        let positions: Vec<Vec<i64>> = mask
+            .iter()
+            .zip(&start)
+            .map(|(row, &p0)| {
+                let mut p = p0;
+                row.iter()
+                    .map(|&m| {
+                        let here = if m { p } else { 1 };
+                        if m {
+                            p += 1;
+                        }
+                        here
+                    })
+                    .collect()
+            })
+            .collect();
+        let (cos, sin) = self.rope.tables::<B>(&positions, &self.device);
+        // Key mask over cached + new positions.
+        let keys: Vec<Vec<bool>> = (0..b)
+            .map(|r| {
+                cache
+                    .mask
+                    .get(r)
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .chain(&mask[r])
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        let attn_mask = self.attention_mask(&keys, past, s);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_norm.forward(x.clone());
+            let a = self.attention(layer, h, &cos, &sin, &attn_mask, cache, l);
+            x = x + a;
+            let h = layer.post_norm.forward(x.clone());
+            let m = layer
+                .down
+                .forward(activation::silu(layer.gate.forward(h.clone())) * layer.up.forward(h));
+            x = x + m;
+        }
+        cache.mask = keys;
+        Ok(self.norm.forward(x))
+    }
+
+    /// Hidden states → logits.
+    pub fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, s, hd] = h.dims();
+        let v = self.head_t.dims()[1];
+        h.reshape([b * s, hd])
+            .matmul(self.head_t.clone())
+            .reshape([b, s, v])
+    }
+
+    fn check(&self, batch: &Batch) -> Result<()> {
+        let v = self.cfg.vocab_size as u32;
+        if batch.ids.is_empty() || batch.ids[0].is_empty() {
+            return Err(ModelError::Input("empty input".into()));
+        }
+        if let Some((r, t)) = batch
+            .ids
+            .iter()
+            .enumerate()
+            .find_map(|(r, row)| row.iter().find(|&&t| t >= v).map(|&t| (r, t)))
+        {
+            return Err(ModelError::Input(format!(
+                "token id {t} in row {r} is outside the vocabulary of {v}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Additive mask [B, 1, S, past+S]: 0 where a query may attend, f32::MIN elsewhere (causal in sequence
+    /// index, padded keys, and keys at or beyond `sliding_window` indices back) — transformers' masks.
+    fn attention_mask(&self, keys: &[Vec<bool>], past: usize, s: usize) -> Tensor<B, 4> {
+        let b = keys.len();
+        let t = past + s;
+        let window = self.cfg.sliding_window;
+        let mut m = Vec::with_capacity(b * s * t);
+        for row in keys {
+            for qi in 0..s {
+                let q = past + qi;
+                for (k, &real) in row.iter().enumerate() {
+                    let ok = real && k <= q && window.is_none_or(|w| q - k < w);
+                    m.push(if ok { 0.0f32 } else { f32::MIN });
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(m, [b, 1, s, t]), &self.device)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: &Layer<B>,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: &Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+        l: usize,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (nh, nkv, d) = (
+            self.cfg.num_attention_heads,
+            self.cfg.num_key_value_heads,
+            self.cfg.head_dim,
+        );
+        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2);
+        let q = rope::apply(heads(layer.q.forward(x.clone()), nh), cos, sin);
+        let k = rope::apply(heads(layer.k.forward(x.clone()), nkv), cos, sin);
+        let v = heads(layer.v.forward(x), nkv);
+        let (k, v) = cache.append(l, k, v);
+        let t = k.dims()[2];
+        let rep = nh / nkv;
+        let expand = |kv: Tensor<B, 4>| {
+            if rep == 1 {
+                kv
+            } else {
+                kv.unsqueeze_dim::<5>(2).repeat_dim(2, rep).reshape([b, nh, t, d])
+            }
+        };
+        let (k, v) = (expand(k), expand(v));
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt()) + mask.clone();
+        let probs = activation::softmax(scores, 3);
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, s, nh * d]);
+        layer.o.forward(out)
+    }
+}

@@ -1,0 +1,75 @@
+//! Rotary position embeddings exactly as transformers' Llama/Mistral: inv_freq = 1 / θ^(2i/d) in f32,
+//! angles = position · inv_freq in f32, cos/sin of the angles duplicated over both halves of the head, applied
+//! with `rotate_half` (x₁, x₂) → (−x₂, x₁). `rope_scaling` "linear" divides inv_freq by the factor.
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use mmreason_checkpoint::DecoderConfig;
+
+use crate::error::{ModelError, Result};
+
+/// The frequencies of one model.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+    head_dim: usize,
+}
+
+impl Rope {
+    pub fn new(cfg: &DecoderConfig) -> Result<Self> {
+        let d = cfg.head_dim;
+        let mut inv_freq: Vec<f32> = (0..d / 2)
+            .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32))
+            .collect();
+        match &cfg.rope_scaling {
+            None => {}
+            Some(s) if s.rope_type == "linear" => inv_freq.iter_mut().for_each(|f| *f /= s.factor as f32),
+            Some(s) if s.rope_type == "default" => {}
+            Some(s) => {
+                return Err(ModelError::Unsupported(format!(
+                    "rope_scaling type `{}` (supported: linear, default)",
+                    s.rope_type
+                )));
+            }
+        }
+        Ok(Self {
+            inv_freq,
+            head_dim: d,
+        })
+    }
+
+    /// cos and sin tables for `positions` ([B][S]) as [B, 1, S, head_dim] tensors.
+    pub fn tables<B: Backend>(
+        &self,
+        positions: &[Vec<i64>],
+        device: &B::Device,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let b = positions.len();
+        let s = positions.first().map_or(0, Vec::len);
+        let d = self.head_dim;
+        let mut cos = Vec::with_capacity(b * s * d);
+        let mut sin = Vec::with_capacity(b * s * d);
+        for row in positions {
+            for &p in row {
+                let angles: Vec<f32> = self.inv_freq.iter().map(|f| p as f32 * f).collect();
+                for _ in 0..2 {
+                    cos.extend(angles.iter().map(|a| a.cos()));
+                    sin.extend(angles.iter().map(|a| a.sin()));
+                }
+            }
+        }
+        let shape = [b, 1, s, d];
+        (
+            Tensor::from_data(TensorData::new(cos, shape), device),
+            Tensor::from_data(TensorData::new(sin, shape), device),
+        )
+    }
+}
+
+/// x·cos + rotate_half(x)·sin for x of shape [B, heads, S, D].
+pub fn apply<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
+    let d = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, d / 2);
+    let x2 = x.clone().narrow(3, d / 2, d / 2);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}

@@ -1,0 +1,213 @@
+//! Logits parity with transformers (tests/fixtures/reference, made by scripts/make_fixtures.py) on the CPU
+//! backend in f32: max |Δ| ≤ 1e-4 · max(1, max |ref|) over real (non-padding) positions.
+
+#![cfg(feature = "cpu")]
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Tensor;
+use mmreason_checkpoint::{ModelDir, Weights};
+use mmreason_model::{Batch, CpuBackend, Decoder, KvCache, WeightDtype};
+
+type B = CpuBackend;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn load(name: &str) -> Decoder<B> {
+    let dir = ModelDir::open(fixtures().join("models").join(name)).unwrap();
+    let cfg = dir.config.text().unwrap().clone();
+    Decoder::load(
+        &cfg,
+        &dir.weights,
+        "model.",
+        "lm_head.weight",
+        WeightDtype::F32,
+        &Default::default(),
+    )
+    .unwrap()
+}
+
+struct Ref(Weights);
+
+impl Ref {
+    fn open(name: &str) -> Self {
+        let p = fixtures().join("reference").join(format!("{name}.safetensors"));
+        Ref(Weights::open_files(fixtures(), &[p]).unwrap())
+    }
+    fn ids(&self, name: &str) -> Vec<Vec<u32>> {
+        let t = self.0.get(name).unwrap();
+        let s = *t.shape().last().unwrap();
+        t.to_i64()
+            .unwrap()
+            .chunks(s)
+            .map(|r| r.iter().map(|&x| x as u32).collect())
+            .collect()
+    }
+    fn f32(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
+        let t = self.0.get(name).unwrap();
+        (t.to_f32().unwrap(), t.shape().to_vec())
+    }
+}
+
+fn values(t: Tensor<B, 3>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+/// Max |a − b| over rows/positions where `keep`, relative to max(1, max |b|).
+fn rel_err(a: &[f32], b: &[f32], vocab: usize, keep: impl Fn(usize) -> bool) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0.0f32;
+    let mut scale = 1.0f32;
+    for (pos, (ra, rb)) in a.chunks(vocab).zip(b.chunks(vocab)).enumerate() {
+        if !keep(pos) {
+            continue;
+        }
+        for (x, y) in ra.iter().zip(rb) {
+            worst = worst.max((x - y).abs());
+            scale = scale.max(y.abs());
+        }
+    }
+    worst / scale
+}
+
+fn check_model(name: &str) {
+    let m = load(name);
+    let r = Ref::open(name);
+    let v = m.cfg.vocab_size;
+    // Left-padded batch.
+    let ids = r.ids("input_ids");
+    let mask_i = r.ids("attention_mask");
+    let mask: Vec<Vec<bool>> = mask_i
+        .iter()
+        .map(|row| row.iter().map(|&x| x == 1).collect())
+        .collect();
+    let s = ids[0].len();
+    let got = values(
+        m.forward(
+            &Batch {
+                ids: ids.clone(),
+                mask: mask.clone(),
+            },
+            &mut KvCache::new(m.num_layers()),
+        )
+        .unwrap(),
+    );
+    let (want, _) = r.f32("logits");
+    let flat_mask: Vec<bool> = mask.iter().flatten().copied().collect();
+    let e = rel_err(&got, &want, v, |p| flat_mask[p]);
+    eprintln!("{name}: padded batch rel err {e:e} over {} logits", got.len());
+    assert!(e <= 1e-4, "{name}: padded batch rel err {e:e}");
+    // Each row alone equals the reference for that row alone.
+    for i in 0..ids.len() {
+        let single = r.ids(&format!("single_{i}_input_ids"));
+        let got = values(
+            m.forward(
+                &Batch::unpadded(single).unwrap(),
+                &mut KvCache::new(m.num_layers()),
+            )
+            .unwrap(),
+        );
+        let (want, _) = r.f32(&format!("single_{i}_logits"));
+        let e = rel_err(&got, &want, v, |_| true);
+        assert!(e <= 1e-4, "{name}: row {i} alone rel err {e:e}");
+        // Batched equals unbatched (within float reassociation).
+        let batched: Vec<f32> = {
+            let all = values(
+                m.forward(
+                    &Batch {
+                        ids: ids.clone(),
+                        mask: mask.clone(),
+                    },
+                    &mut KvCache::new(m.num_layers()),
+                )
+                .unwrap(),
+            );
+            let pad = s - got.len() / v;
+            all[(i * s + pad) * v..(i + 1) * s * v].to_vec()
+        };
+        let e = rel_err(&batched, &got, v, |_| true);
+        assert!(e <= 1e-5, "{name}: row {i} batched vs alone {e:e}");
+    }
+}
+
+#[test]
+fn llama_logits_match_transformers() {
+    check_model("llama");
+}
+
+#[test]
+fn mistral_logits_match_transformers_including_past_the_sliding_window() {
+    check_model("mistral");
+    let m = load("mistral");
+    let r = Ref::open("mistral");
+    let ids = r.ids("long_input_ids");
+    assert!(ids[0].len() > m.cfg.sliding_window.unwrap());
+    let got = values(
+        m.forward(&Batch::unpadded(ids).unwrap(), &mut KvCache::new(m.num_layers()))
+            .unwrap(),
+    );
+    let (want, _) = r.f32("long_logits");
+    let e = rel_err(&got, &want, m.cfg.vocab_size, |_| true);
+    eprintln!("mistral long: rel err {e:e}");
+    assert!(e <= 1e-4, "long sequence rel err {e:e}");
+}
+
+#[test]
+fn incremental_decoding_equals_the_full_forward() {
+    for name in ["llama", "mistral"] {
+        let m = load(name);
+        let r = Ref::open(name);
+        let ids = r.ids("input_ids");
+        let mask: Vec<Vec<bool>> = r
+            .ids("attention_mask")
+            .iter()
+            .map(|row| row.iter().map(|&x| x == 1).collect())
+            .collect();
+        let s = ids[0].len();
+        let full = values(
+            m.forward(
+                &Batch {
+                    ids: ids.clone(),
+                    mask: mask.clone(),
+                },
+                &mut KvCache::new(m.num_layers()),
+            )
+            .unwrap(),
+        );
+        let v = m.cfg.vocab_size;
+        let mut cache = KvCache::new(m.num_layers());
+        let split = 4;
+        let prefix = Batch {
+            ids: ids.iter().map(|r| r[..split].to_vec()).collect(),
+            mask: mask.iter().map(|r| r[..split].to_vec()).collect(),
+        };
+        let mut steps = vec![values(m.forward(&prefix, &mut cache).unwrap())];
+        for t in split..s {
+            let step = Batch {
+                ids: ids.iter().map(|r| vec![r[t]]).collect(),
+                mask: mask.iter().map(|r| vec![r[t]]).collect(),
+            };
+            steps.push(values(m.forward(&step, &mut cache).unwrap()));
+        }
+        // Reassemble [B, S, V] from the steps and compare on real positions.
+        let b = ids.len();
+        let mut inc = vec![0.0f32; b * s * v];
+        for row in 0..b {
+            for p in 0..s {
+                let (chunk, len, off) = if p < split {
+                    (&steps[0], split, p)
+                } else {
+                    (&steps[p - split + 1], 1, 0)
+                };
+                inc[(row * s + p) * v..(row * s + p + 1) * v]
+                    .copy_from_slice(&chunk[(row * len + off) * v..(row * len + off + 1) * v]);
+            }
+        }
+        let flat_mask: Vec<bool> = mask.iter().flatten().copied().collect();
+        let e = rel_err(&inc, &full, v, |p| flat_mask[p]);
+        eprintln!("{name}: KV-cache decode vs full forward {e:e}");
+        assert!(e <= 1e-5, "{name}: KV-cache decode vs full forward {e:e}");
+    }
+}
