@@ -211,3 +211,63 @@ fn incremental_decoding_equals_the_full_forward() {
         assert!(e <= 1e-5, "{name}: KV-cache decode vs full forward {e:e}");
     }
 }
+
+#[test]
+fn a_vlms_language_model_runs_text_only_through_the_same_decoder() {
+    let dir = ModelDir::open(fixtures().join("models/llava-1.5")).unwrap();
+    let m = mmreason_model::load_decoder::<B>(&dir, WeightDtype::F32, &Default::default()).unwrap();
+    assert_eq!(m.cfg.vocab_size, 32064);
+    let r = Ref::open("llava-1.5");
+    let ids = r.ids("text_input_ids");
+    let got = values(m.forward(&Batch::unpadded(ids).unwrap(), &mut KvCache::new(m.num_layers())).unwrap());
+    let (want, _) = r.f32("text_logits_last");
+    let last = &got[got.len() - 32064..];
+    let e = rel_err(last, &want, 32064, |_| true);
+    assert!(e <= 1e-4, "llava-1.5 text-only last logits rel err {e:e}");
+}
+
+#[test]
+fn logits_file_interface_round_trips() {
+    use mmreason_checkpoint::{Dtype, write_safetensors_file};
+    let r = Ref::open("llama");
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = r.0.get("input_ids").unwrap();
+    let mask = r.0.get("attention_mask").unwrap();
+    let inputs = tmp.path().join("in.safetensors");
+    write_safetensors_file(
+        &inputs,
+        &[("input_ids", Dtype::I64, ids.shape(), ids.bytes()), ("attention_mask", Dtype::I64, mask.shape(), mask.bytes())],
+    )
+    .unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let rep = mmreason_model::run_logits(&mmreason_model::LogitsOptions {
+        model: fixtures().join("models/llama"),
+        inputs,
+        out: out.clone(),
+        backend: mmreason_model::BackendKind::Cpu,
+        dtype: WeightDtype::F32,
+    })
+    .unwrap();
+    assert_eq!(rep.shape, [3, 9, 512]);
+    let got = Weights::open_files(tmp.path(), &[out]).unwrap();
+    let logits = got.get("logits").unwrap();
+    assert_eq!((logits.dtype(), logits.shape()), (Dtype::F32, &[3usize, 9, 512][..]));
+    let (want, _) = r.f32("logits");
+    let flat_mask: Vec<bool> = r.ids("attention_mask").iter().flatten().map(|&x| x == 1).collect();
+    let e = rel_err(&logits.to_f32().unwrap(), &want, 512, |p| flat_mask[p]);
+    assert!(e <= 1e-4, "{e:e}");
+    // Bad input: an id outside the vocabulary is an error naming the row, not a panic.
+    let bad = tmp.path().join("bad.safetensors");
+    let ids: Vec<u8> = [1i64, 999].iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_safetensors_file(&bad, &[("input_ids", Dtype::I64, &[1, 2], &ids)]).unwrap();
+    let e = mmreason_model::run_logits(&mmreason_model::LogitsOptions {
+        model: fixtures().join("models/llama"),
+        inputs: bad,
+        out: tmp.path().join("o2.safetensors"),
+        backend: mmreason_model::BackendKind::Cpu,
+        dtype: WeightDtype::F32,
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("999") && e.to_string().contains("row 0"), "{e}");
+    assert!(!tmp.path().join("o2.safetensors").exists());
+}
