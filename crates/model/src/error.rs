@@ -30,4 +30,13 @@ pub enum ModelError {
 
     #[error("bad input: {0}")]
     Input(String),
+
+    #[error("{path}: {message}")]
+    Tokenizer {
+        path: std::path::PathBuf,
+        message: String,
+    },
+
+    #[error("chat template: {0}")]
+    Template(String),
 }

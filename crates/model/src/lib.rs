@@ -3,16 +3,22 @@
 //! LLaVA 1.5/NeXT arrive with their own issue (see the README's status table).
 
 pub mod backend;
+pub mod chat;
 pub mod error;
 pub mod kv_cache;
 pub mod llama;
 pub mod load;
 pub mod logits;
 pub mod rope;
+pub mod scoring;
+pub mod tokenizer;
 
 pub use backend::{BackendKind, CpuBackend};
+pub use chat::{Conversation, Message, render_chat_template};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
 pub use llama::{Batch, Decoder, TensorSource};
 pub use load::{WeightDtype, load_float};
 pub use logits::{LogitsOptions, LogitsReport, load_decoder, run_logits};
+pub use scoring::{GenerateRequest, Loglikelihood, LoglikelihoodRequest, Sampling, TextModel, VocabScope};
+pub use tokenizer::TextTokenizer;

@@ -219,7 +219,10 @@ fn a_vlms_language_model_runs_text_only_through_the_same_decoder() {
     assert_eq!(m.cfg.vocab_size, 32064);
     let r = Ref::open("llava-1.5");
     let ids = r.ids("text_input_ids");
-    let got = values(m.forward(&Batch::unpadded(ids).unwrap(), &mut KvCache::new(m.num_layers())).unwrap());
+    let got = values(
+        m.forward(&Batch::unpadded(ids).unwrap(), &mut KvCache::new(m.num_layers()))
+            .unwrap(),
+    );
     let (want, _) = r.f32("text_logits_last");
     let last = &got[got.len() - 32064..];
     let e = rel_err(last, &want, 32064, |_| true);
@@ -236,7 +239,10 @@ fn logits_file_interface_round_trips() {
     let inputs = tmp.path().join("in.safetensors");
     write_safetensors_file(
         &inputs,
-        &[("input_ids", Dtype::I64, ids.shape(), ids.bytes()), ("attention_mask", Dtype::I64, mask.shape(), mask.bytes())],
+        &[
+            ("input_ids", Dtype::I64, ids.shape(), ids.bytes()),
+            ("attention_mask", Dtype::I64, mask.shape(), mask.bytes()),
+        ],
     )
     .unwrap();
     let out = tmp.path().join("out.safetensors");
@@ -251,9 +257,17 @@ fn logits_file_interface_round_trips() {
     assert_eq!(rep.shape, [3, 9, 512]);
     let got = Weights::open_files(tmp.path(), &[out]).unwrap();
     let logits = got.get("logits").unwrap();
-    assert_eq!((logits.dtype(), logits.shape()), (Dtype::F32, &[3usize, 9, 512][..]));
+    assert_eq!(
+        (logits.dtype(), logits.shape()),
+        (Dtype::F32, &[3usize, 9, 512][..])
+    );
     let (want, _) = r.f32("logits");
-    let flat_mask: Vec<bool> = r.ids("attention_mask").iter().flatten().map(|&x| x == 1).collect();
+    let flat_mask: Vec<bool> = r
+        .ids("attention_mask")
+        .iter()
+        .flatten()
+        .map(|&x| x == 1)
+        .collect();
     let e = rel_err(&logits.to_f32().unwrap(), &want, 512, |p| flat_mask[p]);
     assert!(e <= 1e-4, "{e:e}");
     // Bad input: an id outside the vocabulary is an error naming the row, not a panic.
@@ -268,6 +282,9 @@ fn logits_file_interface_round_trips() {
         dtype: WeightDtype::F32,
     })
     .unwrap_err();
-    assert!(e.to_string().contains("999") && e.to_string().contains("row 0"), "{e}");
+    assert!(
+        e.to_string().contains("999") && e.to_string().contains("row 0"),
+        "{e}"
+    );
     assert!(!tmp.path().join("o2.safetensors").exists());
 }
