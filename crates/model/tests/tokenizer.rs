@@ -23,7 +23,7 @@ fn reference_cases_encode_and_decode_exactly() {
             assert_eq!(tok.decode(&ids, true).unwrap(), text, "{name}: decode {text:?}");
         }
         let no_bos = tok.encode("Hello world", false).unwrap();
-        assert_eq!(no_bos[0] != 1, true);
+        assert_ne!(no_bos[0], 1, "{name}: no BOS without special tokens");
     }
 }
 
