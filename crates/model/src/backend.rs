@@ -90,3 +90,21 @@ mod tests {
         }
     }
 }
+
+/// Calls `f::<Backend>(args…, &device)` on the backend `kind` names (a generic function cannot be passed as a
+/// value, so dispatch is a macro). Backends not compiled in give `BackendNotCompiled`.
+#[macro_export]
+macro_rules! on_backend {
+    ($kind:expr, $f:ident ( $($arg:expr),* )) => {{
+        #[allow(unreachable_patterns)]
+        match $kind {
+            #[cfg(feature = "cpu")]
+            $crate::BackendKind::Cpu => $f::<$crate::backend::CpuBackend>($($arg,)* &Default::default()),
+            #[cfg(feature = "wgpu")]
+            $crate::BackendKind::Wgpu => $f::<$crate::backend::WgpuBackend>($($arg,)* &Default::default()),
+            #[cfg(feature = "cuda")]
+            $crate::BackendKind::Cuda => $f::<$crate::backend::CudaBackend>($($arg,)* &Default::default()),
+            other => Err($crate::ModelError::BackendNotCompiled { name: other.name().into(), compiled: String::new() }),
+        }
+    }};
+}

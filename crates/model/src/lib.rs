@@ -5,20 +5,24 @@
 pub mod backend;
 pub mod chat;
 pub mod error;
+pub mod generate;
 pub mod kv_cache;
 pub mod llama;
 pub mod load;
 pub mod logits;
 pub mod rope;
 pub mod scoring;
+pub mod throughput;
 pub mod tokenizer;
 
 pub use backend::{BackendKind, CpuBackend};
 pub use chat::{Conversation, Message, render_chat_template};
 pub use error::{ModelError, Result};
+pub use generate::{GenerateOptions, Generation, run_generate};
 pub use kv_cache::KvCache;
 pub use llama::{Batch, Decoder, TensorSource};
 pub use load::{WeightDtype, load_float};
 pub use logits::{LogitsOptions, LogitsReport, load_decoder, run_logits};
 pub use scoring::{GenerateRequest, Loglikelihood, LoglikelihoodRequest, Sampling, TextModel, VocabScope};
+pub use throughput::{Throughput, ThroughputOptions, preset, run_throughput};
 pub use tokenizer::TextTokenizer;

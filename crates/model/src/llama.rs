@@ -3,7 +3,7 @@
 //! embeddings, grouped-query attention with an additive mask (causal, left padding, Mistral's sliding window),
 //! SwiGLU MLP, untied or tied head.
 
-use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{Distribution, Int, Tensor, TensorData, activation, backend::Backend};
 use mmreason_checkpoint::{DecoderConfig, TensorView};
 
 use crate::error::{ModelError, Result};
@@ -43,19 +43,36 @@ impl TensorSource for mmreason_checkpoint::Weights {
     }
 }
 
+/// Where weights come from: a checkpoint, or random values (benchmarks of shapes nobody has weights for).
+pub(crate) enum Init<'a> {
+    Checkpoint(&'a dyn TensorSource),
+    /// N(0, 0.02) for matrices, 1 for norm weights, drawn on the device.
+    Random,
+}
+
 pub(crate) struct Loader<'a, B: Backend> {
-    pub src: &'a dyn TensorSource,
+    pub init: Init<'a>,
     pub dtype: WeightDtype,
     pub device: &'a B::Device,
 }
 
 impl<B: Backend> Loader<'_, B> {
     pub fn t1(&self, name: &str, n: usize) -> Result<Tensor<B, 1>> {
-        load_float(&self.src.tensor(name)?, [n], self.dtype, self.device)
+        match &self.init {
+            Init::Checkpoint(src) => load_float(&src.tensor(name)?, [n], self.dtype, self.device),
+            Init::Random => Ok(Tensor::ones([n], (self.device, self.dtype.burn()))),
+        }
     }
 
     pub fn t2(&self, name: &str, shape: [usize; 2]) -> Result<Tensor<B, 2>> {
-        load_float(&self.src.tensor(name)?, shape, self.dtype, self.device)
+        match &self.init {
+            Init::Checkpoint(src) => load_float(&src.tensor(name)?, shape, self.dtype, self.device),
+            Init::Random => Ok(Tensor::random(
+                shape,
+                Distribution::Normal(0.0, 0.02),
+                (self.device, self.dtype.burn()),
+            )),
+        }
     }
 
     pub fn linear(&self, prefix: &str, input: usize, output: usize, bias: bool) -> Result<Linear<B>> {
@@ -163,13 +180,33 @@ impl<B: Backend> Decoder<B> {
         dtype: WeightDtype,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::build(cfg, Init::Checkpoint(src), prefix, head, dtype, device)
+    }
+
+    /// A decoder of `cfg`'s shapes with random weights (throughput benchmarks).
+    pub fn random(cfg: &DecoderConfig, dtype: WeightDtype, device: &B::Device) -> Result<Self> {
+        Self::build(cfg, Init::Random, "model.", "lm_head.weight", dtype, device)
+    }
+
+    fn build(
+        cfg: &DecoderConfig,
+        init: Init<'_>,
+        prefix: &str,
+        head: &str,
+        dtype: WeightDtype,
+        device: &B::Device,
+    ) -> Result<Self> {
         if cfg.hidden_act != "silu" {
             return Err(ModelError::Unsupported(format!(
                 "hidden_act `{}` (supported: silu)",
                 cfg.hidden_act
             )));
         }
-        let ld = Loader::<B> { src, dtype, device };
+        let tied_without_head = match &init {
+            Init::Checkpoint(src) => cfg.tie_word_embeddings && src.tensor(head).is_err(),
+            Init::Random => cfg.tie_word_embeddings,
+        };
+        let ld = Loader::<B> { init, dtype, device };
         let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (nh, nkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let norm = |name: &str| -> Result<RmsNorm<B>> {
@@ -195,7 +232,7 @@ impl<B: Backend> Decoder<B> {
             });
         }
         let embed = ld.t2(&format!("{prefix}embed_tokens.weight"), [v, h])?;
-        let head_w = if cfg.tie_word_embeddings && src.tensor(head).is_err() {
+        let head_w = if tied_without_head {
             embed.clone()
         } else {
             ld.t2(head, [v, h])?

@@ -16,7 +16,7 @@ pub enum WeightDtype {
 }
 
 impl WeightDtype {
-    fn burn(self) -> DType {
+    pub(crate) fn burn(self) -> DType {
         match self {
             WeightDtype::F32 => DType::F32,
             WeightDtype::F16 => DType::F16,

@@ -1,0 +1,74 @@
+//! Prefill and decode tokens/s of a decoder (a benchmark, not a test).
+//!
+//! cargo run --release --example throughput -- --config llama-30m --random-weights --batch 1 \
+//!     --prompt-len 128 --gen-len 32
+//!
+//! --config takes a model directory or a preset (llama-30m, llama-2-7b, vicuna-7b, mistral-7b).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mmreason::model::{BackendKind, ThroughputOptions, WeightDtype, run_throughput};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    config: String,
+    #[arg(long)]
+    random_weights: bool,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    #[arg(long, default_value_t = 128)]
+    prompt_len: usize,
+    #[arg(long, default_value_t = 32)]
+    gen_len: usize,
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Runs per measurement; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// One JSON line instead of a table row.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let run = || -> Result<(), Box<dyn std::error::Error>> {
+        let t = run_throughput(&ThroughputOptions {
+            config: a.config,
+            random_weights: a.random_weights,
+            batch: a.batch,
+            prompt_len: a.prompt_len,
+            gen_len: a.gen_len,
+            backend: a.backend.parse::<BackendKind>()?,
+            dtype: a.dtype.parse::<WeightDtype>()?,
+            repeats: a.repeats,
+        })?;
+        if a.json {
+            println!("{}", serde_json::to_string(&t)?);
+        } else {
+            println!(
+                "{} ({:.1} M params, {}): batch {} × prompt {} → prefill {:.0} tok/s; decode {} steps → {:.1} tok/s",
+                t.config,
+                t.params as f64 / 1e6,
+                t.backend,
+                t.batch,
+                t.prompt_len,
+                t.prefill_tok_s,
+                t.gen_len,
+                t.decode_tok_s
+            );
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
