@@ -73,24 +73,6 @@ impl FromStr for BackendKind {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_compiled_backends_and_explains_the_rest() {
-        assert_eq!("CPU".parse::<BackendKind>().unwrap(), BackendKind::Cpu);
-        assert!(matches!(
-            "tpu".parse::<BackendKind>(),
-            Err(ModelError::UnknownBackend(_))
-        ));
-        if !cfg!(feature = "cuda") {
-            let e = "cuda".parse::<BackendKind>().unwrap_err();
-            assert!(e.to_string().contains("--features cuda"), "{e}");
-        }
-    }
-}
-
 /// Calls `f::<Backend>(args…, &device)` on the backend `kind` names (a generic function cannot be passed as a
 /// value, so dispatch is a macro). Backends not compiled in give `BackendNotCompiled`.
 #[macro_export]
@@ -107,4 +89,22 @@ macro_rules! on_backend {
             other => Err($crate::ModelError::BackendNotCompiled { name: other.name().into(), compiled: String::new() }),
         }
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_compiled_backends_and_explains_the_rest() {
+        assert_eq!("CPU".parse::<BackendKind>().unwrap(), BackendKind::Cpu);
+        assert!(matches!(
+            "tpu".parse::<BackendKind>(),
+            Err(ModelError::UnknownBackend(_))
+        ));
+        if !cfg!(feature = "cuda") {
+            let e = "cuda".parse::<BackendKind>().unwrap_err();
+            assert!(e.to_string().contains("--features cuda"), "{e}");
+        }
+    }
 }
