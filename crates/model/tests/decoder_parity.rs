@@ -288,3 +288,36 @@ fn logits_file_interface_round_trips() {
     );
     assert!(!tmp.path().join("o2.safetensors").exists());
 }
+
+#[test]
+fn missing_or_misshapen_tensors_name_the_checkpoint_key() {
+    use mmreason_checkpoint::{CheckpointWriter, WriterOptions};
+    let src = ModelDir::open(fixtures().join("models/llama")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for (case, victim) in [
+        ("missing", "model.layers.1.mlp.up_proj.weight"),
+        ("misshapen", "model.layers.0.mlp.gate_proj.weight"),
+    ] {
+        let dir = tmp.path().join(case);
+        let mut w = CheckpointWriter::create(&dir, WriterOptions::default()).unwrap();
+        for t in src.weights.tensors() {
+            if t.name() == victim {
+                if case == "missing" {
+                    continue;
+                }
+                let v = t.to_f32().unwrap();
+                w.add_f32(t.name(), t.dtype(), &[t.shape()[1], t.shape()[0]], &v)
+                    .unwrap();
+                continue;
+            }
+            w.add(t.name(), t.dtype(), t.shape(), t.bytes().to_vec()).unwrap();
+        }
+        w.copy_file(&src.root.join("config.json"), "config.json").unwrap();
+        w.finish().unwrap();
+        let dir = ModelDir::open(&dir).unwrap();
+        let e = mmreason_model::load_decoder::<B>(&dir, WeightDtype::F32, &Default::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains(victim), "{case}: {e}");
+    }
+}
