@@ -2,12 +2,15 @@
 //! the Llama/Mistral decoder (with KV cache), backend choice and tensor loading. CLIP ViT, projector and
 //! LLaVA 1.5/NeXT arrive with their own issue (see the README's status table).
 
+pub mod anyres;
 pub mod backend;
 pub mod chat;
+pub mod clip;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;
 pub mod llama;
+pub mod llava;
 pub mod load;
 pub mod logits;
 pub mod rope;
@@ -17,10 +20,12 @@ pub mod tokenizer;
 
 pub use backend::{BackendKind, CpuBackend};
 pub use chat::{Conversation, Message, render_chat_template};
+pub use clip::ClipVision;
 pub use error::{ModelError, Result};
 pub use generate::{GenerateOptions, Generation, run_generate};
 pub use kv_cache::KvCache;
 pub use llama::{Batch, Decoder, TensorSource};
+pub use llava::{Llava, Pixels, Projector};
 pub use load::{WeightDtype, load_float};
 pub use logits::{LogitsOptions, LogitsReport, load_decoder, run_logits};
 pub use scoring::{GenerateRequest, Loglikelihood, LoglikelihoodRequest, Sampling, TextModel, VocabScope};

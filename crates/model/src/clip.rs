@@ -1,0 +1,179 @@
+//! The CLIP vision transformer as transformers' `CLIPVisionModel` computes it: patch "convolution"
+//! (stride = kernel, so a matmul over flattened patches), class token, learned position embeddings,
+//! `pre_layrnorm`, pre-norm encoder layers (attention with biases; `quick_gelu` or exact GELU MLP), and the
+//! hidden state after every layer (LLaVA takes the second to last).
+
+use burn::tensor::{Tensor, activation, backend::Backend};
+use mmreason_checkpoint::ClipVisionConfig;
+
+use crate::error::{ModelError, Result};
+use crate::llama::{Init, Linear, Loader, TensorSource};
+use crate::load::WeightDtype;
+
+/// LayerNorm with biased variance, as torch.
+#[derive(Debug, Clone)]
+pub struct LayerNorm<B: Backend> {
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let mean = x.clone().mean_dim(2);
+        let centered = x - mean;
+        let var = centered.clone().powi_scalar(2).mean_dim(2);
+        let y = centered * (var + self.eps).sqrt().recip();
+        y * self.weight.clone().unsqueeze::<3>() + self.bias.clone().unsqueeze::<3>()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EncoderLayer<B: Backend> {
+    ln1: LayerNorm<B>,
+    q: Linear<B>,
+    k: Linear<B>,
+    v: Linear<B>,
+    out: Linear<B>,
+    ln2: LayerNorm<B>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+}
+
+/// The vision tower.
+#[derive(Debug, Clone)]
+pub struct ClipVision<B: Backend> {
+    pub cfg: ClipVisionConfig,
+    /// [3·P·P, hidden]
+    patch_t: Tensor<B, 2>,
+    class: Tensor<B, 1>,
+    /// [1 + G², hidden]
+    positions: Tensor<B, 2>,
+    pre_ln: LayerNorm<B>,
+    layers: Vec<EncoderLayer<B>>,
+    post_ln: LayerNorm<B>,
+}
+
+fn layer_norm<B: Backend>(ld: &Loader<'_, B>, prefix: &str, n: usize, eps: f64) -> Result<LayerNorm<B>> {
+    Ok(LayerNorm {
+        weight: ld.t1(&format!("{prefix}.weight"), n)?,
+        bias: ld.t1(&format!("{prefix}.bias"), n)?,
+        eps,
+    })
+}
+
+impl<B: Backend> ClipVision<B> {
+    /// Loads tensors named `{prefix}embeddings.…`, `{prefix}encoder.layers.{i}.…` (prefix `vision_model.` in a
+    /// CLIP checkpoint, `vision_tower.vision_model.` in llava-hf's layout).
+    pub fn load(
+        cfg: &ClipVisionConfig,
+        src: &dyn TensorSource,
+        prefix: &str,
+        dtype: WeightDtype,
+        device: &B::Device,
+    ) -> Result<Self> {
+        if !matches!(cfg.hidden_act.as_str(), "quick_gelu" | "gelu") {
+            return Err(ModelError::Unsupported(format!(
+                "CLIP hidden_act `{}` (quick_gelu, gelu)",
+                cfg.hidden_act
+            )));
+        }
+        let ld = Loader::<B> {
+            init: Init::Checkpoint(src),
+            dtype,
+            device,
+        };
+        let (h, c, p, eps) = (
+            cfg.hidden_size,
+            cfg.num_channels,
+            cfg.patch_size,
+            cfg.layer_norm_eps,
+        );
+        let g = cfg.patches_per_side();
+        let patch = crate::load::load_float::<B, 4>(
+            &src.tensor(&format!("{prefix}embeddings.patch_embedding.weight"))?,
+            [h, c, p, p],
+            dtype,
+            device,
+        )?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let lp = format!("{prefix}encoder.layers.{l}");
+            layers.push(EncoderLayer {
+                ln1: layer_norm(&ld, &format!("{lp}.layer_norm1"), h, eps)?,
+                q: ld.linear(&format!("{lp}.self_attn.q_proj"), h, h, true)?,
+                k: ld.linear(&format!("{lp}.self_attn.k_proj"), h, h, true)?,
+                v: ld.linear(&format!("{lp}.self_attn.v_proj"), h, h, true)?,
+                out: ld.linear(&format!("{lp}.self_attn.out_proj"), h, h, true)?,
+                ln2: layer_norm(&ld, &format!("{lp}.layer_norm2"), h, eps)?,
+                fc1: ld.linear(&format!("{lp}.mlp.fc1"), h, cfg.intermediate_size, true)?,
+                fc2: ld.linear(&format!("{lp}.mlp.fc2"), cfg.intermediate_size, h, true)?,
+            });
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            patch_t: patch.reshape([h, c * p * p]).transpose(),
+            class: ld.t1(&format!("{prefix}embeddings.class_embedding"), h)?,
+            positions: ld.t2(
+                &format!("{prefix}embeddings.position_embedding.weight"),
+                [1 + g * g, h],
+            )?,
+            pre_ln: layer_norm(&ld, &format!("{prefix}pre_layrnorm"), h, eps)?,
+            layers,
+            post_ln: layer_norm(&ld, &format!("{prefix}post_layernorm"), h, eps)?,
+        })
+    }
+
+    /// All hidden states: index 0 is the embeddings after `pre_layrnorm`, index i the output of layer i —
+    /// transformers' `output_hidden_states`. `pixel_values` is [N, C, S, S] with S = `image_size`.
+    pub fn hidden_states(&self, pixel_values: Tensor<B, 4>) -> Result<Vec<Tensor<B, 3>>> {
+        let [n, c, hgt, wid] = pixel_values.dims();
+        let (p, s) = (self.cfg.patch_size, self.cfg.image_size);
+        if c != self.cfg.num_channels || hgt != s || wid != s {
+            return Err(ModelError::Input(format!(
+                "pixel_values are [{n}, {c}, {hgt}, {wid}]; this CLIP needs [N, {}, {s}, {s}]",
+                self.cfg.num_channels
+            )));
+        }
+        let g = s / p;
+        let h = self.cfg.hidden_size;
+        // [N, C, G, P, G, P] → [N, G, G, C, P, P] → [N·G², C·P·P]: each row one patch, flattened like the
+        // convolution kernel.
+        let patches = pixel_values
+            .reshape([n, c, g, p, g, p])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([n * g * g, c * p * p]);
+        let emb = patches.matmul(self.patch_t.clone()).reshape([n, g * g, h]);
+        let class = self.class.clone().reshape([1, 1, h]).expand([n, 1, h]);
+        let x = Tensor::cat(vec![class, emb], 1) + self.positions.clone().unsqueeze::<3>();
+        let mut x = self.pre_ln.forward(x);
+        let mut states = vec![x.clone()];
+        let heads = self.cfg.num_attention_heads;
+        let d = h / heads;
+        let t = 1 + g * g;
+        for layer in &self.layers {
+            let y = layer.ln1.forward(x.clone());
+            let split = |z: Tensor<B, 3>| z.reshape([n, t, heads, d]).swap_dims(1, 2);
+            let q = split(layer.q.forward(y.clone())) * (1.0 / (d as f64).sqrt());
+            let k = split(layer.k.forward(y.clone()));
+            let v = split(layer.v.forward(y));
+            let a = activation::softmax(q.matmul(k.swap_dims(2, 3)), 3).matmul(v);
+            x = x + layer.out.forward(a.swap_dims(1, 2).reshape([n, t, h]));
+            let y = layer.fc1.forward(layer.ln2.forward(x.clone()));
+            let y = if self.cfg.hidden_act == "quick_gelu" {
+                y.clone() * activation::sigmoid(y * 1.702)
+            } else {
+                activation::gelu(y)
+            };
+            x = x + layer.fc2.forward(y);
+            states.push(x.clone());
+        }
+        Ok(states)
+    }
+
+    /// `pooler_output`: the CLS token of the last layer after `post_layernorm`.
+    pub fn pooled(&self, last: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [n, _, h] = last.dims();
+        self.post_ln.forward(last.narrow(1, 0, 1)).reshape([n, h])
+    }
+}

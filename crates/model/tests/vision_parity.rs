@@ -1,0 +1,159 @@
+//! CLIP, LLaVA-1.5 and LLaVA-NeXT against transformers (tests/fixtures/reference) on the CPU backend in f32:
+//! max |Δ| ≤ 1e-4 · max(1, max |ref|).
+
+#![cfg(feature = "cpu")]
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData};
+use mmreason_checkpoint::{ModelConfig, ModelDir, Weights};
+use mmreason_model::{ClipVision, CpuBackend, KvCache, Llava, Pixels, WeightDtype};
+
+type B = CpuBackend;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn reference(name: &str) -> Weights {
+    Weights::open_files(
+        fixtures(),
+        &[fixtures().join("reference").join(format!("{name}.safetensors"))],
+    )
+    .unwrap()
+}
+
+fn tensor<const D: usize>(w: &Weights, name: &str) -> Tensor<B, D> {
+    let t = w.get(name).unwrap();
+    let shape: [usize; D] = t.shape().try_into().unwrap();
+    Tensor::from_data(TensorData::new(t.to_f32().unwrap(), shape), &Default::default())
+}
+
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    got.iter()
+        .zip(want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+fn ids(w: &Weights, name: &str) -> Vec<Vec<u32>> {
+    let t = w.get(name).unwrap();
+    let s = t.shape()[1];
+    t.to_i64()
+        .unwrap()
+        .chunks(s)
+        .map(|r| r.iter().map(|&x| x as u32).collect())
+        .collect()
+}
+
+#[test]
+fn clip_hidden_states_of_every_layer() {
+    let dir = ModelDir::open(fixtures().join("models/clip-vision")).unwrap();
+    let ModelConfig::ClipVision(cfg) = &dir.config else {
+        panic!()
+    };
+    let clip = ClipVision::<B>::load(
+        cfg,
+        &dir.weights,
+        "vision_model.",
+        WeightDtype::F32,
+        &Default::default(),
+    )
+    .unwrap();
+    let r = reference("clip-vision");
+    let states = clip.hidden_states(tensor::<4>(&r, "pixel_values")).unwrap();
+    let want = r.get("hidden_states").unwrap();
+    assert_eq!(want.shape()[0], states.len());
+    let got: Vec<f32> = states
+        .iter()
+        .flat_map(|s| s.clone().into_data().to_vec::<f32>().unwrap())
+        .collect();
+    let e = rel_err(&got, &want.to_f32().unwrap());
+    eprintln!("clip hidden states rel err {e:e}");
+    assert!(e <= 1e-4, "{e:e}");
+    let pooled = clip
+        .pooled(states.last().unwrap().clone())
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let e = rel_err(&pooled, &r.get("pooler_output").unwrap().to_f32().unwrap());
+    assert!(e <= 1e-4, "pooler {e:e}");
+    // Wrong image size is an error, not a panic.
+    let bad = Tensor::<B, 4>::zeros([1, 3, 28, 28], &Default::default());
+    assert!(clip.hidden_states(bad).unwrap_err().to_string().contains("56"));
+}
+
+fn check_llava(name: &str, pixels: impl Fn(&Weights) -> Pixels<B>) {
+    let dir = ModelDir::open(fixtures().join("models").join(name)).unwrap();
+    let m = Llava::<B>::load(&dir, WeightDtype::F32, &Default::default()).unwrap();
+    let r = reference(name);
+    let ids = ids(&r, "input_ids");
+    let mask = vec![vec![true; ids[0].len()]; 1];
+    let h = m
+        .forward_hidden(
+            &ids,
+            &mask,
+            Some(pixels(&r)),
+            &mut KvCache::new(m.decoder.num_layers()),
+        )
+        .unwrap();
+    let got = h.clone().into_data().to_vec::<f32>().unwrap();
+    let e = rel_err(&got, &r.get("last_hidden_state").unwrap().to_f32().unwrap());
+    eprintln!("{name}: last hidden state rel err {e:e}");
+    assert!(e <= 1e-4, "{name}: hidden {e:e}");
+    let logits = m.decoder.logits(h).into_data().to_vec::<f32>().unwrap();
+    let v = m.cfg.text.vocab_size;
+    let e = rel_err(
+        &logits[logits.len() - v..],
+        &r.get("logits_last").unwrap().to_f32().unwrap(),
+    );
+    assert!(e <= 1e-4, "{name}: last logits {e:e}");
+    // One image token too many or too few is an error naming both counts.
+    let mut short = ids.clone();
+    let p = short[0]
+        .iter()
+        .position(|&t| t == m.cfg.image_token_index)
+        .unwrap();
+    short[0].remove(p);
+    let mask = vec![vec![true; short[0].len()]; 1];
+    let e = m
+        .forward_hidden(
+            &short,
+            &mask,
+            Some(pixels(&r)),
+            &mut KvCache::new(m.decoder.num_layers()),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("image tokens"), "{e}");
+    let e = m
+        .forward_hidden(
+            &ids,
+            &vec![vec![true; ids[0].len()]],
+            None,
+            &mut KvCache::new(m.decoder.num_layers()),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("no pixel_values"), "{e}");
+}
+
+#[test]
+fn llava_1_5_with_an_image() {
+    check_llava("llava-1.5", |r| Pixels::Square(tensor::<4>(r, "pixel_values")));
+}
+
+#[test]
+fn llava_next_with_anyres_tiles() {
+    check_llava("llava-next", |r| {
+        let sizes: Vec<(usize, usize)> = r
+            .get("image_sizes")
+            .unwrap()
+            .to_i64()
+            .unwrap()
+            .chunks(2)
+            .map(|c| (c[0] as usize, c[1] as usize))
+            .collect();
+        Pixels::Tiles(tensor::<5>(r, "pixel_values"), sizes)
+    });
+}
