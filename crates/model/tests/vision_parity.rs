@@ -130,7 +130,7 @@ fn check_llava(name: &str, pixels: impl Fn(&Weights) -> Pixels<B>) {
     let e = m
         .forward_hidden(
             &ids,
-            &vec![vec![true; ids[0].len()]],
+            &[vec![true; ids[0].len()]],
             None,
             &mut KvCache::new(m.decoder.num_layers()),
         )
