@@ -39,4 +39,7 @@ pub enum ModelError {
 
     #[error("chat template: {0}")]
     Template(String),
+
+    #[error("image: {0}")]
+    Image(String),
 }
