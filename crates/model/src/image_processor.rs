@@ -58,9 +58,11 @@ mod defaults {
             width: 336,
         }
     }
+    #[allow(clippy::excessive_precision)] // as published
     pub fn mean() -> [f32; 3] {
         [0.481_454_66, 0.457_827_5, 0.408_210_73]
     }
+    #[allow(clippy::excessive_precision)] // OpenAI CLIP's constants exactly as published (rounded to f32 in use)
     pub fn std() -> [f32; 3] {
         [0.268_629_54, 0.261_302_58, 0.275_777_11]
     }
