@@ -1,11 +1,16 @@
 //! The `logits` example's work: read `input_ids` (and `attention_mask`) from a safetensors file, run the
-//! model, write `logits` (F32 [B, S, V]). For a LLaVA directory the language model runs text-only.
+//! model, write `logits` (F32 [B, S, V]). A LLaVA directory also takes `pixel_values` ([N,3,S,S] for 1.5,
+//! [N,tiles,3,S,S] plus `image_sizes` I64 [N,2] (height, width) for NeXT) and runs text-only without them;
+//! a CLIP vision directory takes `pixel_values` and writes `hidden_states` (F32 [L+1, N, T, H]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
-use mmreason_checkpoint::{Dtype, ModelDir, TensorView, Weights, write_safetensors_file};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use mmreason_checkpoint::{Dtype, ModelConfig, ModelDir, TensorView, Weights, write_safetensors_file};
+
+use crate::clip::ClipVision;
+use crate::llava::{Llava, Pixels};
 
 use crate::backend::BackendKind;
 use crate::error::{ModelError, Result};
@@ -112,19 +117,45 @@ pub fn run_logits(opts: &LogitsOptions) -> Result<LogitsReport> {
     }
 }
 
+/// Reads a float tensor of rank `D` from the inputs file.
+fn read_float<B: Backend, const D: usize>(
+    inputs: &Weights,
+    name: &str,
+    path: &Path,
+    device: &B::Device,
+) -> Result<Option<Tensor<B, D>>> {
+    let Some(t) = inputs.try_get(name) else { return Ok(None) };
+    let shape: [usize; D] = t.shape().try_into().map_err(|_| {
+        ModelError::Input(format!("{}: `{name}` must have {D} dimensions, got {:?}", path.display(), t.shape()))
+    })?;
+    Ok(Some(Tensor::from_data(TensorData::new(t.to_f32()?, shape), device)))
+}
+
+fn write_f32<B: Backend, const D: usize>(out: &Path, name: &str, t: Tensor<B, D>) -> Result<[usize; D]> {
+    let shape = t.dims();
+    let values = t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_safetensors_file(out, &[(name, Dtype::F32, &shape, &bytes)])?;
+    Ok(shape)
+}
+
 fn run_on<B: Backend>(opts: &LogitsOptions, device: &B::Device) -> Result<LogitsReport> {
     let dir = ModelDir::open(&opts.model)?;
-    let inputs = Weights::open_files(
-        opts.inputs.parent().unwrap_or(Path::new(".")),
-        std::slice::from_ref(&opts.inputs),
-    )?;
-    let ids = read_rows(&inputs, "input_ids", &opts.inputs)?.ok_or_else(|| {
-        ModelError::Input(format!(
-            "{}: no tensor `input_ids` (I64 [B, S])",
-            opts.inputs.display()
-        ))
-    })?;
-    let mask = match read_rows(&inputs, "attention_mask", &opts.inputs)? {
+    let inputs = Weights::open_files(opts.inputs.parent().unwrap_or(Path::new(".")), std::slice::from_ref(&opts.inputs))?;
+    // A CLIP vision checkpoint: pixel_values in, hidden states of every layer out.
+    if let ModelConfig::ClipVision(cfg) = &dir.config {
+        let px = read_float::<B, 4>(&inputs, "pixel_values", &opts.inputs, device)?.ok_or_else(|| {
+            ModelError::Input(format!("{}: no tensor `pixel_values` (F32 [N,3,S,S])", opts.inputs.display()))
+        })?;
+        let prefix = if dir.weights.contains("vision_model.post_layernorm.weight") { "vision_model." } else { "" };
+        let clip = ClipVision::<B>::load(cfg, &dir.weights, prefix, opts.dtype, device)?;
+        let states = Tensor::stack::<4>(clip.hidden_states(px)?, 0);
+        let [l, n, t, h] = write_f32(&opts.out, "hidden_states", states)?;
+        return Ok(LogitsReport { shape: [l * n, t, h], out: opts.out.clone() });
+    }
+    let ids = read_rows(&inputs, "input_ids", &opts.inputs)?
+        .ok_or_else(|| ModelError::Input(format!("{}: no tensor `input_ids` (I64 [B, S])", opts.inputs.display())))?;
+    let mask: Vec<Vec<bool>> = match read_rows(&inputs, "attention_mask", &opts.inputs)? {
         Some(m) => {
             if m.len() != ids.len() || m.iter().zip(&ids).any(|(a, b)| a.len() != b.len()) {
                 return Err(ModelError::Input(format!(
@@ -132,9 +163,7 @@ fn run_on<B: Backend>(opts: &LogitsOptions, device: &B::Device) -> Result<Logits
                     opts.inputs.display()
                 )));
             }
-            m.into_iter()
-                .map(|r| r.into_iter().map(|x| x != 0).collect())
-                .collect()
+            m.into_iter().map(|r| r.into_iter().map(|x| x != 0).collect()).collect()
         }
         None => ids.iter().map(|r| vec![true; r.len()]).collect(),
     };
@@ -146,18 +175,35 @@ fn run_on<B: Backend>(opts: &LogitsOptions, device: &B::Device) -> Result<Logits
                 .collect()
         })
         .collect::<Result<_>>()?;
+    if matches!(dir.config, ModelConfig::Llava(_) | ModelConfig::LlavaNext(_)) {
+        let llava = Llava::<B>::load(&dir, opts.dtype, device)?;
+        let pixels = match inputs.info("pixel_values").map(|t| t.shape.len()) {
+            None => None,
+            Some(5) => {
+                let p = read_float::<B, 5>(&inputs, "pixel_values", &opts.inputs, device)?.expect("present");
+                let sizes = read_rows(&inputs, "image_sizes", &opts.inputs)?.ok_or_else(|| {
+                    ModelError::Input(format!(
+                        "{}: tiled pixel_values need `image_sizes` (I64 [N,2], height, width)",
+                        opts.inputs.display()
+                    ))
+                })?;
+                let sizes = sizes
+                    .iter()
+                    .map(|r| match r.as_slice() {
+                        [h, w] if *h > 0 && *w > 0 => Ok((*h as usize, *w as usize)),
+                        other => Err(ModelError::Input(format!("image_sizes row {other:?} is not a positive (height, width)"))),
+                    })
+                    .collect::<Result<_>>()?;
+                Some(Pixels::Tiles(p, sizes))
+            }
+            Some(_) => read_float::<B, 4>(&inputs, "pixel_values", &opts.inputs, device)?.map(Pixels::Square),
+        };
+        let h = llava.forward_hidden(&ids, &mask, pixels, &mut KvCache::new(llava.decoder.num_layers()))?;
+        let shape = write_f32(&opts.out, "logits", llava.decoder.logits(h))?;
+        return Ok(LogitsReport { shape, out: opts.out.clone() });
+    }
     let decoder = load_decoder::<B>(&dir, opts.dtype, device)?;
     let logits = decoder.forward(&Batch { ids, mask }, &mut KvCache::new(decoder.num_layers()))?;
-    let shape = logits.dims();
-    let values = logits
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| ModelError::Input(format!("{e:?}")))?;
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_safetensors_file(&opts.out, &[("logits", Dtype::F32, &shape, &bytes)])?;
-    Ok(LogitsReport {
-        shape,
-        out: opts.out.clone(),
-    })
+    let shape = write_f32(&opts.out, "logits", logits)?;
+    Ok(LogitsReport { shape, out: opts.out.clone() })
 }

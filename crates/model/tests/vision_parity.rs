@@ -157,3 +157,48 @@ fn llava_next_with_anyres_tiles() {
         Pixels::Tiles(tensor::<5>(r, "pixel_values"), sizes)
     });
 }
+
+#[test]
+fn logits_file_interface_takes_pixel_values_and_image_sizes() {
+    use mmreason_checkpoint::{Dtype, write_safetensors_file};
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |model: &str, inputs: &Path| {
+        let out = tmp.path().join(format!("{model}.out.safetensors"));
+        mmreason_model::run_logits(&mmreason_model::LogitsOptions {
+            model: fixtures().join("models").join(model),
+            inputs: inputs.to_path_buf(),
+            out: out.clone(),
+            backend: mmreason_model::BackendKind::Cpu,
+            dtype: WeightDtype::F32,
+        })
+        .unwrap();
+        Weights::open_files(tmp.path(), &[out]).unwrap()
+    };
+    // LLaVA-NeXT: input_ids + tiled pixel_values + image_sizes → logits.
+    let r = reference("llava-next");
+    let inp = tmp.path().join("next.in.safetensors");
+    let (ids, px, sz) = (r.get("input_ids").unwrap(), r.get("pixel_values").unwrap(), r.get("image_sizes").unwrap());
+    write_safetensors_file(
+        &inp,
+        &[
+            ("input_ids", Dtype::I64, ids.shape(), ids.bytes()),
+            ("pixel_values", Dtype::F32, px.shape(), px.bytes()),
+            ("image_sizes", Dtype::I64, sz.shape(), sz.bytes()),
+        ],
+    )
+    .unwrap();
+    let out = run("llava-next", &inp);
+    let logits = out.get("logits").unwrap().to_f32().unwrap();
+    let e = rel_err(&logits[logits.len() - 32064..], &r.get("logits_last").unwrap().to_f32().unwrap());
+    assert!(e <= 1e-4, "{e:e}");
+    // CLIP: pixel_values → hidden_states [L+1, N, T, H].
+    let r = reference("clip-vision");
+    let inp = tmp.path().join("clip.in.safetensors");
+    let px = r.get("pixel_values").unwrap();
+    write_safetensors_file(&inp, &[("pixel_values", Dtype::F32, px.shape(), px.bytes())]).unwrap();
+    let out = run("clip-vision", &inp);
+    let hs = out.get("hidden_states").unwrap();
+    assert_eq!(hs.shape(), r.get("hidden_states").unwrap().shape());
+    let e = rel_err(&hs.to_f32().unwrap(), &r.get("hidden_states").unwrap().to_f32().unwrap());
+    assert!(e <= 1e-4, "{e:e}");
+}
