@@ -124,16 +124,29 @@ fn read_float<B: Backend, const D: usize>(
     path: &Path,
     device: &B::Device,
 ) -> Result<Option<Tensor<B, D>>> {
-    let Some(t) = inputs.try_get(name) else { return Ok(None) };
+    let Some(t) = inputs.try_get(name) else {
+        return Ok(None);
+    };
     let shape: [usize; D] = t.shape().try_into().map_err(|_| {
-        ModelError::Input(format!("{}: `{name}` must have {D} dimensions, got {:?}", path.display(), t.shape()))
+        ModelError::Input(format!(
+            "{}: `{name}` must have {D} dimensions, got {:?}",
+            path.display(),
+            t.shape()
+        ))
     })?;
-    Ok(Some(Tensor::from_data(TensorData::new(t.to_f32()?, shape), device)))
+    Ok(Some(Tensor::from_data(
+        TensorData::new(t.to_f32()?, shape),
+        device,
+    )))
 }
 
 fn write_f32<B: Backend, const D: usize>(out: &Path, name: &str, t: Tensor<B, D>) -> Result<[usize; D]> {
     let shape = t.dims();
-    let values = t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| ModelError::Input(format!("{e:?}")))?;
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     write_safetensors_file(out, &[(name, Dtype::F32, &shape, &bytes)])?;
     Ok(shape)
@@ -141,20 +154,37 @@ fn write_f32<B: Backend, const D: usize>(out: &Path, name: &str, t: Tensor<B, D>
 
 fn run_on<B: Backend>(opts: &LogitsOptions, device: &B::Device) -> Result<LogitsReport> {
     let dir = ModelDir::open(&opts.model)?;
-    let inputs = Weights::open_files(opts.inputs.parent().unwrap_or(Path::new(".")), std::slice::from_ref(&opts.inputs))?;
+    let inputs = Weights::open_files(
+        opts.inputs.parent().unwrap_or(Path::new(".")),
+        std::slice::from_ref(&opts.inputs),
+    )?;
     // A CLIP vision checkpoint: pixel_values in, hidden states of every layer out.
     if let ModelConfig::ClipVision(cfg) = &dir.config {
         let px = read_float::<B, 4>(&inputs, "pixel_values", &opts.inputs, device)?.ok_or_else(|| {
-            ModelError::Input(format!("{}: no tensor `pixel_values` (F32 [N,3,S,S])", opts.inputs.display()))
+            ModelError::Input(format!(
+                "{}: no tensor `pixel_values` (F32 [N,3,S,S])",
+                opts.inputs.display()
+            ))
         })?;
-        let prefix = if dir.weights.contains("vision_model.post_layernorm.weight") { "vision_model." } else { "" };
+        let prefix = if dir.weights.contains("vision_model.post_layernorm.weight") {
+            "vision_model."
+        } else {
+            ""
+        };
         let clip = ClipVision::<B>::load(cfg, &dir.weights, prefix, opts.dtype, device)?;
         let states = Tensor::stack::<4>(clip.hidden_states(px)?, 0);
         let [l, n, t, h] = write_f32(&opts.out, "hidden_states", states)?;
-        return Ok(LogitsReport { shape: [l * n, t, h], out: opts.out.clone() });
+        return Ok(LogitsReport {
+            shape: [l * n, t, h],
+            out: opts.out.clone(),
+        });
     }
-    let ids = read_rows(&inputs, "input_ids", &opts.inputs)?
-        .ok_or_else(|| ModelError::Input(format!("{}: no tensor `input_ids` (I64 [B, S])", opts.inputs.display())))?;
+    let ids = read_rows(&inputs, "input_ids", &opts.inputs)?.ok_or_else(|| {
+        ModelError::Input(format!(
+            "{}: no tensor `input_ids` (I64 [B, S])",
+            opts.inputs.display()
+        ))
+    })?;
     let mask: Vec<Vec<bool>> = match read_rows(&inputs, "attention_mask", &opts.inputs)? {
         Some(m) => {
             if m.len() != ids.len() || m.iter().zip(&ids).any(|(a, b)| a.len() != b.len()) {
@@ -163,7 +193,9 @@ fn run_on<B: Backend>(opts: &LogitsOptions, device: &B::Device) -> Result<Logits
                     opts.inputs.display()
                 )));
             }
-            m.into_iter().map(|r| r.into_iter().map(|x| x != 0).collect()).collect()
+            m.into_iter()
+                .map(|r| r.into_iter().map(|x| x != 0).collect())
+                .collect()
         }
         None => ids.iter().map(|r| vec![true; r.len()]).collect(),
     };
@@ -191,7 +223,9 @@ fn run_on<B: Backend>(opts: &LogitsOptions, device: &B::Device) -> Result<Logits
                     .iter()
                     .map(|r| match r.as_slice() {
                         [h, w] if *h > 0 && *w > 0 => Ok((*h as usize, *w as usize)),
-                        other => Err(ModelError::Input(format!("image_sizes row {other:?} is not a positive (height, width)"))),
+                        other => Err(ModelError::Input(format!(
+                            "image_sizes row {other:?} is not a positive (height, width)"
+                        ))),
                     })
                     .collect::<Result<_>>()?;
                 Some(Pixels::Tiles(p, sizes))
@@ -200,10 +234,16 @@ fn run_on<B: Backend>(opts: &LogitsOptions, device: &B::Device) -> Result<Logits
         };
         let h = llava.forward_hidden(&ids, &mask, pixels, &mut KvCache::new(llava.decoder.num_layers()))?;
         let shape = write_f32(&opts.out, "logits", llava.decoder.logits(h))?;
-        return Ok(LogitsReport { shape, out: opts.out.clone() });
+        return Ok(LogitsReport {
+            shape,
+            out: opts.out.clone(),
+        });
     }
     let decoder = load_decoder::<B>(&dir, opts.dtype, device)?;
     let logits = decoder.forward(&Batch { ids, mask }, &mut KvCache::new(decoder.num_layers()))?;
     let shape = write_f32(&opts.out, "logits", logits)?;
-    Ok(LogitsReport { shape, out: opts.out.clone() })
+    Ok(LogitsReport {
+        shape,
+        out: opts.out.clone(),
+    })
 }

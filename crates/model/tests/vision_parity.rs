@@ -177,7 +177,11 @@ fn logits_file_interface_takes_pixel_values_and_image_sizes() {
     // LLaVA-NeXT: input_ids + tiled pixel_values + image_sizes → logits.
     let r = reference("llava-next");
     let inp = tmp.path().join("next.in.safetensors");
-    let (ids, px, sz) = (r.get("input_ids").unwrap(), r.get("pixel_values").unwrap(), r.get("image_sizes").unwrap());
+    let (ids, px, sz) = (
+        r.get("input_ids").unwrap(),
+        r.get("pixel_values").unwrap(),
+        r.get("image_sizes").unwrap(),
+    );
     write_safetensors_file(
         &inp,
         &[
@@ -189,7 +193,10 @@ fn logits_file_interface_takes_pixel_values_and_image_sizes() {
     .unwrap();
     let out = run("llava-next", &inp);
     let logits = out.get("logits").unwrap().to_f32().unwrap();
-    let e = rel_err(&logits[logits.len() - 32064..], &r.get("logits_last").unwrap().to_f32().unwrap());
+    let e = rel_err(
+        &logits[logits.len() - 32064..],
+        &r.get("logits_last").unwrap().to_f32().unwrap(),
+    );
     assert!(e <= 1e-4, "{e:e}");
     // CLIP: pixel_values → hidden_states [L+1, N, T, H].
     let r = reference("clip-vision");
@@ -199,6 +206,37 @@ fn logits_file_interface_takes_pixel_values_and_image_sizes() {
     let out = run("clip-vision", &inp);
     let hs = out.get("hidden_states").unwrap();
     assert_eq!(hs.shape(), r.get("hidden_states").unwrap().shape());
-    let e = rel_err(&hs.to_f32().unwrap(), &r.get("hidden_states").unwrap().to_f32().unwrap());
+    let e = rel_err(
+        &hs.to_f32().unwrap(),
+        &r.get("hidden_states").unwrap().to_f32().unwrap(),
+    );
     assert!(e <= 1e-4, "{e:e}");
+}
+
+#[test]
+fn describe_runs_end_to_end_on_both_llava_kinds() {
+    for (model, tokens) in [("llava-1.5", 16), ("llava-next", 70)] {
+        let d = mmreason_model::run_describe(&mmreason_model::DescribeOptions {
+            model: fixtures().join("models").join(model),
+            image: fixtures().join("images/rocket.jpg"),
+            prompt: "What is shown?".into(),
+            max_new_tokens: 4,
+            backend: mmreason_model::BackendKind::Cpu,
+            dtype: WeightDtype::F32,
+        })
+        .unwrap();
+        // 640×427 → 16 features for LLaVA-1.5; 4×4 base + unpadded 2×3-tile grid + newlines for NeXT.
+        assert_eq!(d.image_tokens, tokens, "{model}");
+        assert!(d.prompt.contains("<image>\nWhat is shown?"));
+    }
+    let e = mmreason_model::run_describe(&mmreason_model::DescribeOptions {
+        model: fixtures().join("models/llava-1.5"),
+        image: fixtures().join("images/rocket.jpg"),
+        prompt: " ".into(),
+        max_new_tokens: 4,
+        backend: mmreason_model::BackendKind::Cpu,
+        dtype: WeightDtype::F32,
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("empty prompt"), "{e}");
 }

@@ -1,0 +1,130 @@
+//! The `describe` example's work: one image and a question in, the VLM's answer out — preprocessing, the
+//! LLaVA prompt with `<image>` expanded to the image's token count, prefill with the image features, then
+//! greedy decoding with the KV cache.
+
+use std::path::PathBuf;
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use mmreason_checkpoint::{DecoderKind, ModelConfig, ModelDir};
+
+use crate::anyres;
+use crate::backend::BackendKind;
+use crate::chat::{Conversation, Message};
+use crate::error::{ModelError, Result};
+use crate::image_processor::{ProcessorConfig, clip_pixels, llava_next_pixels, llava15_pixels, load_image};
+use crate::kv_cache::KvCache;
+use crate::llama::Batch;
+use crate::llava::{Llava, Pixels};
+use crate::load::WeightDtype;
+use crate::tokenizer::TextTokenizer;
+
+#[derive(Debug, Clone)]
+pub struct DescribeOptions {
+    pub model: PathBuf,
+    pub image: PathBuf,
+    pub prompt: String,
+    pub max_new_tokens: usize,
+    pub backend: BackendKind,
+    pub dtype: WeightDtype,
+}
+
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// The prompt with `<image>` still as a placeholder.
+    pub prompt: String,
+    pub image_tokens: usize,
+    pub text: String,
+}
+
+pub fn run_describe(opts: &DescribeOptions) -> Result<Description> {
+    if opts.prompt.trim().is_empty() {
+        return Err(ModelError::Input(
+            "empty prompt: ask something about the image".into(),
+        ));
+    }
+    crate::on_backend!(opts.backend, describe_on(opts))
+}
+
+fn describe_on<B: Backend>(opts: &DescribeOptions, device: &B::Device) -> Result<Description> {
+    let dir = ModelDir::open(&opts.model)?;
+    let llava = Llava::<B>::load(&dir, opts.dtype, device)?;
+    let tok = TextTokenizer::from_dir(&opts.model)?;
+    let cfg = &llava.cfg;
+    let pp = dir.root.join("preprocessor_config.json");
+    let mut proc = if pp.is_file() {
+        ProcessorConfig::from_file(&pp)?
+    } else {
+        ProcessorConfig::clip(cfg.vision.image_size)
+    };
+    let next = matches!(dir.config, ModelConfig::LlavaNext(_));
+    if next && proc.image_grid_pinpoints.is_none() {
+        proc.image_grid_pinpoints = Some(cfg.image_grid_pinpoints.clone());
+    }
+    let img = load_image(&opts.image)?;
+    let s = cfg.vision.image_size;
+    let with_cls = cfg.vision_feature_select_strategy == mmreason_checkpoint::FeatureSelect::Full;
+    let (pixels, image_tokens) = if next {
+        let (values, tiles, hw) = llava_next_pixels(&img, &proc)?;
+        let t = Tensor::<B, 5>::from_data(TensorData::new(values, [1, tiles, 3, s, s]), device);
+        let n = anyres::num_image_tokens(hw, &cfg.image_grid_pinpoints, s, cfg.vision.patch_size, with_cls)
+            .ok_or_else(|| ModelError::Image("no pinpoints".into()))?;
+        (Pixels::Tiles(t, vec![hw]), n)
+    } else {
+        let values = if proc.do_pad {
+            llava15_pixels(&img, &proc)?
+        } else {
+            clip_pixels(&img, &proc)?
+        };
+        let g = cfg.vision.patches_per_side();
+        (
+            Pixels::Square(Tensor::from_data(TensorData::new(values, [1, 3, s, s]), device)),
+            g * g + with_cls as usize,
+        )
+    };
+    let conv = match cfg.text.kind {
+        DecoderKind::Mistral => Conversation::MistralInstruct,
+        DecoderKind::Llama => Conversation::VicunaV1,
+    };
+    let prompt = conv.prompt(&[Message::new("user", &format!("<image>\n{}", opts.prompt))])?;
+    // Encode around the placeholder: BOS + text before, image tokens, text after (no special tokens).
+    let (before, after) = prompt
+        .split_once("<image>")
+        .expect("the prompt was built with one <image>");
+    let mut ids = tok.encode(before, true)?;
+    ids.extend(std::iter::repeat_n(cfg.image_token_index, image_tokens));
+    ids.extend(tok.encode(after, false)?);
+    let mut cache = KvCache::new(llava.decoder.num_layers());
+    let mask = vec![vec![true; ids.len()]];
+    let h = llava.forward_hidden(std::slice::from_ref(&ids), &mask, Some(pixels), &mut cache)?;
+    let seq = h.dims()[1];
+    let mut next_id = argmax_last(llava.decoder.logits(h.narrow(1, seq - 1, 1)))?;
+    let mut out = Vec::new();
+    for _ in 0..opts.max_new_tokens {
+        if Some(next_id) == tok.eos_id {
+            break;
+        }
+        out.push(next_id);
+        let logits = llava.decoder.forward(
+            &Batch {
+                ids: vec![vec![next_id]],
+                mask: vec![vec![true]],
+            },
+            &mut cache,
+        )?;
+        next_id = argmax_last(logits)?;
+    }
+    Ok(Description {
+        prompt,
+        image_tokens,
+        text: tok.decode(&out, true)?,
+    })
+}
+
+fn argmax_last<B: Backend>(logits: Tensor<B, 3>) -> Result<u32> {
+    let [_, s, _] = logits.dims();
+    let id = logits.narrow(1, s - 1, 1).argmax(2).into_data();
+    id.iter::<i64>()
+        .next()
+        .map(|v| v as u32)
+        .ok_or_else(|| ModelError::Input("no logits".into()))
+}
