@@ -3,7 +3,7 @@
 //! `pre_layrnorm`, pre-norm encoder layers (attention with biases; `quick_gelu` or exact GELU MLP), and the
 //! hidden state after every layer (LLaVA takes the second to last).
 
-use burn::tensor::{Tensor, activation, backend::Backend};
+use burn::tensor::{DType, Tensor, activation, backend::Backend};
 use mmreason_checkpoint::ClipVisionConfig;
 
 use crate::error::{ModelError, Result};
@@ -20,10 +20,13 @@ pub struct LayerNorm<B: Backend> {
 
 impl<B: Backend> LayerNorm<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        // Statistics in f32 (no-op for f32 models), result in the input dtype.
+        let dtype = x.dtype();
+        let x = x.cast(DType::F32);
         let mean = x.clone().mean_dim(2);
         let centered = x - mean;
         let var = centered.clone().powi_scalar(2).mean_dim(2);
-        let y = centered * (var + self.eps).sqrt().recip();
+        let y = (centered * (var + self.eps).sqrt().recip()).cast(dtype);
         y * self.weight.clone().unsqueeze::<3>() + self.bias.clone().unsqueeze::<3>()
     }
 }
@@ -137,6 +140,7 @@ impl<B: Backend> ClipVision<B> {
         }
         let g = s / p;
         let h = self.cfg.hidden_size;
+        let pixel_values = pixel_values.cast(self.patch_t.dtype());
         // [N, C, G, P, G, P] → [N, G, G, C, P, P] → [N·G², C·P·P]: each row one patch, flattened like the
         // convolution kernel.
         let patches = pixel_values
@@ -157,7 +161,10 @@ impl<B: Backend> ClipVision<B> {
             let q = split(layer.q.forward(y.clone())) * (1.0 / (d as f64).sqrt());
             let k = split(layer.k.forward(y.clone()));
             let v = split(layer.v.forward(y));
-            let a = activation::softmax(q.matmul(k.swap_dims(2, 3)), 3).matmul(v);
+            let dtype = q.dtype();
+            let a = activation::softmax(q.matmul(k.swap_dims(2, 3)).cast(DType::F32), 3)
+                .cast(dtype)
+                .matmul(v);
             x = x + layer.out.forward(a.swap_dims(1, 2).reshape([n, t, h]));
             let y = layer.fc1.forward(layer.ln2.forward(x.clone()));
             let y = if self.cfg.hidden_act == "quick_gelu" {

@@ -3,7 +3,7 @@
 //! embeddings, grouped-query attention with an additive mask (causal, left padding, Mistral's sliding window),
 //! SwiGLU MLP, untied or tied head.
 
-use burn::tensor::{Distribution, Int, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{DType, Distribution, Int, Tensor, TensorData, activation, backend::Backend};
 use mmreason_checkpoint::{DecoderConfig, TensorView};
 
 use crate::error::{ModelError, Result};
@@ -98,8 +98,12 @@ pub struct RmsNorm<B: Backend> {
 
 impl<B: Backend> RmsNorm<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        // Statistics in f32, the normalised value back in the input dtype before the weight, as
+        // `LlamaRMSNorm` (a no-op cast for f32 models).
+        let dtype = x.dtype();
+        let x = x.cast(DType::F32);
         let var = x.clone().powi_scalar(2).mean_dim(2);
-        let x = x * (var + self.eps).sqrt().recip();
+        let x = (x * (var + self.eps).sqrt().recip()).cast(dtype);
         x * self.weight.clone().unsqueeze::<3>()
     }
 }
@@ -321,7 +325,9 @@ impl<B: Backend> Decoder<B> {
                     .collect()
             })
             .collect();
-        let (cos, sin) = self.rope.tables::<B>(&positions, &self.device);
+        let (cos, sin) = self
+            .rope
+            .tables::<B>(&positions, &self.device, self.embed.dtype());
         // Key mask over cached + new positions.
         let keys: Vec<Vec<bool>> = (0..b)
             .map(|r| {
@@ -393,6 +399,8 @@ impl<B: Backend> Decoder<B> {
                 }
             }
         }
+        // Kept in f32: scores and softmax are computed in f32 (as transformers' eager attention), so the mask
+        // value stays finite whatever the weights' dtype.
         Tensor::from_data(TensorData::new(m, [b, 1, s, t]), &self.device)
     }
 
@@ -428,8 +436,11 @@ impl<B: Backend> Decoder<B> {
             }
         };
         let (k, v) = (expand(k), expand(v));
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt()) + mask.clone();
-        let probs = activation::softmax(scores, 3);
+        // Scores and softmax in f32 (transformers: softmax(..., dtype=float32)), probabilities back in the
+        // activations' dtype.
+        let dtype = q.dtype();
+        let scores = q.matmul(k.swap_dims(2, 3)).cast(DType::F32) * (1.0 / (d as f64).sqrt()) + mask.clone();
+        let probs = activation::softmax(scores, 3).cast(dtype);
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, s, nh * d]);
         layer.o.forward(out)
     }

@@ -42,6 +42,7 @@ impl Rope {
         &self,
         positions: &[Vec<i64>],
         device: &B::Device,
+        dtype: burn::tensor::DType,
     ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let b = positions.len();
         let s = positions.first().map_or(0, Vec::len);
@@ -59,8 +60,8 @@ impl Rope {
         }
         let shape = [b, 1, s, d];
         (
-            Tensor::from_data(TensorData::new(cos, shape), device),
-            Tensor::from_data(TensorData::new(sin, shape), device),
+            Tensor::from_data(TensorData::new(cos, shape).convert_dtype(dtype), (device, dtype)),
+            Tensor::from_data(TensorData::new(sin, shape).convert_dtype(dtype), (device, dtype)),
         )
     }
 }

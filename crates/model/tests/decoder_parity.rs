@@ -321,3 +321,37 @@ fn missing_or_misshapen_tensors_name_the_checkpoint_key() {
         assert!(e.to_string().contains(victim), "{case}: {e}");
     }
 }
+
+#[test]
+fn half_precision_weights_run_with_f32_softmax_and_norm_statistics() {
+    let dir = ModelDir::open(fixtures().join("models/mistral")).unwrap();
+    let cfg = dir.config.text().unwrap().clone();
+    let r = Ref::open("mistral");
+    let ids = r.ids("long_input_ids");
+    let (want, _) = r.f32("long_logits");
+    for (dtype, tol) in [(WeightDtype::BF16, 3e-2), (WeightDtype::F16, 5e-3)] {
+        let m: Decoder<B> = Decoder::load(
+            &cfg,
+            &dir.weights,
+            "model.",
+            "lm_head.weight",
+            dtype,
+            &Default::default(),
+        )
+        .unwrap();
+        let got = m
+            .forward(
+                &Batch::unpadded(ids.clone()).unwrap(),
+                &mut KvCache::new(m.num_layers()),
+            )
+            .unwrap();
+        let got: Vec<f32> = got.into_data().convert::<f32>().to_vec().unwrap();
+        let num: f32 = got.iter().zip(&want).map(|(a, b)| (a - b) * (a - b)).sum();
+        let den: f32 = want.iter().map(|b| b * b).sum();
+        let rel = (num / den).sqrt();
+        assert!(
+            rel.is_finite() && rel <= tol,
+            "{dtype:?}: relative L2 error {rel}"
+        );
+    }
+}
