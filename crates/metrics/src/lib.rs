@@ -1,3 +1,14 @@
-//! Scoring metrics (planned, see the README's status table): acc, acc_norm, exact_match, stderr as
-//! lm-evaluation-harness computes them, plus paired bootstrap, McNemar and Holm for LLM-vs-VLM comparisons.
-//! This crate knows no model. Empty until its issue lands.
+//! Scoring metrics with lm-evaluation-harness's definitions (`lm_eval/api/metrics.py`) and the paired
+//! statistics lm-eval lacks for comparing an LLM with its multimodal descendant on the same documents. This
+//! crate knows no model and no task. Still to come with the tasks issue: bootstrap stderr for non-mean
+//! metrics and the lm-eval-generated golden tests.
+
+pub mod aggregate;
+pub mod error;
+pub mod exact_match;
+pub mod paired;
+
+pub use aggregate::{group_mean, mean, mean_stderr, pooled_stderr, sample_stddev};
+pub use error::{MetricsError, Result};
+pub use exact_match::{ExactMatch, exact_match};
+pub use paired::{PairedComparison, holm, mcnemar_exact, paired_bootstrap};
