@@ -32,6 +32,14 @@ pub enum TasksError {
     #[error("{path}: the split is empty")]
     Empty { path: PathBuf },
 
+    #[error("task `{task}`, document {doc_id}: {what}: {message}")]
+    Template {
+        task: String,
+        doc_id: usize,
+        what: String,
+        message: String,
+    },
+
     #[error("{path}, row {row}: field `{field}` {problem}")]
     Field {
         path: PathBuf,

@@ -1,9 +1,12 @@
 //! Task definitions (in progress, see the README's status table): local evaluation data in the Hugging Face
-//! layouts is implemented (`data`); lm-evaluation-harness YAML tasks, Jinja rendering, few-shot sampling,
-//! requests and filters arrive with the rest of the tasks issue. This crate knows no model.
+//! layouts (`data`) and lm-evaluation-harness YAML tasks rendered to zero-shot requests and dry runs (`task`,
+//! definitions in `tasks/*.yaml`); few-shot sampling, chat templates, filters and metrics wiring arrive with the
+//! rest of the tasks issue. This crate knows no model.
 
 pub mod data;
 pub mod error;
+pub mod task;
 
 pub use data::{Doc, Split, load_split};
 pub use error::{Result, TasksError};
+pub use task::{Request, TaskConfig, dry_run_jsonl, requests};

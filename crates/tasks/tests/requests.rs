@@ -1,0 +1,58 @@
+//! Zero-shot requests rendered from our task YAMLs equal lm-evaluation-harness 0.4.13's on the same documents
+//! (tests/fixtures/tasks, made by scripts/make_task_fixtures.py).
+
+use std::path::{Path, PathBuf};
+
+use mmreason_tasks::{Request, TaskConfig, dry_run_jsonl, load_split, requests};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+#[test]
+fn requests_are_byte_identical_to_lm_eval() {
+    for task in ["arc_easy", "commonsense_qa", "gsm8k"] {
+        let cfg = TaskConfig::from_file(&root().join("tasks").join(format!("{task}.yaml"))).unwrap();
+        let split = if task == "arc_easy" {
+            "validation"
+        } else {
+            cfg.eval_split().unwrap()
+        };
+        let data = load_split(
+            &root().join("../../tests/fixtures/datasets"),
+            &cfg.dataset_path,
+            split,
+        )
+        .unwrap();
+        let got = requests(&cfg, &data.docs).unwrap();
+        let want: Vec<Request> =
+            std::fs::read_to_string(root().join(format!("../../tests/fixtures/tasks/{task}.jsonl")))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        assert_eq!(got.len(), want.len(), "{task}: request count");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{task}");
+        }
+        let jsonl = dry_run_jsonl(&got);
+        assert_eq!(jsonl.lines().count(), want.len());
+    }
+}
+
+#[test]
+fn template_errors_name_task_and_document() {
+    let mut cfg = TaskConfig::from_file(&root().join("tasks/arc_easy.yaml")).unwrap();
+    cfg.doc_to_text = serde_json::Value::String("{{ no_such_field }}".into());
+    let data = load_split(
+        &root().join("../../tests/fixtures/datasets"),
+        "arc_easy",
+        "validation",
+    )
+    .unwrap();
+    let e = requests(&cfg, &data.docs).unwrap_err().to_string();
+    assert!(
+        e.contains("arc_easy") && e.contains("document 0") && e.contains("doc_to_text"),
+        "{e}"
+    );
+}

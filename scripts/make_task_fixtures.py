@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Zero-shot requests rendered by lm-evaluation-harness 0.4.13 for some tasks on the dataset samples in
+tests/fixtures/datasets (each task's own YAML from lm-eval, pointed at the local JSONL), in mmreason's dry-run
+format: {"task","doc_id","request_type","context","continuation"} or {..., "until": [...], "max_gen_toks": N}.
+
+    HF_DATASETS_OFFLINE=1 /work/venv/bin/python scripts/make_task_fixtures.py --fixtures tests/fixtures
+"""
+import argparse
+import json
+import os
+from pathlib import Path
+
+import lm_eval
+import yaml
+from lm_eval.api.task import ConfigurableTask
+
+TASKS = [("arc/arc_easy.yaml", "arc_easy", "validation"),
+         ("commonsense_qa/default.yaml", "commonsense_qa", "validation"),
+         ("gsm8k/gsm8k.yaml", "gsm8k", "test")]
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--fixtures", default="tests/fixtures")
+a = ap.parse_args()
+out_dir = Path(a.fixtures) / "tasks"
+out_dir.mkdir(exist_ok=True)
+root = Path(lm_eval.__file__).parent / "tasks"
+for rel, data, split in TASKS:
+    cfg = yaml.safe_load(open(root / rel))
+    cfg.pop("tag", None)
+    cfg.pop("dataset_name", None)
+    cfg["dataset_path"] = "json"
+    cfg["dataset_kwargs"] = {"data_files": {split: str(Path(a.fixtures).resolve() / "datasets" / data / f"{split}.jsonl")}}
+    for k in ("training_split", "validation_split", "fewshot_split"):
+        cfg.pop(k, None)
+    cfg["test_split"] = split
+    cfg["num_fewshot"] = 0
+    task = ConfigurableTask(config=cfg)
+    task.build_all_requests(rank=0, world_size=1)
+    lines = []
+    for inst in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
+        row = {"task": cfg["task"], "doc_id": inst.doc_id, "request_type": inst.request_type}
+        if inst.request_type == "generate_until":
+            ctx, kwargs = inst.arguments
+            row.update(context=ctx, until=kwargs["until"], max_gen_toks=kwargs.get("max_gen_toks", 256))
+        else:
+            row.update(context=inst.arguments[0], continuation=inst.arguments[1])
+        lines.append(json.dumps(row, ensure_ascii=False))
+    (out_dir / f"{cfg['task']}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(cfg["task"], len(lines), "requests")
