@@ -47,3 +47,26 @@ for rel, data, split in TASKS:
         lines.append(json.dumps(row, ensure_ascii=False))
     (out_dir / f"{cfg['task']}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(cfg["task"], len(lines), "requests")
+
+# Few-shot: 3 examples drawn from the evaluated split itself (so the document is excluded), seed 1234 as
+# lm-eval's evaluator sets it.
+for rel, data, split in TASKS[:2]:
+    cfg = yaml.safe_load(open(root / rel))
+    cfg.pop("tag", None)
+    cfg.pop("dataset_name", None)
+    cfg["dataset_path"] = "json"
+    cfg["dataset_kwargs"] = {"data_files": {split: str(Path(a.fixtures).resolve() / "datasets" / data / f"{split}.jsonl")}}
+    for k in ("training_split", "validation_split"):
+        cfg.pop(k, None)
+    cfg["test_split"] = split
+    cfg["fewshot_split"] = split
+    cfg["num_fewshot"] = 3
+    task = ConfigurableTask(config=cfg)
+    task.set_fewshot_seed(1234)
+    task.build_all_requests(rank=0, world_size=1)
+    lines = []
+    for inst in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
+        lines.append(json.dumps({"task": cfg["task"], "doc_id": inst.doc_id, "request_type": inst.request_type,
+                                 "context": inst.arguments[0], "continuation": inst.arguments[1]}, ensure_ascii=False))
+    (out_dir / f"{cfg['task']}_3shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(cfg["task"], "3-shot", len(lines), "requests")

@@ -5,8 +5,9 @@
 
 pub mod data;
 pub mod error;
+pub mod python_random;
 pub mod task;
 
 pub use data::{Doc, Split, load_split};
 pub use error::{Result, TasksError};
-pub use task::{Request, TaskConfig, dry_run_jsonl, requests};
+pub use task::{FewShot, Request, TaskConfig, dry_run_jsonl, requests, requests_with};

@@ -96,7 +96,21 @@ fn env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(|state, value, method, args| {
+        // `list.index(x)` (lm-eval's `{{choices.label.index(answerKey)}}`), then Python's string/dict methods.
+        if method == "index"
+            && let (Ok(items), [needle]) = (value.try_iter(), args)
+        {
+            let pos = items.enumerate().find(|(_, v)| v == needle).map(|(i, _)| i);
+            return pos.map(JValue::from).ok_or_else(|| {
+                minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("{needle} is not in the list"),
+                )
+            });
+        }
+        minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+    });
     env
 }
 
@@ -180,11 +194,84 @@ fn choices(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<Vec<String>> {
     }
 }
 
+/// The answer text of a few-shot example: `doc_to_target` as a field or template; a digit string (or an
+/// integer field) indexes the choices, as lm-eval's `literal_eval` + `c[a]`.
+fn target_text(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<String> {
+    let spec = cfg.doc_to_target.as_ref().ok_or_else(|| TasksError::Template {
+        task: cfg.task.clone(),
+        doc_id,
+        what: "doc_to_target".into(),
+        message: "few-shot examples need doc_to_target".into(),
+    })?;
+    let text = render_text(cfg, doc, doc_id, "doc_to_target", spec)?;
+    if cfg.doc_to_choice.is_some() && !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+        let i: usize = text.parse().expect("all ASCII digits");
+        let c = choices(cfg, doc, doc_id)?;
+        return c.get(i).cloned().ok_or_else(|| TasksError::Template {
+            task: cfg.task.clone(),
+            doc_id,
+            what: "doc_to_target".into(),
+            message: format!("answer index {i} is out of range for {} choices", c.len()),
+        });
+    }
+    Ok(text)
+}
+
+/// Few-shot examples for a task: drawn from `pool` with Python's `random.Random(seed)`, one stream for the
+/// whole run in document order (lm-eval's `ContextSampler` after `set_fewshot_seed`).
+pub struct FewShot<'a> {
+    pub num: usize,
+    pub pool: &'a [Doc],
+    /// The pool is the evaluated split: draw one extra and drop the document itself.
+    pub same_split: bool,
+    pub seed: u64,
+}
+
 /// Zero-shot requests for every document, in document order (lm-eval's `build_all_requests` with
 /// `num_fewshot: 0`).
 pub fn requests(cfg: &TaskConfig, docs: &[Doc]) -> Result<Vec<Request>> {
+    requests_with(cfg, docs, None)
+}
+
+/// Requests with few-shot context: description, then `q + target_delimiter + a + fewshot_delimiter` per
+/// example, then the document's text.
+pub fn requests_with(cfg: &TaskConfig, docs: &[Doc], fewshot: Option<&FewShot<'_>>) -> Result<Vec<Request>> {
+    let mut rnd = fewshot.map(|f| crate::python_random::PyRandom::new(f.seed));
     let mut out = Vec::new();
     for (doc_id, doc) in docs.iter().enumerate() {
+        let mut examples = String::new();
+        if let (Some(f), Some(rnd)) = (fewshot, rnd.as_mut())
+            && f.num > 0
+        {
+            let picked: Vec<&Doc> = if f.same_split {
+                let drawn = rnd.sample_indices(f.pool.len(), (f.num + 1).min(f.pool.len()));
+                let mut keep: Vec<&Doc> = drawn
+                    .iter()
+                    .map(|&i| &f.pool[i])
+                    .filter(|d| *d != doc)
+                    .take(f.num)
+                    .collect();
+                if keep.len() < f.num {
+                    let rest: Vec<&Doc> = f.pool.iter().filter(|d| *d != doc).collect();
+                    keep = rnd
+                        .sample_indices(rest.len(), f.num.min(rest.len()))
+                        .into_iter()
+                        .map(|i| rest[i])
+                        .collect();
+                }
+                keep
+            } else {
+                rnd.sample_indices(f.pool.len(), f.num.min(f.pool.len()))
+                    .into_iter()
+                    .map(|i| &f.pool[i])
+                    .collect()
+            };
+            for ex in picked {
+                let q = render_text(cfg, ex, doc_id, "doc_to_text (few-shot)", &cfg.doc_to_text)?;
+                let a = target_text(cfg, ex, doc_id)?;
+                examples += &format!("{q}{}{a}{}", cfg.target_delimiter, cfg.fewshot_delimiter);
+            }
+        }
         let description = if cfg.description.is_empty() {
             String::new()
         } else {
@@ -197,7 +284,7 @@ pub fn requests(cfg: &TaskConfig, docs: &[Doc]) -> Result<Vec<Request>> {
             )?
         };
         let context = format!(
-            "{description}{}",
+            "{description}{examples}{}",
             render_text(cfg, doc, doc_id, "doc_to_text", &cfg.doc_to_text)?
         );
         match cfg.output_type.as_str() {

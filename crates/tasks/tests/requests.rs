@@ -56,3 +56,33 @@ fn template_errors_name_task_and_document() {
         "{e}"
     );
 }
+
+#[test]
+fn three_shot_requests_equal_lm_eval_with_seed_1234() {
+    for task in ["arc_easy", "commonsense_qa"] {
+        let cfg = TaskConfig::from_file(&root().join("tasks").join(format!("{task}.yaml"))).unwrap();
+        let data = load_split(
+            &root().join("../../tests/fixtures/datasets"),
+            &cfg.dataset_path,
+            "validation",
+        )
+        .unwrap();
+        let fs = mmreason_tasks::FewShot {
+            num: 3,
+            pool: &data.docs,
+            same_split: true,
+            seed: 1234,
+        };
+        let got = mmreason_tasks::requests_with(&cfg, &data.docs, Some(&fs)).unwrap();
+        let want: Vec<Request> =
+            std::fs::read_to_string(root().join(format!("../../tests/fixtures/tasks/{task}_3shot.jsonl")))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        assert_eq!(got.len(), want.len(), "{task}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{task}");
+        }
+    }
+}
