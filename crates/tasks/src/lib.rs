@@ -5,9 +5,11 @@
 
 pub mod data;
 pub mod error;
+pub mod filters;
 pub mod python_random;
 pub mod task;
 
 pub use data::{Doc, Split, load_split};
 pub use error::{Result, TasksError};
+pub use filters::{Filter, Pipeline};
 pub use task::{FewShot, Request, TaskConfig, dry_run_jsonl, requests, requests_with};
