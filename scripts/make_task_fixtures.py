@@ -70,3 +70,24 @@ for rel, data, split in TASKS[:2]:
                                  "context": inst.arguments[0], "continuation": inst.arguments[1]}, ensure_ascii=False))
     (out_dir / f"{cfg['task']}_3shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(cfg["task"], "3-shot", len(lines), "requests")
+
+# Multiple-choice scoring: lm-eval's process_results on synthetic log-likelihoods (acc, acc_norm, acc_bytes).
+scored = []
+for rel, data, split in TASKS[:2]:
+    cfg = yaml.safe_load(open(root / rel))
+    cfg.pop("tag", None)
+    cfg.pop("dataset_name", None)
+    cfg["dataset_path"] = "json"
+    cfg["dataset_kwargs"] = {"data_files": {split: str(Path(a.fixtures).resolve() / "datasets" / data / f"{split}.jsonl")}}
+    for k in ("training_split", "validation_split", "fewshot_split"):
+        cfg.pop(k, None)
+    cfg["test_split"] = split
+    cfg["metric_list"] = [{"metric": m} for m in ("acc", "acc_norm", "acc_bytes")]
+    task = ConfigurableTask(config=cfg)
+    for doc_id, doc in enumerate(task.test_docs()):
+        n = len(task.doc_to_choice(doc))
+        lls = [-((doc_id * 7 + j * 13) % 11) - 0.25 * j for j in range(n)]
+        r = task.process_results(doc, [(ll, False) for ll in lls])
+        scored.append({"task": cfg["task"], "doc_id": doc_id, "lls": lls, **{k: r[k] for k in ("acc", "acc_norm", "acc_bytes")}})
+(out_dir / "multiple_choice_scores.json").write_text(json.dumps(scored, ensure_ascii=False, indent=0), encoding="utf-8")
+print(len(scored), "scored documents")

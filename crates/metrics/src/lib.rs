@@ -4,11 +4,13 @@
 //! metrics and the lm-eval-generated golden tests.
 
 pub mod aggregate;
+pub mod choice;
 pub mod error;
 pub mod exact_match;
 pub mod paired;
 
 pub use aggregate::{group_mean, mean, mean_stderr, pooled_stderr, sample_stddev};
+pub use choice::{ChoiceScores, multiple_choice};
 pub use error::{MetricsError, Result};
 pub use exact_match::{ExactMatch, exact_match};
 pub use paired::{PairedComparison, holm, mcnemar_exact, paired_bootstrap};

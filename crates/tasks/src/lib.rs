@@ -12,4 +12,6 @@ pub mod task;
 pub use data::{Doc, Split, load_split};
 pub use error::{Result, TasksError};
 pub use filters::{Filter, Pipeline};
-pub use task::{FewShot, Request, TaskConfig, dry_run_jsonl, requests, requests_with};
+pub use task::{
+    FewShot, Request, TaskConfig, doc_choices, dry_run_jsonl, gold_index, requests, requests_with,
+};

@@ -217,6 +217,42 @@ fn target_text(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<String> {
     Ok(text)
 }
 
+/// The correct choice of a multiple-choice document: `doc_to_target` giving an index (digits or an integer
+/// field) or the answer text itself, looked up in the choices (lm-eval's `process_results`).
+pub fn gold_index(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<usize> {
+    let err = |m: String| TasksError::Template {
+        task: cfg.task.clone(),
+        doc_id,
+        what: "doc_to_target".into(),
+        message: m,
+    };
+    let spec = cfg
+        .doc_to_target
+        .as_ref()
+        .ok_or_else(|| err("multiple_choice needs doc_to_target".into()))?;
+    let c = choices(cfg, doc, doc_id)?;
+    let text = render_text(cfg, doc, doc_id, "doc_to_target", spec)?;
+    let idx = if !text.is_empty() && text.chars().all(|ch| ch.is_ascii_digit()) {
+        text.parse::<usize>().map_err(|e| err(e.to_string()))?
+    } else {
+        c.iter()
+            .position(|x| *x == text)
+            .ok_or_else(|| err(format!("answer `{text}` is not one of the choices")))?
+    };
+    if idx >= c.len() {
+        return Err(err(format!(
+            "answer index {idx} is out of range for {} choices",
+            c.len()
+        )));
+    }
+    Ok(idx)
+}
+
+/// The answer choices of a document (for scoring).
+pub fn doc_choices(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<Vec<String>> {
+    choices(cfg, doc, doc_id)
+}
+
 /// Few-shot examples for a task: drawn from `pool` with Python's `random.Random(seed)`, one stream for the
 /// whole run in document order (lm-eval's `ContextSampler` after `set_fewshot_seed`).
 pub struct FewShot<'a> {

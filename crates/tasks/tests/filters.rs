@@ -85,3 +85,43 @@ fn gsm8k_filters_and_exact_match_equal_lm_eval() {
             .is_err()
     );
 }
+
+#[test]
+fn multiple_choice_scores_equal_lm_eval_process_results() {
+    let g: Value = serde_json::from_slice(
+        &std::fs::read(root().join("../../tests/fixtures/tasks/multiple_choice_scores.json")).unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for task in ["arc_easy", "commonsense_qa"] {
+        let cfg = TaskConfig::from_file(&root().join("tasks").join(format!("{task}.yaml"))).unwrap();
+        let data = mmreason_tasks::load_split(
+            &root().join("../../tests/fixtures/datasets"),
+            &cfg.dataset_path,
+            "validation",
+        )
+        .unwrap();
+        for row in g.as_array().unwrap().iter().filter(|r| r["task"] == task) {
+            let id = row["doc_id"].as_u64().unwrap() as usize;
+            let doc = &data.docs[id];
+            let lls: Vec<f64> = row["lls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            let gold = mmreason_tasks::gold_index(&cfg, doc, id).unwrap();
+            let choices = mmreason_tasks::doc_choices(&cfg, doc, id).unwrap();
+            let s = mmreason_metrics::multiple_choice(&lls, &choices, gold).unwrap();
+            for (k, v) in [
+                ("acc", s.acc),
+                ("acc_norm", s.acc_norm),
+                ("acc_bytes", s.acc_bytes),
+            ] {
+                assert_eq!(v, row[k].as_f64().unwrap(), "{task} doc {id} {k}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 50);
+}
