@@ -84,6 +84,13 @@ impl Dtype {
         matches!(self, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64)
     }
 
+    /// Bytes a tensor of `shape` takes, computed without overflow (`None` when it would not fit in u128).
+    pub fn byte_len(self, shape: &[usize]) -> Option<u128> {
+        shape
+            .iter()
+            .try_fold(self.size() as u128, |acc, &d| acc.checked_mul(d as u128))
+    }
+
     /// Comma-separated list of known spellings, for error messages.
     pub fn known_list() -> String {
         Dtype::ALL.map(Dtype::name).join(", ")

@@ -188,9 +188,7 @@ fn parse_entry(path: &Path, name: &str, entry: &Value, data_len: u64) -> Result<
             data_len,
         });
     }
-    let expected = shape
-        .iter()
-        .try_fold(dtype.size() as u128, |acc, &d| acc.checked_mul(d as u128));
+    let expected = dtype.byte_len(&shape);
     let actual = end - begin;
     if expected != Some(actual as u128) {
         return Err(CheckpointError::SizeMismatch {

@@ -110,9 +110,7 @@ impl CheckpointWriter {
 
     /// Adds one tensor given as raw little-endian bytes of `dtype`.
     pub fn add(&mut self, name: &str, dtype: Dtype, shape: &[usize], bytes: Vec<u8>) -> Result<()> {
-        let expected = shape
-            .iter()
-            .try_fold(dtype.size() as u128, |a, &d| a.checked_mul(d as u128));
+        let expected = dtype.byte_len(shape);
         if expected != Some(bytes.len() as u128) {
             return Err(CheckpointError::Writer {
                 message: format!(
@@ -297,9 +295,7 @@ pub fn write_safetensors_file(path: &Path, tensors: &[(&str, Dtype, &[usize], &[
     let mut infos = Vec::with_capacity(tensors.len());
     let mut offset = 0u64;
     for (name, dtype, shape, bytes) in tensors {
-        let expected = shape
-            .iter()
-            .try_fold(dtype.size() as u128, |a, &d| a.checked_mul(d as u128));
+        let expected = dtype.byte_len(shape);
         if expected != Some(bytes.len() as u128) {
             return Err(CheckpointError::Writer {
                 message: format!(
