@@ -74,18 +74,18 @@ pub fn merge_vlm_with_llm(opts: &VlmMergeOptions) -> Result<VlmMergeReport> {
             let mut bar = Progress::new("threshold", pairing.paired.len() as u64 * 2, opts.show_progress);
             for p in &pairing.paired {
                 let (v, l) = load_pair(&vlm, &llm, p, opts.allow_nonfinite)?;
-                g.coarse(&opts.method.keys(&v, &l));
+                g.coarse(&opts.method.keys(&v[..l.len()], &l));
                 vlm.weights.release(&p.vlm_name);
                 llm.weights.release(&p.llm_name);
-                bar.tick(((v.len() + l.len()) * 4) as u64);
+                bar.tick((l.len() * 8) as u64);
             }
             if g.refine_bin().is_some() {
                 for p in &pairing.paired {
                     let (v, l) = load_pair(&vlm, &llm, p, opts.allow_nonfinite)?;
-                    g.fine(&opts.method.keys(&v, &l));
+                    g.fine(&opts.method.keys(&v[..l.len()], &l));
                     vlm.weights.release(&p.vlm_name);
                     llm.weights.release(&p.llm_name);
-                    bar.tick(((v.len() + l.len()) * 4) as u64);
+                    bar.tick((l.len() * 8) as u64);
                 }
             }
             bar.finish();
@@ -111,20 +111,20 @@ pub fn merge_vlm_with_llm(opts: &VlmMergeOptions) -> Result<VlmMergeReport> {
             continue;
         };
         let (v, l) = load_pair(&vlm, &llm, p, opts.allow_nonfinite)?;
+        let paired_v = &v[..l.len()];
         let (mut out, k) = match &threshold {
-            Some(th) => opts.method.apply(&v, &l, th, &mut equal_seen),
-            None => opts.method.merge_tensor(&v, &l),
+            Some(th) => opts.method.apply(paired_v, &l, th, &mut equal_seen),
+            None => opts.method.merge_tensor(paired_v, &l),
         };
-        population += v.len() as u64;
+        population += l.len() as u64;
         kept += k;
         // Rows past the LLM's vocabulary keep the VLM's values.
-        let full = t.to_f32()?;
-        out.extend_from_slice(&full[v.len()..]);
+        out.extend_from_slice(&v[l.len()..]);
         writer.add_f32(t.name(), t.dtype(), t.shape(), &out)?;
         vlm.weights.release(&p.vlm_name);
         llm.weights.release(&p.llm_name);
         merged += 1;
-        bar.tick((t.bytes().len() + v.len() * 4) as u64);
+        bar.tick((t.bytes().len() + l.len() * 4) as u64);
     }
     copy_side_files(&vlm.root, &mut writer)?;
     let summary = writer.finish()?;
@@ -144,7 +144,8 @@ pub fn merge_vlm_with_llm(opts: &VlmMergeOptions) -> Result<VlmMergeReport> {
     })
 }
 
-/// Loads the paired tensors as f32, the VLM's cut to the LLM's rows, refusing non-finite values by default.
+/// Loads the paired tensors as f32 (the VLM's whole, padded rows included; its first `llm.len()` values pair
+/// with the LLM's), refusing non-finite values by default.
 fn load_pair(
     vlm: &ModelDir,
     llm: &ModelDir,
@@ -154,8 +155,7 @@ fn load_pair(
     let l_view = llm.weights.get(&p.llm_name)?;
     let v_view = vlm.weights.get(&p.vlm_name)?;
     let l = finite(&l_view, allow_nonfinite)?;
-    let mut v = finite(&v_view, allow_nonfinite)?;
-    v.truncate(l.len());
+    let v = finite(&v_view, allow_nonfinite)?;
     Ok((v, l))
 }
 
