@@ -271,10 +271,14 @@ impl<B: Backend> Decoder<B> {
 
     /// Logits [B, S, V] for a batch, continuing `cache` (pass a fresh cache for a full forward).
     pub fn forward(&self, batch: &Batch, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
+        Ok(self.logits(self.hidden(batch, cache)?))
+    }
+
+    /// Final hidden states [B, S, H] for a batch (callers that need logits of a few positions only apply
+    /// [`Decoder::logits`] to those).
+    pub fn hidden(&self, batch: &Batch, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
         self.check(batch)?;
-        let x = self.embed(&batch.ids);
-        let h = self.forward_embeds(x, &batch.mask, cache)?;
-        Ok(self.logits(h))
+        self.forward_embeds(self.embed(&batch.ids), &batch.mask, cache)
     }
 
     /// Final hidden states [B, S, H] (after the last norm) from input embeddings.

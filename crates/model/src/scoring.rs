@@ -187,9 +187,13 @@ impl<B: Backend> TextModel<B> {
             let seqs: Vec<Vec<u32>> = chunk.iter().map(|&k| items[k].1.clone()).collect();
             let batch = Batch::left_padded(&seqs, self.tokenizer.pad_id.unwrap_or(0));
             let s = batch.ids[0].len();
-            let logits = self
+            // Only the continuation positions are scored: the head and the host copy cover the last `tail`
+            // positions instead of the whole [B, S, V].
+            let tail = chunk.iter().map(|&k| items[k].2.len()).max().unwrap_or(1).min(s);
+            let hidden = self
                 .decoder
-                .forward(&batch, &mut KvCache::new(self.decoder.num_layers()))?;
+                .hidden(&batch, &mut KvCache::new(self.decoder.num_layers()))?;
+            let logits = self.decoder.logits(hidden.narrow(1, s - tail, tail));
             let v = logits.dims()[2];
             let values = logits
                 .into_data()
@@ -202,8 +206,8 @@ impl<B: Backend> TextModel<B> {
                 let mut logprob = 0.0f64;
                 let mut greedy = true;
                 for (j, &tok) in cont.iter().enumerate() {
-                    let pos = s - cont.len() + j;
-                    let l = &values[(row * s + pos) * v..(row * s + pos) * v + n];
+                    let pos = tail - cont.len() + j;
+                    let l = &values[(row * tail + pos) * v..(row * tail + pos) * v + n];
                     let (lp, argmax) = log_prob(l, tok as usize)?;
                     logprob += lp;
                     greedy &= argmax == tok as usize;
