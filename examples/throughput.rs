@@ -3,7 +3,10 @@
 //! cargo run --release --example throughput -- --config llama-30m --random-weights --batch 1 \
 //!     --prompt-len 128 --gen-len 32
 //!
-//! --config takes a model directory or a preset (llama-30m, llama-2-7b, vicuna-7b, mistral-7b).
+//! --config takes a model directory or a preset (llama-30m, llama-2-7b, vicuna-7b, mistral-7b, and
+//! clip-vit-l-336 for LLaVA's vision tower, which reports images/s at --batch).
+//!
+//! On `--backend cuda` the linear layers run in cuBLAS; `MMREASON_GEMM=burn` selects burn's matmul instead.
 
 use std::process::ExitCode;
 
@@ -29,7 +32,10 @@ struct Args {
     /// Runs per measurement; the best is reported.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// One JSON line instead of a table row.
+    /// Several runs on one loaded model: BATCHxPROMPTxGEN, comma-separated (overrides the three above).
+    #[arg(long)]
+    runs: Option<String>,
+    /// One JSON line per run instead of a table row.
     #[arg(long)]
     json: bool,
 }
@@ -37,8 +43,12 @@ struct Args {
 fn main() -> ExitCode {
     let a = Args::parse();
     let run = || -> Result<(), Box<dyn std::error::Error>> {
-        let t = run_throughput(&ThroughputOptions {
-            config: a.config,
+        let runs = match &a.runs {
+            Some(r) => mmreason::model::gemm_bench::parse_shapes(r)?,
+            None => Vec::new(),
+        };
+        for t in run_throughput(&ThroughputOptions {
+            config: a.config.clone(),
             random_weights: a.random_weights,
             batch: a.batch,
             prompt_len: a.prompt_len,
@@ -46,21 +56,34 @@ fn main() -> ExitCode {
             backend: a.backend.parse::<BackendKind>()?,
             dtype: a.dtype.parse::<WeightDtype>()?,
             repeats: a.repeats,
-        })?;
-        if a.json {
-            println!("{}", serde_json::to_string(&t)?);
-        } else {
-            println!(
-                "{} ({:.1} M params, {}): batch {} × prompt {} → prefill {:.0} tok/s; decode {} steps → {:.1} tok/s",
-                t.config,
-                t.params as f64 / 1e6,
-                t.backend,
-                t.batch,
-                t.prompt_len,
-                t.prefill_tok_s,
-                t.gen_len,
-                t.decode_tok_s
-            );
+            runs,
+        })? {
+            if a.json {
+                println!("{}", serde_json::to_string(&t)?);
+            } else if let Some(images) = t.images_s {
+                println!(
+                    "{} ({:.1} M params, {} {} gemm {}): batch {} → {:.1} images/s",
+                    t.config,
+                    t.params as f64 / 1e6,
+                    t.backend,
+                    t.dtype,
+                    t.gemm,
+                    t.batch,
+                    images
+                );
+            } else {
+                println!(
+                    "{} ({:.1} M params, {}): batch {} × prompt {} → prefill {:.0} tok/s; decode {} steps → {:.1} tok/s",
+                    t.config,
+                    t.params as f64 / 1e6,
+                    t.backend,
+                    t.batch,
+                    t.prompt_len,
+                    t.prefill_tok_s,
+                    t.gen_len,
+                    t.decode_tok_s
+                );
+            }
         }
         Ok(())
     };

@@ -17,6 +17,39 @@ pub type WgpuBackend = burn::backend::Wgpu;
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Cuda;
 
+/// Checks that CUDA can start here — driver library, a device, NVRTC (burn-cuda compiles its kernels at run
+/// time) — so a CUDA build on a machine without them says what is missing instead of panicking inside cubecl.
+#[cfg(feature = "cuda")]
+pub fn check_cuda() -> Result<(), ModelError> {
+    let missing = |m: String| ModelError::BackendUnavailable {
+        backend: "cuda".into(),
+        missing: m,
+    };
+    // SAFETY: library probes and cuInit/cuDeviceGetCount take no pointers from us.
+    unsafe {
+        if !cudarc::driver::sys::is_culib_present() {
+            return Err(missing(
+                "the NVIDIA driver library (libcuda.so) was not found — is there an NVIDIA GPU and driver?"
+                    .into(),
+            ));
+        }
+        cudarc::driver::result::init().map_err(|e| missing(format!("cuInit failed: {e:?}")))?;
+        let n = cudarc::driver::result::device::get_count()
+            .map_err(|e| missing(format!("cuDeviceGetCount: {e:?}")))?;
+        if n == 0 {
+            return Err(missing("the driver reports no CUDA device".into()));
+        }
+        if !cudarc::nvrtc::sys::is_culib_present() {
+            return Err(missing(
+                "libnvrtc (CUDA's runtime compiler, which burn-cuda needs) was not found: add CUDA's lib64 or the \
+                 nvidia-cuda-nvrtc wheel's lib directory to LD_LIBRARY_PATH"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A backend named on a command line (`--backend cpu|wgpu|cuda`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
@@ -85,7 +118,10 @@ macro_rules! on_backend {
             #[cfg(feature = "wgpu")]
             $crate::BackendKind::Wgpu => $f::<$crate::backend::WgpuBackend>($($arg,)* &Default::default()),
             #[cfg(feature = "cuda")]
-            $crate::BackendKind::Cuda => $f::<$crate::backend::CudaBackend>($($arg,)* &Default::default()),
+            $crate::BackendKind::Cuda => match $crate::backend::check_cuda() {
+                Ok(()) => $f::<$crate::backend::CudaBackend>($($arg,)* &Default::default()),
+                Err(e) => Err(e),
+            },
             other => Err($crate::ModelError::BackendNotCompiled { name: other.name().into(), compiled: String::new() }),
         }
     }};

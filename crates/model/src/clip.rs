@@ -47,8 +47,8 @@ struct EncoderLayer<B: Backend> {
 #[derive(Debug, Clone)]
 pub struct ClipVision<B: Backend> {
     pub cfg: ClipVisionConfig,
-    /// [3·P·P, hidden]
-    patch_t: Tensor<B, 2>,
+    /// [hidden, 3·P·P]: the patch convolution as a linear layer over flattened patches.
+    patch: Tensor<B, 2>,
     class: Tensor<B, 1>,
     /// [1 + G², hidden]
     positions: Tensor<B, 2>,
@@ -75,17 +75,28 @@ impl<B: Backend> ClipVision<B> {
         dtype: WeightDtype,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::build(cfg, Init::Checkpoint(src), prefix, dtype, device)
+    }
+
+    /// A tower of `cfg`'s shapes with random weights (throughput benchmarks).
+    pub fn random(cfg: &ClipVisionConfig, dtype: WeightDtype, device: &B::Device) -> Result<Self> {
+        Self::build(cfg, Init::Random, "vision_model.", dtype, device)
+    }
+
+    fn build(
+        cfg: &ClipVisionConfig,
+        init: Init<'_>,
+        prefix: &str,
+        dtype: WeightDtype,
+        device: &B::Device,
+    ) -> Result<Self> {
         if !matches!(cfg.hidden_act.as_str(), "quick_gelu" | "gelu") {
             return Err(ModelError::Unsupported(format!(
                 "CLIP hidden_act `{}` (quick_gelu, gelu)",
                 cfg.hidden_act
             )));
         }
-        let ld = Loader::<B> {
-            init: Init::Checkpoint(src),
-            dtype,
-            device,
-        };
+        let ld = Loader::<B> { init, dtype, device };
         let (h, c, p, eps) = (
             cfg.hidden_size,
             cfg.num_channels,
@@ -93,12 +104,14 @@ impl<B: Backend> ClipVision<B> {
             cfg.layer_norm_eps,
         );
         let g = cfg.patches_per_side();
-        let patch = crate::load::load_float::<B, 4>(
-            &src.tensor(&format!("{prefix}embeddings.patch_embedding.weight"))?,
-            [h, c, p, p],
-            dtype,
-            device,
-        )?;
+        let patch_name = format!("{prefix}embeddings.patch_embedding.weight");
+        let patch: Tensor<B, 2> = match &ld.init {
+            Init::Checkpoint(src) => {
+                crate::load::load_float::<B, 4>(&src.tensor(&patch_name)?, [h, c, p, p], dtype, device)?
+                    .reshape([h, c * p * p])
+            }
+            Init::Random => ld.t2(&patch_name, [h, c * p * p])?,
+        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let lp = format!("{prefix}encoder.layers.{l}");
@@ -115,7 +128,7 @@ impl<B: Backend> ClipVision<B> {
         }
         Ok(Self {
             cfg: cfg.clone(),
-            patch_t: patch.reshape([h, c * p * p]).transpose(),
+            patch,
             class: ld.t1(&format!("{prefix}embeddings.class_embedding"), h)?,
             positions: ld.t2(
                 &format!("{prefix}embeddings.position_embedding.weight"),
@@ -140,14 +153,14 @@ impl<B: Backend> ClipVision<B> {
         }
         let g = s / p;
         let h = self.cfg.hidden_size;
-        let pixel_values = pixel_values.cast(self.patch_t.dtype());
+        let pixel_values = pixel_values.cast(self.patch.dtype());
         // [N, C, G, P, G, P] → [N, G, G, C, P, P] → [N·G², C·P·P]: each row one patch, flattened like the
         // convolution kernel.
         let patches = pixel_values
             .reshape([n, c, g, p, g, p])
             .permute([0, 2, 4, 1, 3, 5])
             .reshape([n * g * g, c * p * p]);
-        let emb = patches.matmul(self.patch_t.clone()).reshape([n, g * g, h]);
+        let emb = crate::gemm::linear_nt(patches, &self.patch).reshape([n, g * g, h]);
         let class = self.class.clone().reshape([1, 1, h]).expand([n, 1, h]);
         let x = Tensor::cat(vec![class, emb], 1) + self.positions.clone().unsqueeze::<3>();
         let mut x = self.pre_ln.forward(x);
@@ -162,9 +175,10 @@ impl<B: Backend> ClipVision<B> {
             let k = split(layer.k.forward(y.clone()));
             let v = split(layer.v.forward(y));
             let dtype = q.dtype();
-            let a = activation::softmax(q.matmul(k.swap_dims(2, 3)).cast(DType::F32), 3)
-                .cast(dtype)
-                .matmul(v);
+            let flat = |z: Tensor<B, 4>| z.reshape([n * heads, t, d]);
+            let scores = crate::gemm::bmm_nt(flat(q), flat(k)).cast(DType::F32);
+            let probs = activation::softmax(scores, 2).cast(dtype);
+            let a = crate::gemm::bmm_nn(probs, flat(v)).reshape([n, heads, t, d]);
             x = x + layer.out.forward(a.swap_dims(1, 2).reshape([n, t, h]));
             let y = layer.fc1.forward(layer.ln2.forward(x.clone()));
             let y = if self.cfg.hidden_act == "quick_gelu" {

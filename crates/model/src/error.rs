@@ -28,6 +28,9 @@ pub enum ModelError {
     #[error("not supported: {0}")]
     Unsupported(String),
 
+    #[error("--backend {backend} cannot start on this machine: {missing}")]
+    BackendUnavailable { backend: String, missing: String },
+
     #[error("bad input: {0}")]
     Input(String),
 

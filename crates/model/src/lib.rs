@@ -8,6 +8,8 @@ pub mod chat;
 pub mod clip;
 pub mod describe;
 pub mod error;
+pub mod gemm;
+pub mod gemm_bench;
 pub mod generate;
 pub mod image_processor;
 pub mod kv_cache;

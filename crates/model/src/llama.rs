@@ -7,22 +7,24 @@ use burn::tensor::{DType, Distribution, Int, Tensor, TensorData, activation, bac
 use mmreason_checkpoint::{DecoderConfig, TensorView};
 
 use crate::error::{ModelError, Result};
+use crate::gemm;
 use crate::kv_cache::KvCache;
 use crate::load::{WeightDtype, load_float};
 use crate::rope::{self, Rope};
 
-/// A linear layer stored transposed ([in, out]) so the forward pass is one matmul.
+/// A linear layer, its weight as the checkpoint stores it (`[out, in]`): the product `x · wᵀ` goes through
+/// [`gemm::linear_nt`] (cuBLAS on CUDA, burn's matmul elsewhere).
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
-    w_t: Tensor<B, 2>,
+    w: Tensor<B, 2>,
     bias: Option<Tensor<B, 1>>,
 }
 
 impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, i] = x.dims();
-        let o = self.w_t.dims()[1];
-        let y = x.reshape([b * s, i]).matmul(self.w_t.clone());
+        let o = self.w.dims()[0];
+        let y = gemm::linear_nt(x.reshape([b * s, i]), &self.w);
         let y = match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze::<2>(),
             None => y,
@@ -67,11 +69,11 @@ impl<B: Backend> Loader<'_, B> {
     pub fn t2(&self, name: &str, shape: [usize; 2]) -> Result<Tensor<B, 2>> {
         match &self.init {
             Init::Checkpoint(src) => load_float(&src.tensor(name)?, shape, self.dtype, self.device),
-            Init::Random => Ok(Tensor::random(
-                shape,
-                Distribution::Normal(0.0, 0.02),
-                (self.device, self.dtype.burn()),
-            )),
+            // Drawn in f32 and cast: not every backend draws half-precision values directly.
+            Init::Random => Ok(
+                Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 0.02), self.device)
+                    .cast(self.dtype.burn()),
+            ),
         }
     }
 
@@ -82,9 +84,23 @@ impl<B: Backend> Loader<'_, B> {
         } else {
             None
         };
+        Ok(Linear { w, bias })
+    }
+}
+
+impl<B: Backend> Loader<'_, B> {
+    /// Several linear layers with the same input stacked along the output dimension (`(prefix, out)` each).
+    pub fn stacked_linear(&self, parts: &[(&str, usize)], input: usize, bias: bool) -> Result<Linear<B>> {
+        let mut ws = Vec::with_capacity(parts.len());
+        let mut bs = Vec::with_capacity(parts.len());
+        for &(prefix, out) in parts {
+            let l = self.linear(prefix, input, out, bias)?;
+            ws.push(l.w);
+            bs.extend(l.bias);
+        }
         Ok(Linear {
-            w_t: w.transpose(),
-            bias,
+            w: Tensor::cat(ws, 0),
+            bias: if bias { Some(Tensor::cat(bs, 0)) } else { None },
         })
     }
 }
@@ -111,13 +127,12 @@ impl<B: Backend> RmsNorm<B> {
 #[derive(Debug, Clone)]
 struct Layer<B: Backend> {
     input_norm: RmsNorm<B>,
-    q: Linear<B>,
-    k: Linear<B>,
-    v: Linear<B>,
+    /// q_proj, k_proj and v_proj stacked into one `[(nh + 2·nkv)·d, hidden]` weight: one GEMM instead of three.
+    qkv: Linear<B>,
     o: Linear<B>,
     post_norm: RmsNorm<B>,
-    gate: Linear<B>,
-    up: Linear<B>,
+    /// gate_proj and up_proj stacked (`[2·intermediate, hidden]`).
+    gate_up: Linear<B>,
     down: Linear<B>,
 }
 
@@ -128,8 +143,8 @@ pub struct Decoder<B: Backend> {
     embed: Tensor<B, 2>,
     layers: Vec<Layer<B>>,
     norm: RmsNorm<B>,
-    /// [hidden, vocab]
-    head_t: Tensor<B, 2>,
+    /// [vocab, hidden]
+    head: Tensor<B, 2>,
     rope: Rope,
     device: B::Device,
 }
@@ -225,13 +240,25 @@ impl<B: Backend> Decoder<B> {
             let ab = cfg.attention_bias;
             layers.push(Layer {
                 input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
-                q: ld.linear(&format!("{p}.self_attn.q_proj"), h, nh * d, ab)?,
-                k: ld.linear(&format!("{p}.self_attn.k_proj"), h, nkv * d, ab)?,
-                v: ld.linear(&format!("{p}.self_attn.v_proj"), h, nkv * d, ab)?,
+                qkv: ld.stacked_linear(
+                    &[
+                        (&format!("{p}.self_attn.q_proj"), nh * d),
+                        (&format!("{p}.self_attn.k_proj"), nkv * d),
+                        (&format!("{p}.self_attn.v_proj"), nkv * d),
+                    ],
+                    h,
+                    ab,
+                )?,
                 o: ld.linear(&format!("{p}.self_attn.o_proj"), nh * d, h, ab)?,
                 post_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate: ld.linear(&format!("{p}.mlp.gate_proj"), h, i, cfg.mlp_bias)?,
-                up: ld.linear(&format!("{p}.mlp.up_proj"), h, i, cfg.mlp_bias)?,
+                gate_up: ld.stacked_linear(
+                    &[
+                        (&format!("{p}.mlp.gate_proj"), i),
+                        (&format!("{p}.mlp.up_proj"), i),
+                    ],
+                    h,
+                    cfg.mlp_bias,
+                )?,
                 down: ld.linear(&format!("{p}.mlp.down_proj"), i, h, cfg.mlp_bias)?,
             });
         }
@@ -246,7 +273,7 @@ impl<B: Backend> Decoder<B> {
             embed,
             layers,
             norm: norm(&format!("{prefix}norm.weight"))?,
-            head_t: head_w.transpose(),
+            head: head_w,
             rope: Rope::new(cfg)?,
             device: device.clone(),
         })
@@ -351,9 +378,11 @@ impl<B: Backend> Decoder<B> {
             let a = self.attention(layer, h, &cos, &sin, &attn_mask, cache, l);
             x = x + a;
             let h = layer.post_norm.forward(x.clone());
-            let m = layer
-                .down
-                .forward(activation::silu(layer.gate.forward(h.clone())) * layer.up.forward(h));
+            let m = layer.down.forward({
+                let gu = layer.gate_up.forward(h);
+                let i = self.cfg.intermediate_size;
+                activation::silu(gu.clone().narrow(2, 0, i)) * gu.narrow(2, i, i)
+            });
             x = x + m;
         }
         cache.mask = keys;
@@ -363,10 +392,8 @@ impl<B: Backend> Decoder<B> {
     /// Hidden states → logits.
     pub fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, hd] = h.dims();
-        let v = self.head_t.dims()[1];
-        h.reshape([b * s, hd])
-            .matmul(self.head_t.clone())
-            .reshape([b, s, v])
+        let v = self.head.dims()[0];
+        gemm::linear_nt(h.reshape([b * s, hd]), &self.head).reshape([b, s, v])
     }
 
     fn check(&self, batch: &Batch) -> Result<()> {
@@ -426,26 +453,28 @@ impl<B: Backend> Decoder<B> {
             self.cfg.head_dim,
         );
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2);
-        let q = rope::apply(heads(layer.q.forward(x.clone()), nh), cos, sin);
-        let k = rope::apply(heads(layer.k.forward(x.clone()), nkv), cos, sin);
-        let v = heads(layer.v.forward(x), nkv);
+        let qkv = layer.qkv.forward(x);
+        let q = rope::apply(heads(qkv.clone().narrow(2, 0, nh * d), nh), cos, sin);
+        let k = rope::apply(heads(qkv.clone().narrow(2, nh * d, nkv * d), nkv), cos, sin);
+        let v = heads(qkv.narrow(2, (nh + nkv) * d, nkv * d), nkv);
         let (k, v) = cache.append(l, k, v);
         let t = k.dims()[2];
-        let rep = nh / nkv;
-        let expand = |kv: Tensor<B, 4>| {
-            if rep == 1 {
-                kv
-            } else {
-                kv.unsqueeze_dim::<5>(2).repeat_dim(2, rep).reshape([b, nh, t, d])
-            }
-        };
-        let (k, v) = (expand(k), expand(v));
-        // Scores and softmax in f32 (transformers: softmax(..., dtype=float32)), probabilities back in the
-        // activations' dtype.
+        let (rep, g) = (nh / nkv, b * nkv);
+        // Query heads sharing a key/value head are consecutive (head h reads kv head h / rep), so stacking them
+        // as the rows of one matrix per (sequence, kv head) is grouped-query attention without repeating keys
+        // and values. Scores and softmax in f32 (transformers: softmax(..., dtype=float32)), probabilities back
+        // in the activations' dtype.
         let dtype = q.dtype();
-        let scores = q.matmul(k.swap_dims(2, 3)).cast(DType::F32) * (1.0 / (d as f64).sqrt()) + mask.clone();
+        let scores = gemm::bmm_nt(q.reshape([g, rep * s, d]), k.reshape([g, t, d]))
+            .reshape([b, nh, s, t])
+            .cast(DType::F32)
+            * (1.0 / (d as f64).sqrt())
+            + mask.clone();
         let probs = activation::softmax(scores, 3).cast(dtype);
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, s, nh * d]);
+        let out = gemm::bmm_nn(probs.reshape([g, rep * s, t]), v.reshape([g, t, d]))
+            .reshape([b, nh, s, d])
+            .swap_dims(1, 2)
+            .reshape([b, s, nh * d]);
         layer.o.forward(out)
     }
 }

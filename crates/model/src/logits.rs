@@ -108,7 +108,10 @@ pub fn run_logits(opts: &LogitsOptions) -> Result<LogitsReport> {
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => run_on::<crate::backend::WgpuBackend>(opts, &Default::default()),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => run_on::<crate::backend::CudaBackend>(opts, &Default::default()),
+        BackendKind::Cuda => {
+            crate::backend::check_cuda()?;
+            run_on::<crate::backend::CudaBackend>(opts, &Default::default())
+        }
         #[allow(unreachable_patterns)]
         other => Err(ModelError::BackendNotCompiled {
             name: other.name().into(),

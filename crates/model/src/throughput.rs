@@ -44,23 +44,110 @@ pub struct ThroughputOptions {
     pub backend: BackendKind,
     pub dtype: WeightDtype,
     pub repeats: usize,
+    /// Several (batch, prompt_len, gen_len) runs on one loaded model (GPU benchmarks: one load, one
+    /// compilation); empty = the single run above.
+    pub runs: Vec<[usize; 3]>,
 }
 
-/// Measured rates (best of `repeats`).
+impl ThroughputOptions {
+    fn runs(&self) -> Vec<[usize; 3]> {
+        if self.runs.is_empty() {
+            vec![[self.batch, self.prompt_len, self.gen_len]]
+        } else {
+            self.runs.clone()
+        }
+    }
+}
+
+/// Measured rates (best of `repeats`). A CLIP tower reports `images_s` and no token rates.
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     pub config: String,
     pub params: u64,
     pub backend: String,
+    pub dtype: String,
+    pub gemm: String,
     pub batch: usize,
     pub prompt_len: usize,
     pub gen_len: usize,
     pub prefill_tok_s: f64,
     pub decode_tok_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_s: Option<f64>,
 }
 
-pub fn run_throughput(opts: &ThroughputOptions) -> Result<Throughput> {
+/// The CLIP tower preset (`--config clip-vit-l-336`): LLaVA's vision encoder.
+pub const CLIP_PRESET: &str = "clip-vit-l-336";
+
+/// One [`Throughput`] per run of `opts`.
+pub fn run_throughput(opts: &ThroughputOptions) -> Result<Vec<Throughput>> {
+    if opts.config == CLIP_PRESET {
+        return crate::on_backend!(opts.backend, clip_throughput_on(opts));
+    }
     crate::on_backend!(opts.backend, throughput_on(opts))
+}
+
+fn dtype_name(d: WeightDtype) -> String {
+    format!("{d:?}").to_ascii_lowercase()
+}
+
+fn gemm_name<B: Backend>() -> String {
+    format!("{:?}", crate::gemm::GemmImpl::active::<B>()).to_ascii_lowercase()
+}
+
+/// Images/s of the CLIP ViT-L/14-336 tower (all layers, as LLaVA runs it up to the penultimate one).
+fn clip_throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) -> Result<Vec<Throughput>> {
+    if !opts.random_weights {
+        return Err(ModelError::Input(format!(
+            "preset `{CLIP_PRESET}` has no weights: pass --random-weights"
+        )));
+    }
+    let cfg = mmreason_checkpoint::ClipVisionConfig::vit_l_14_336();
+    let clip = crate::clip::ClipVision::<B>::random(&cfg, opts.dtype, device)?;
+    let s = cfg.image_size;
+    let (h, i, l) = (
+        cfg.hidden_size as u64,
+        cfg.intermediate_size as u64,
+        cfg.num_hidden_layers as u64,
+    );
+    let p = cfg.patch_size as u64;
+    let params = l * (4 * h * h + 2 * h * i + 9 * h) + 3 * p * p * h + ((s as u64 / p).pow(2) + 3) * h;
+    let mut out = Vec::new();
+    for [batch, _, _] in opts.runs() {
+        let pixels = burn::tensor::Tensor::<B, 4>::random(
+            [batch, cfg.num_channels, s, s],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            device,
+        );
+        let mut best = 0.0f64;
+        // One untimed run: kernel compilation and autotuning are not throughput.
+        for r in 0..=opts.repeats.max(1) {
+            let t0 = Instant::now();
+            let states = clip.hidden_states(pixels.clone())?;
+            let last = states
+                .last()
+                .cloned()
+                .ok_or_else(|| ModelError::Input("no layers".into()))?;
+            let _ = last.narrow(1, 0, 1).sum().into_data();
+            if r > 0 {
+                best = best.max(batch as f64 / t0.elapsed().as_secs_f64());
+            }
+        }
+        out.push(Throughput {
+            config: opts.config.clone(),
+            params,
+            backend: opts.backend.name().into(),
+            dtype: dtype_name(opts.dtype),
+            gemm: gemm_name::<B>(),
+            batch,
+            prompt_len: 0,
+            gen_len: 0,
+            prefill_tok_s: 0.0,
+            decode_tok_s: 0.0,
+            images_s: Some(best),
+        });
+    }
+    Ok(out)
 }
 
 fn params(cfg: &DecoderConfig) -> u64 {
@@ -79,7 +166,7 @@ fn params(cfg: &DecoderConfig) -> u64 {
     l * layer + v * h * if cfg.tie_word_embeddings { 1 } else { 2 } + h
 }
 
-fn throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) -> Result<Throughput> {
+fn throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) -> Result<Vec<Throughput>> {
     let decoder: Decoder<B> = match preset(&opts.config) {
         Some(cfg) => {
             if !opts.random_weights {
@@ -104,10 +191,24 @@ fn throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) -> Re
             }
         }
     };
+    let mut out = Vec::new();
+    for [batch, prompt_len, gen_len] in opts.runs() {
+        out.push(measure(&decoder, opts, batch, prompt_len, gen_len)?);
+    }
+    Ok(out)
+}
+
+fn measure<B: Backend>(
+    decoder: &Decoder<B>,
+    opts: &ThroughputOptions,
+    batch: usize,
+    prompt_len: usize,
+    gen_len: usize,
+) -> Result<Throughput> {
     let v = decoder.cfg.vocab_size as u32;
-    let prompt: Vec<Vec<u32>> = (0..opts.batch)
+    let prompt: Vec<Vec<u32>> = (0..batch)
         .map(|b| {
-            (0..opts.prompt_len)
+            (0..prompt_len)
                 .map(|i| ((b * 7919 + i * 104_729) as u32 % (v - 3)) + 3)
                 .collect()
         })
@@ -126,27 +227,30 @@ fn throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) -> Re
         let mut next = sync(logits)?;
         let prefill = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        for _ in 0..opts.gen_len {
+        for _ in 0..gen_len {
             let step = Batch {
-                ids: vec![vec![next % v]; opts.batch],
-                mask: vec![vec![true]; opts.batch],
+                ids: vec![vec![next % v]; batch],
+                mask: vec![vec![true]; batch],
             };
             next = sync(decoder.forward(&step, &mut cache)?)?;
         }
         let decode = t1.elapsed().as_secs_f64();
-        best_prefill = best_prefill.max((opts.batch * opts.prompt_len) as f64 / prefill);
-        if opts.gen_len > 0 {
-            best_decode = best_decode.max((opts.batch * opts.gen_len) as f64 / decode);
+        best_prefill = best_prefill.max((batch * prompt_len) as f64 / prefill);
+        if gen_len > 0 {
+            best_decode = best_decode.max((batch * gen_len) as f64 / decode);
         }
     }
     Ok(Throughput {
         config: opts.config.clone(),
         params: params(&decoder.cfg),
         backend: opts.backend.name().into(),
-        batch: opts.batch,
-        prompt_len: opts.prompt_len,
-        gen_len: opts.gen_len,
+        dtype: dtype_name(opts.dtype),
+        gemm: gemm_name::<B>(),
+        batch,
+        prompt_len,
+        gen_len,
         prefill_tok_s: best_prefill,
         decode_tok_s: best_decode,
+        images_s: None,
     })
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds what benches/gpu/run.sh runs on a lent GPU (nothing is compiled there): release binaries with
+# --features cuda, stripped and packed into gpu-bin.tar.gz (the device tool carries at most 64 MiB).
+set -euo pipefail
+cargo build --release --features cuda --example throughput --example gemm_bench
+test_bin=$(cargo test --release -p mmreason-model --features cuda --test backend_parity --no-run --message-format=json \
+  | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "backend_parity"][-1])')
+rm -rf gpu-bin && mkdir gpu-bin
+cp target/release/examples/throughput target/release/examples/gemm_bench gpu-bin/
+cp "$test_bin" gpu-bin/backend_parity
+strip gpu-bin/*
+tar czf gpu-bin.tar.gz gpu-bin
+ls -l gpu-bin gpu-bin.tar.gz

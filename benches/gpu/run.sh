@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One prepared run on a lent NVIDIA GPU: nothing is compiled here. Build on the workstation first:
+#
+#   benches/gpu/build.sh            # release binaries with --features cuda → gpu-bin/ (git-ignored)
+#
+# then run this from the repository root on the GPU machine (the device tool carries gpu-bin/):
+#
+#   OUT=/some/dir bash benches/gpu/run.sh
+#
+# It runs, each step under its own time limit so one slow step cannot eat the whole lease:
+#   1. the backend parity tests on CUDA (f32, bf16, f16; every model path) — PARITY lines → parity.log
+#   2. the GEMM microbenchmark (burn's matmul vs cuBLAS on the same operands) → gemm.jsonl
+#   3. throughput: mmreason with cuBLAS, with burn's matmul (MMREASON_GEMM=burn), and PyTorch + transformers on
+#      the same shapes (Mistral-7B and Llama-2-7B prefill b8×512 and b32×256, decode b1 and b32 with 128 new
+#      tokens; CLIP ViT-L/14-336 at batch 32) → throughput.jsonl, and the ratio table → table.md
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+BIN=${BIN:-gpu-bin}
+if [ -f "$BIN.tar.gz" ] && [ ! -d "$BIN" ]; then tar xzf "$BIN.tar.gz"; fi
+export MMREASON_FIXTURES=$PWD/tests/fixtures
+PY=${PY:-python3}
+# cuBLAS from CUDA's lib64 or from the nvidia-* wheels PyTorch installs.
+NV=$($PY -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0] if hasattr(nvidia, "__path__") else nvidia.__file__))' 2>/dev/null)
+for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}; done
+export LD_LIBRARY_PATH
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
+
+# STEPS selects groups (default: all): parity gemm mistral clip small burn llama
+STEPS=${STEPS:-parity gemm mistral clip small burn llama}
+step() { # name seconds command...
+  local name=$1 secs=$2; shift 2
+  case " $STEPS " in *" ${name%%-*} "*) ;; *) echo "== $name skipped (STEPS)"; return;; esac
+  local t0=$SECONDS
+  echo "== $name (limit ${secs}s)" | tee -a "$OUT/steps.log"
+  timeout "$secs" "$@"; local rc=$?
+  echo "== $name rc=$rc in $((SECONDS - t0))s" | tee -a "$OUT/steps.log"
+}
+
+step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error' "
+step gemm-bf16 60 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --iters 10 | tee $OUT/gemm.jsonl"
+step gemm-f32 30 bash -c "$BIN/gemm_bench --backend cuda --dtype f32 --shapes 4096x4096x4096 --iters 5 | tee -a $OUT/gemm.jsonl"
+RUNS=8x512x0,32x256x0,1x128x128,32x128x128
+TP="$OUT/throughput.jsonl"
+step mistral-cublas 100 bash -c "$BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
+step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mistral-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
+step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
+step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
+step small-mistral 60 bash -c "MMREASON_CUBLAS_MIN_WORK=16777216 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-min16M\"/' | tee -a $TP"
+step burn-mistral 90 bash -c "MMREASON_GEMM=burn $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x32 --repeats 1 --json | tee -a $TP"
+step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | tee -a $TP"
+step llama-cublas 80 bash -c "$BIN/throughput --config llama-2-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
+step llama-torch 70 bash -c "$PY benches/peers/torch_throughput.py --preset llama-2-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
+$PY benches/gpu/table.py "$TP" | tee "$OUT/table.md"

@@ -1,0 +1,347 @@
+//! The dense products of the linear layers and the head, `y = x · wᵀ` with `w` stored as the checkpoint does
+//! (`[out, in]`, row-major).
+//!
+//! On burn-cuda the product runs in cuBLAS (`cublasGemmEx`, fp32 accumulation, tensor cores for bf16/f16) on the
+//! device buffers of the burn tensors themselves: burn's own matmul kernel reaches ≈94 TFLOP/s on an H100 where
+//! cuBLAS reaches ≈800 (measured in the GPU issue), and the linear layers are ≈95 % of a 7B model's FLOPs.
+//! Everywhere else — CPU, wgpu, a machine without `libcublas`, or `MMREASON_GEMM=burn` — burn's matmul runs.
+
+use burn::tensor::{Tensor, backend::Backend};
+
+/// Which implementation `linear_nt` uses on CUDA (`MMREASON_GEMM=cublas|burn`, read once; cuBLAS by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmImpl {
+    Burn,
+    Cublas,
+}
+
+impl GemmImpl {
+    /// The implementation the environment selects.
+    pub fn selected() -> GemmImpl {
+        static SEL: std::sync::OnceLock<GemmImpl> = std::sync::OnceLock::new();
+        *SEL.get_or_init(|| match std::env::var("MMREASON_GEMM").as_deref() {
+            Ok("burn") => GemmImpl::Burn,
+            _ => GemmImpl::Cublas,
+        })
+    }
+}
+
+impl GemmImpl {
+    /// What `linear_nt` runs on backend `B`: cuBLAS only on burn-cuda (and only if the library loads — a
+    /// missing library is reported once when first used).
+    pub fn active<B: Backend>() -> GemmImpl {
+        #[cfg(feature = "cuda")]
+        if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::CudaBackend>() {
+            return GemmImpl::selected();
+        }
+        GemmImpl::Burn
+    }
+}
+
+/// `x · wᵀ` for `x: [m, k]`, `w: [n, k]` → `[m, n]`.
+pub fn linear_nt<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
+    #[cfg(feature = "cuda")]
+    if GemmImpl::selected() == GemmImpl::Cublas
+        && let Some(y) = cuda::product(&x, w, true)
+    {
+        return y;
+    }
+    x.matmul(w.clone().transpose())
+}
+
+/// Batched `a · bᵀ`: `a: [g, m, k]`, `b: [g, n, k]` → `[g, m, n]` (attention scores `q · kᵀ`, one batch entry
+/// per (sequence, key/value head), the query heads sharing that key head stacked in `m`: no repeated keys).
+pub fn bmm_nt<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> Tensor<B, 3> {
+    #[cfg(feature = "cuda")]
+    if GemmImpl::selected() == GemmImpl::Cublas
+        && let Some(y) = cuda::product(&a, &b, true)
+    {
+        return y;
+    }
+    a.matmul(b.swap_dims(1, 2))
+}
+
+/// Batched `a · b`: `a: [g, m, k]`, `b: [g, k, n]` → `[g, m, n]` (attention output `p · v`).
+pub fn bmm_nn<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> Tensor<B, 3> {
+    #[cfg(feature = "cuda")]
+    if GemmImpl::selected() == GemmImpl::Cublas
+        && let Some(y) = cuda::product(&a, &b, false)
+    {
+        return y;
+    }
+    a.matmul(b)
+}
+
+#[cfg(feature = "cuda")]
+pub mod cuda {
+    //! cuBLAS on burn-cuda tensors. The library is opened at run time (cudarc's dynamic loading): a binary
+    //! built with `--features cuda` starts on a machine without CUDA, and a machine without `libcublas` says so
+    //! once and keeps burn's matmul.
+    //!
+    //! Operands are used in place whatever their row pitch (cubecl pads rows of some shapes): any rank-2/3
+    //! tensor whose last dimension is unit-stride maps to cuBLAS's leading dimension and batch stride. Others
+    //! are made contiguous first.
+    //!
+    //! Ordering: cubecl runs its kernels on its own non-blocking streams and does not expose them, so a cuBLAS
+    //! call waits for the device queue (`client.sync()`) and its own stream before returning. Two host
+    //! synchronisations per product cost little against a prefill GEMM, but they bound decoding at batch 1
+    //! (benches/gpu/NOTES.md measures by how much).
+
+    use std::any::{Any, TypeId};
+    use std::ffi::c_void;
+    use std::sync::{Mutex, OnceLock};
+
+    use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
+    use burn_cubecl::cubecl::cuda::CudaRuntime;
+    use burn_cubecl::cubecl::future::block_on;
+    use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+    use burn_cubecl::tensor::CubeTensor;
+    use cudarc::cublas::sys as cb;
+    use cudarc::driver::{result as drv, sys as dsys};
+
+    type Cube = CubeTensor<CudaRuntime>;
+
+    struct Cublas {
+        ordinal: usize,
+        ctx: dsys::CUcontext,
+        stream: dsys::CUstream,
+        handle: cb::cublasHandle_t,
+    }
+
+    // SAFETY: the raw handles are only used under the mutex below, with the context made current first.
+    unsafe impl Send for Cublas {}
+
+    static STATE: OnceLock<Result<Mutex<Cublas>, String>> = OnceLock::new();
+
+    fn warn_once(msg: &str) {
+        static WARNED: OnceLock<()> = OnceLock::new();
+        WARNED.get_or_init(|| eprintln!("mmreason: cuBLAS not used, burn's matmul instead: {msg}"));
+    }
+
+    fn init(ordinal: usize) -> Result<Mutex<Cublas>, String> {
+        // SAFETY: plain driver/cuBLAS calls; the primary context is the one cubecl-cuda uses, so device
+        // pointers of burn tensors are valid in it.
+        unsafe {
+            if !cb::is_culib_present() {
+                return Err(
+                    "libcublas was not found on the library path (add CUDA's lib64 or the \
+                            nvidia-cublas wheel's lib directory to LD_LIBRARY_PATH)"
+                        .into(),
+                );
+            }
+            let dev = drv::device::get(ordinal as i32).map_err(|e| format!("device {ordinal}: {e:?}"))?;
+            let ctx = drv::primary_ctx::retain(dev).map_err(|e| format!("primary context: {e:?}"))?;
+            drv::ctx::set_current(ctx).map_err(|e| format!("set context: {e:?}"))?;
+            let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking)
+                .map_err(|e| format!("stream: {e:?}"))?;
+            let handle =
+                cudarc::cublas::result::create_handle().map_err(|e| format!("cublasCreate: {e:?}"))?;
+            cudarc::cublas::result::set_stream(handle, stream as cb::cudaStream_t)
+                .map_err(|e| format!("cublasSetStream: {e:?}"))?;
+            Ok(Mutex::new(Cublas {
+                ordinal,
+                ctx,
+                stream,
+                handle,
+            }))
+        }
+    }
+
+    fn to_cube<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<Cube> {
+        let p: Box<dyn Any> = Box::new(t.into_primitive().tensor());
+        p.downcast::<Cube>().ok().map(|b| *b)
+    }
+
+    fn from_cube<B: Backend, const D: usize>(t: Cube) -> Option<Tensor<B, D>> {
+        let p: Box<dyn Any> = Box::new(t);
+        let p = p.downcast::<B::FloatTensorPrimitive>().ok()?;
+        Some(Tensor::from_primitive(TensorPrimitive::Float(*p)))
+    }
+
+    fn min_work() -> usize {
+        static MIN: OnceLock<usize> = OnceLock::new();
+        *MIN.get_or_init(|| {
+            std::env::var("MMREASON_CUBLAS_MIN_WORK")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        })
+    }
+
+    fn data_type(d: DType) -> Option<cb::cudaDataType> {
+        Some(match d {
+            DType::F32 => cb::cudaDataType::CUDA_R_32F,
+            DType::F16 => cb::cudaDataType::CUDA_R_16F,
+            DType::BF16 => cb::cudaDataType::CUDA_R_16BF,
+            _ => return None,
+        })
+    }
+
+    /// A row-major stack of matrices as cuBLAS sees it: `batch` matrices of `rows × cols`, rows `ld` elements
+    /// apart, matrices `stride` elements apart.
+    #[derive(Debug, Clone, Copy)]
+    struct Layout {
+        batch: usize,
+        rows: usize,
+        cols: usize,
+        ld: usize,
+        stride: usize,
+    }
+
+    fn layout(t: &Cube) -> Option<Layout> {
+        let (shape, strides) = (t.meta.shape(), t.meta.strides());
+        let r = shape.num_dims();
+        if !(2..=3).contains(&r) {
+            return None;
+        }
+        let (rows, cols) = (shape[r - 2], shape[r - 1]);
+        if cols > 1 && strides[r - 1] != 1 {
+            return None;
+        }
+        let ld = if rows > 1 { strides[r - 2] } else { cols.max(1) };
+        if ld < cols.max(1) {
+            return None;
+        }
+        let (batch, stride) = if r == 3 {
+            (shape[0], strides[0])
+        } else {
+            (1, rows * ld)
+        };
+        // Matrices of one batch entry must not overlap the next (stride 0 would broadcast; not needed here).
+        if batch > 1 && stride < (rows.max(1) - 1) * ld + cols {
+            return None;
+        }
+        Some(Layout {
+            batch,
+            rows,
+            cols,
+            ld,
+            stride,
+        })
+    }
+
+    fn prepared(t: Cube) -> Option<(Cube, Layout)> {
+        if let Some(l) = layout(&t) {
+            return Some((t, l));
+        }
+        let t = burn_cubecl::kernel::into_contiguous(t);
+        let l = layout(&t)?;
+        Some((t, l))
+    }
+
+    /// `a · bᵀ` (`b_transposed`) or `a · b`, rank 2 or 3, through cuBLAS when `B` is burn-cuda, both share a
+    /// supported float dtype and cuBLAS loads; `None` otherwise (the caller falls back to burn).
+    pub fn product<B: Backend, const D: usize>(
+        a: &Tensor<B, D>,
+        b: &Tensor<B, D>,
+        b_transposed: bool,
+    ) -> Option<Tensor<B, D>> {
+        if TypeId::of::<B>() != TypeId::of::<crate::backend::CudaBackend>() {
+            return None;
+        }
+        let (a, la) = prepared(to_cube(a.clone())?)?;
+        let (b, lb) = prepared(to_cube(b.clone())?)?;
+        // Products too small to repay two host synchronisations stay with burn (`MMREASON_CUBLAS_MIN_WORK`,
+        // batch·m·n·k; 0 = every product goes to cuBLAS).
+        let work = la.batch * la.rows * la.cols * if b_transposed { lb.rows } else { lb.cols };
+        if work < min_work() {
+            return None;
+        }
+        match gemm(&a, la, &b, lb, b_transposed) {
+            Ok(y) => from_cube(y),
+            Err(e) => {
+                warn_once(&e);
+                None
+            }
+        }
+    }
+
+    fn gemm(a: &Cube, la: Layout, b: &Cube, lb: Layout, b_transposed: bool) -> Result<Cube, String> {
+        if a.dtype != b.dtype {
+            return Err(format!("mixed dtypes {:?} · {:?}", a.dtype, b.dtype));
+        }
+        let dt = data_type(a.dtype).ok_or_else(|| format!("dtype {:?}", a.dtype))?;
+        let (m, k) = (la.rows, la.cols);
+        let (n, kb) = if b_transposed {
+            (lb.rows, lb.cols)
+        } else {
+            (lb.cols, lb.rows)
+        };
+        let rank = a.meta.shape().num_dims();
+        if kb != k || rank != b.meta.shape().num_dims() || (rank == 3 && la.batch != lb.batch) {
+            return Err(format!("shapes {:?} · {:?}", a.meta.shape(), b.meta.shape()));
+        }
+        let batch = la.batch;
+        let ordinal = a.device.index;
+        let state = STATE
+            .get_or_init(|| init(ordinal))
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let st = state.lock().map_err(|_| "cuBLAS state poisoned".to_string())?;
+        if st.ordinal != ordinal {
+            return Err(format!(
+                "cuBLAS is set up on device {}, not {ordinal}",
+                st.ordinal
+            ));
+        }
+        let client = a.client.clone();
+        let out_shape: Vec<usize> = if rank == 3 { vec![batch, m, n] } else { vec![m, n] };
+        let y = empty_device_contiguous_dtype(client.clone(), a.device.clone(), out_shape.into(), a.dtype);
+        if batch == 0 || m == 0 || n == 0 {
+            return Ok(y);
+        }
+        block_on(client.sync()).map_err(|e| format!("sync: {e:?}"))?;
+        let get = |t: &Cube| {
+            client
+                .get_resource(t.handle.clone())
+                .map_err(|e| format!("resource: {e:?}"))
+        };
+        let (ra, rb, ry) = (get(a)?, get(b)?, get(&y)?);
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let int = |v: usize| i32::try_from(v).map_err(|_| format!("dimension {v} exceeds i32"));
+        let long = |v: usize| i64::try_from(v).map_err(|_| format!("stride {v} exceeds i64"));
+        // Row-major y = a·op(b) is column-major yᵀ = op(b)ᵀ·aᵀ: cuBLAS's A is our b (transposed back when
+        // we want bᵀ: T; when we want b itself its row-major storage is already the column-major bᵀ: N), its B
+        // is our a read as column-major aᵀ (N), C is yᵀ.
+        let op_b = if b_transposed {
+            cb::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            cb::cublasOperation_t::CUBLAS_OP_N
+        };
+        // SAFETY: pointers come from live resources whose layouts were checked above; the queue was
+        // synchronised before, and our stream is synchronised before the resources are released.
+        unsafe {
+            drv::ctx::set_current(st.ctx).map_err(|e| format!("set context: {e:?}"))?;
+            cb::cublasGemmStridedBatchedEx(
+                st.handle,
+                op_b,
+                cb::cublasOperation_t::CUBLAS_OP_N,
+                int(n)?,
+                int(m)?,
+                int(k)?,
+                (&alpha as *const f32).cast::<c_void>(),
+                rb.resource().ptr as *const c_void,
+                dt,
+                int(lb.ld)?,
+                long(if rank == 3 { lb.stride } else { 0 })?,
+                ra.resource().ptr as *const c_void,
+                dt,
+                int(la.ld)?,
+                long(if rank == 3 { la.stride } else { 0 })?,
+                (&beta as *const f32).cast::<c_void>(),
+                ry.resource().ptr as *mut c_void,
+                dt,
+                int(n)?,
+                long(m * n)?,
+                int(batch)?,
+                cb::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+            .result()
+            .map_err(|e| format!("cublasGemmStridedBatchedEx: {e:?}"))?;
+            drv::stream::synchronize(st.stream).map_err(|e| format!("stream sync: {e:?}"))?;
+        }
+        drop((ra, rb, ry));
+        Ok(y)
+    }
+}

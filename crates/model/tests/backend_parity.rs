@@ -1,0 +1,362 @@
+//! Every model path (decoder with left padding, sliding window and KV-cache decoding, CLIP tower, LLaVA-1.5,
+//! LLaVA-NeXT) on every compiled backend and weight dtype, against the transformers f32 references in
+//! tests/fixtures/reference.
+//!
+//! Bounds: f32 within 1e-3 relative L2 (the GPU issue's target) with the same argmax at ≥ 99 % of positions.
+//! bf16/f16: the 1e-2 relative L2 and 99 % argmax agreement are targets for trained 7B weights; the tiny
+//! random fixtures have flat logits that half precision moves further — transformers itself lands 1.7e-2 from
+//! its f32 logits in bf16, with 89 % argmax agreement (tests/fixtures/reference/half_precision.json, made by
+//! scripts/make_half_reference.py). Half-precision cases are therefore bounded by the reference implementation's
+//! own error on the same case: relative L2 ≤ max(1e-2, 2 × transformers'), argmax agreement ≥ min(0.99,
+//! transformers') − 0.1. Each case prints one JSON line of figures (`PARITY {...}`), which the GPU script keeps.
+//!
+//! CUDA cases are `#[ignore]`d (CI has no NVIDIA GPU): `benches/gpu/run.sh` runs them with `--include-ignored`.
+//! Set `MMREASON_FIXTURES` to run a test binary away from its source tree.
+
+use std::path::PathBuf;
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use mmreason_checkpoint::{ModelConfig, ModelDir, Weights};
+use mmreason_model::{Batch, ClipVision, KvCache, Llava, Pixels, WeightDtype, load_decoder};
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("MMREASON_FIXTURES").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures"),
+        PathBuf::from,
+    )
+}
+
+fn reference(name: &str) -> Weights {
+    Weights::open_files(
+        fixtures(),
+        &[fixtures().join("reference").join(format!("{name}.safetensors"))],
+    )
+    .unwrap()
+}
+
+fn ids(w: &Weights, name: &str) -> Vec<Vec<u32>> {
+    let t = w.get(name).unwrap();
+    let s = *t.shape().last().unwrap();
+    t.to_i64()
+        .unwrap()
+        .chunks(s)
+        .map(|r| r.iter().map(|&x| x as u32).collect())
+        .collect()
+}
+
+fn tensor<B: Backend, const D: usize>(w: &Weights, name: &str, device: &B::Device) -> Tensor<B, D> {
+    let t = w.get(name).unwrap();
+    let shape: [usize; D] = t.shape().try_into().unwrap();
+    Tensor::from_data(TensorData::new(t.to_f32().unwrap(), shape), device)
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+/// How far a backend's output is from the reference, over the rows (`width` values each) that `keep` selects.
+struct Stats {
+    max_rel: f64,
+    rel_l2: f64,
+    argmax_agree: f64,
+    rows: usize,
+}
+
+fn stats(got: &[f32], want: &[f32], width: usize, keep: impl Fn(usize) -> bool) -> Stats {
+    assert_eq!(got.len(), want.len());
+    let (mut worst, mut scale, mut num, mut den, mut agree, mut rows) =
+        (0f64, 1f64, 0f64, 0f64, 0usize, 0usize);
+    for (r, (g, w)) in got.chunks(width).zip(want.chunks(width)).enumerate() {
+        if !keep(r) {
+            continue;
+        }
+        rows += 1;
+        for (&a, &b) in g.iter().zip(w) {
+            let (a, b) = (f64::from(a), f64::from(b));
+            worst = worst.max((a - b).abs());
+            scale = scale.max(b.abs());
+            num += (a - b) * (a - b);
+            den += b * b;
+        }
+        let arg = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |m, (i, &x)| if x > m.1 { (i, x) } else { m },
+                )
+                .0
+        };
+        agree += usize::from(arg(g) == arg(w));
+    }
+    Stats {
+        max_rel: worst / scale,
+        rel_l2: (num / den.max(f64::MIN_POSITIVE)).sqrt(),
+        argmax_agree: agree as f64 / rows.max(1) as f64,
+        rows,
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Case {
+    backend: &'static str,
+    dtype: WeightDtype,
+    /// Whether argmax agreement is checked (logits, not hidden states).
+    argmax: bool,
+}
+
+/// transformers' own half-precision error on a case: (relative L2, argmax agreement).
+fn reference_half_error(dtype: WeightDtype, what: &str) -> (f64, f64) {
+    let key = match dtype {
+        WeightDtype::BF16 => "bf16",
+        WeightDtype::F16 => "f16",
+        WeightDtype::F32 => unreachable!("f32 has fixed bounds"),
+    };
+    let case = what.replace(" KV-cache decode", " left-padded batch");
+    let text = std::fs::read_to_string(fixtures().join("reference/half_precision.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let c = &v[key][&case];
+    (
+        c["rel_l2"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("half_precision.json has no {key}/{case}")),
+        c["argmax_agree"].as_f64().unwrap(),
+    )
+}
+
+impl Case {
+    fn check(&self, what: &str, s: &Stats) {
+        eprintln!(
+            "PARITY {{\"backend\":\"{}\",\"dtype\":\"{:?}\",\"gemm_selected\":\"{:?}\",\"what\":\"{what}\",\"max_rel\":{:e},\"rel_l2\":{:e},\"argmax_agree\":{},\"rows\":{}}}",
+            self.backend,
+            self.dtype,
+            mmreason_model::gemm::GemmImpl::selected(),
+            s.max_rel,
+            s.rel_l2,
+            s.argmax_agree,
+            s.rows
+        );
+        let (bound, min_agree) = match self.dtype {
+            WeightDtype::F32 => (1e-3, 0.99),
+            half => {
+                let (l2, agree) = reference_half_error(half, what);
+                (f64::max(1e-2, 2.0 * l2), agree.min(0.99) - 0.1)
+            }
+        };
+        assert!(
+            s.rel_l2 <= bound,
+            "{} {:?} {what}: relative L2 {:e} > {bound:e}",
+            self.backend,
+            self.dtype,
+            s.rel_l2
+        );
+        if self.argmax {
+            assert!(
+                s.argmax_agree >= min_agree,
+                "{} {:?} {what}: argmax agrees at {:.3} of {} positions",
+                self.backend,
+                self.dtype,
+                s.argmax_agree,
+                s.rows
+            );
+        }
+    }
+}
+
+fn decoder<B: Backend>(case: Case, device: &B::Device) {
+    for name in ["llama", "mistral"] {
+        let dir = ModelDir::open(fixtures().join("models").join(name)).unwrap();
+        let m = load_decoder::<B>(&dir, case.dtype, device).unwrap();
+        let r = reference(name);
+        let v = m.cfg.vocab_size;
+        let ids = ids(&r, "input_ids");
+        let mask: Vec<Vec<bool>> = self::ids(&r, "attention_mask")
+            .iter()
+            .map(|row| row.iter().map(|&x| x == 1).collect())
+            .collect();
+        let flat: Vec<bool> = mask.iter().flatten().copied().collect();
+        let batch = Batch {
+            ids: ids.clone(),
+            mask: mask.clone(),
+        };
+        let full = values(m.forward(&batch, &mut KvCache::new(m.num_layers())).unwrap());
+        let want = r.get("logits").unwrap().to_f32().unwrap();
+        case.check(
+            &format!("{name} left-padded batch"),
+            &stats(&full, &want, v, |p| flat[p]),
+        );
+        // KV-cache decoding: a 4-token prefill, then one token per step, reassembled into [B, S, V].
+        let (b, s) = (ids.len(), ids[0].len());
+        let mut cache = KvCache::new(m.num_layers());
+        let take = |from: usize, to: usize| Batch {
+            ids: ids.iter().map(|r| r[from..to].to_vec()).collect(),
+            mask: mask.iter().map(|r| r[from..to].to_vec()).collect(),
+        };
+        let mut inc = vec![0f32; b * s * v];
+        let first = values(m.forward(&take(0, 4), &mut cache).unwrap());
+        for row in 0..b {
+            inc[row * s * v..(row * s + 4) * v].copy_from_slice(&first[row * 4 * v..(row + 1) * 4 * v]);
+        }
+        for t in 4..s {
+            let step = values(m.forward(&take(t, t + 1), &mut cache).unwrap());
+            for row in 0..b {
+                inc[(row * s + t) * v..(row * s + t + 1) * v].copy_from_slice(&step[row * v..(row + 1) * v]);
+            }
+        }
+        case.check(
+            &format!("{name} KV-cache decode"),
+            &stats(&inc, &want, v, |p| flat[p]),
+        );
+    }
+    // Mistral past its sliding window.
+    let dir = ModelDir::open(fixtures().join("models/mistral")).unwrap();
+    let m = load_decoder::<B>(&dir, case.dtype, device).unwrap();
+    let r = reference("mistral");
+    let long = Batch::unpadded(ids(&r, "long_input_ids")).unwrap();
+    let got = values(m.forward(&long, &mut KvCache::new(m.num_layers())).unwrap());
+    let want = r.get("long_logits").unwrap().to_f32().unwrap();
+    case.check(
+        "mistral past the sliding window",
+        &stats(&got, &want, m.cfg.vocab_size, |_| true),
+    );
+}
+
+fn vision<B: Backend>(case: Case, device: &B::Device) {
+    let dir = ModelDir::open(fixtures().join("models/clip-vision")).unwrap();
+    let ModelConfig::ClipVision(cfg) = &dir.config else {
+        panic!("clip-vision fixture is a CLIP vision config")
+    };
+    let clip = ClipVision::<B>::load(cfg, &dir.weights, "vision_model.", case.dtype, device).unwrap();
+    let r = reference("clip-vision");
+    let px = tensor::<B, 4>(&r, "pixel_values", device);
+    let states = clip.hidden_states(px).unwrap();
+    let got: Vec<f32> = states.iter().flat_map(|s| values(s.clone())).collect();
+    let want = r.get("hidden_states").unwrap().to_f32().unwrap();
+    // Hidden states are not logits: no argmax.
+    let no_argmax = Case {
+        argmax: false,
+        ..case
+    };
+    no_argmax.check(
+        "clip hidden states",
+        &stats(&got, &want, cfg.hidden_size, |_| true),
+    );
+    for name in ["llava-1.5", "llava-next"] {
+        let dir = ModelDir::open(fixtures().join("models").join(name)).unwrap();
+        let m = Llava::<B>::load(&dir, case.dtype, device).unwrap();
+        let r = reference(name);
+        let pixels = if name == "llava-next" {
+            let sizes = r
+                .get("image_sizes")
+                .unwrap()
+                .to_i64()
+                .unwrap()
+                .chunks(2)
+                .map(|c| (c[0] as usize, c[1] as usize))
+                .collect();
+            Pixels::Tiles(tensor::<B, 5>(&r, "pixel_values", device), sizes)
+        } else {
+            Pixels::Square(tensor::<B, 4>(&r, "pixel_values", device))
+        };
+        let ids = ids(&r, "input_ids");
+        let mask = vec![vec![true; ids[0].len()]];
+        let h = m
+            .forward_hidden(
+                &ids,
+                &mask,
+                Some(pixels),
+                &mut KvCache::new(m.decoder.num_layers()),
+            )
+            .unwrap();
+        let hs = values(h.clone());
+        let want = r.get("last_hidden_state").unwrap().to_f32().unwrap();
+        no_argmax.check(
+            &format!("{name} last hidden state"),
+            &stats(&hs, &want, m.cfg.text.hidden_size, |_| true),
+        );
+        let s = h.dims()[1];
+        let last = values(m.decoder.logits(h.narrow(1, s - 1, 1)));
+        let want = r.get("logits_last").unwrap().to_f32().unwrap();
+        // One position: the bound, not an agreement rate, is the check (argmax over one row is all or nothing).
+        no_argmax.check(
+            &format!("{name} last logits"),
+            &stats(&last, &want, want.len(), |_| true),
+        );
+    }
+}
+
+#[cfg(feature = "cpu")]
+mod cpu {
+    use super::*;
+    use mmreason_model::CpuBackend as B;
+
+    const BF16: Case = Case {
+        backend: "cpu",
+        dtype: WeightDtype::BF16,
+        argmax: true,
+    };
+
+    #[test]
+    fn decoder_in_bf16() {
+        decoder::<B>(BF16, &Default::default());
+    }
+
+    #[test]
+    fn vision_in_bf16() {
+        vision::<B>(BF16, &Default::default());
+    }
+}
+
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    use super::*;
+    use mmreason_model::backend::WgpuBackend as B;
+
+    const F32: Case = Case {
+        backend: "wgpu",
+        dtype: WeightDtype::F32,
+        argmax: true,
+    };
+
+    #[test]
+    fn decoder_in_f32() {
+        decoder::<B>(F32, &Default::default());
+    }
+
+    #[test]
+    fn vision_in_f32() {
+        vision::<B>(F32, &Default::default());
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    use mmreason_model::backend::CudaBackend as B;
+
+    const fn case(dtype: WeightDtype) -> Case {
+        Case {
+            backend: "cuda",
+            dtype,
+            argmax: true,
+        }
+    }
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+    fn decoder_in_f32_bf16_f16() {
+        mmreason_model::backend::check_cuda().expect("CUDA is available");
+        decoder::<B>(case(WeightDtype::F32), &Default::default());
+        decoder::<B>(case(WeightDtype::BF16), &Default::default());
+        decoder::<B>(case(WeightDtype::F16), &Default::default());
+    }
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+    fn vision_in_f32_bf16_f16() {
+        mmreason_model::backend::check_cuda().expect("CUDA is available");
+        vision::<B>(case(WeightDtype::F32), &Default::default());
+        vision::<B>(case(WeightDtype::BF16), &Default::default());
+        vision::<B>(case(WeightDtype::F16), &Default::default());
+    }
+}
