@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use mmreason_checkpoint::{ModelConfig, ModelDir, Weights};
+use mmreason_model::gemm::GemmImpl;
 use mmreason_model::{Batch, ClipVision, KvCache, Llava, Pixels, WeightDtype, load_decoder};
 
 fn fixtures() -> PathBuf {
@@ -103,6 +104,8 @@ struct Case {
     dtype: WeightDtype,
     /// Whether argmax agreement is checked (logits, not hidden states).
     argmax: bool,
+    /// The GEMM path that ran (set from the backend; reported in the PARITY lines).
+    gemm: GemmImpl,
 }
 
 /// transformers' own half-precision error on a case: (relative L2, argmax agreement).
@@ -127,14 +130,8 @@ fn reference_half_error(dtype: WeightDtype, what: &str) -> (f64, f64) {
 impl Case {
     fn check(&self, what: &str, s: &Stats) {
         eprintln!(
-            "PARITY {{\"backend\":\"{}\",\"dtype\":\"{:?}\",\"gemm_selected\":\"{:?}\",\"what\":\"{what}\",\"max_rel\":{:e},\"rel_l2\":{:e},\"argmax_agree\":{},\"rows\":{}}}",
-            self.backend,
-            self.dtype,
-            mmreason_model::gemm::GemmImpl::selected(),
-            s.max_rel,
-            s.rel_l2,
-            s.argmax_agree,
-            s.rows
+            "PARITY {{\"backend\":\"{}\",\"dtype\":\"{:?}\",\"gemm\":\"{:?}\",\"what\":\"{what}\",\"max_rel\":{:e},\"rel_l2\":{:e},\"argmax_agree\":{},\"rows\":{}}}",
+            self.backend, self.dtype, self.gemm, s.max_rel, s.rel_l2, s.argmax_agree, s.rows
         );
         let (bound, min_agree) = match self.dtype {
             WeightDtype::F32 => (1e-3, 0.99),
@@ -164,6 +161,10 @@ impl Case {
 }
 
 fn decoder<B: Backend>(case: Case, device: &B::Device) {
+    let case = Case {
+        gemm: GemmImpl::active::<B>(),
+        ..case
+    };
     for name in ["llama", "mistral"] {
         let dir = ModelDir::open(fixtures().join("models").join(name)).unwrap();
         let m = load_decoder::<B>(&dir, case.dtype, device).unwrap();
@@ -222,6 +223,10 @@ fn decoder<B: Backend>(case: Case, device: &B::Device) {
 }
 
 fn vision<B: Backend>(case: Case, device: &B::Device) {
+    let case = Case {
+        gemm: GemmImpl::active::<B>(),
+        ..case
+    };
     let dir = ModelDir::open(fixtures().join("models/clip-vision")).unwrap();
     let ModelConfig::ClipVision(cfg) = &dir.config else {
         panic!("clip-vision fixture is a CLIP vision config")
@@ -294,6 +299,7 @@ mod cpu {
         backend: "cpu",
         dtype: WeightDtype::BF16,
         argmax: true,
+        gemm: GemmImpl::Burn,
     };
 
     #[test]
@@ -316,6 +322,7 @@ mod wgpu {
         backend: "wgpu",
         dtype: WeightDtype::F32,
         argmax: true,
+        gemm: GemmImpl::Burn,
     };
 
     #[test]
@@ -339,6 +346,7 @@ mod cuda {
             backend: "cuda",
             dtype,
             argmax: true,
+            gemm: GemmImpl::Burn,
         }
     }
 

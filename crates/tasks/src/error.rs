@@ -40,6 +40,13 @@ pub enum TasksError {
         message: String,
     },
 
+    #[error("unknown task `{name}`{}; known tasks: {known}", if .close.is_empty() { String::new() } else { format!(" (did you mean {}?)", .close.join(", ")) })]
+    UnknownTask {
+        name: String,
+        close: Vec<String>,
+        known: String,
+    },
+
     #[error("{path}, row {row}: field `{field}` {problem}")]
     Field {
         path: PathBuf,

@@ -7,11 +7,12 @@ pub mod data;
 pub mod error;
 pub mod filters;
 pub mod python_random;
+pub mod registry;
 pub mod task;
 
 pub use data::{Doc, Split, load_split};
 pub use error::{Result, TasksError};
 pub use filters::{Filter, Pipeline};
 pub use task::{
-    FewShot, Request, TaskConfig, doc_choices, dry_run_jsonl, gold_index, requests, requests_with,
+    FewShot, Request, TaskConfig, doc_choices, doc_target, dry_run_jsonl, gold_index, requests, requests_with,
 };

@@ -49,6 +49,9 @@ pub struct TaskConfig {
     pub metric_list: Vec<Value>,
     #[serde(default)]
     pub filter_list: Vec<Value>,
+    /// lm-eval's `metadata` (its `version` goes into results.json's `versions`).
+    #[serde(default)]
+    pub metadata: Option<Value>,
 }
 
 fn space() -> String {
@@ -84,6 +87,19 @@ impl TaskConfig {
             path: path.into(),
             message: e.to_string(),
         })
+    }
+
+    /// Parses a task from YAML text (`origin` names it in errors).
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Self> {
+        serde_norway::from_str(text).map_err(|e| TasksError::BadFile {
+            path: origin.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The task's version (`metadata.version`), as lm-eval reports it.
+    pub fn version(&self) -> Option<f64> {
+        self.metadata.as_ref()?.get("version")?.as_f64()
     }
 
     /// The split evaluated: test, else validation (lm-eval's order).
@@ -246,6 +262,12 @@ pub fn gold_index(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<usize> {
         )));
     }
     Ok(idx)
+}
+
+/// The rendered `doc_to_target` of a document (a choice's text when it is an index): the reference of
+/// generation metrics.
+pub fn doc_target(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<String> {
+    target_text(cfg, doc, doc_id)
 }
 
 /// The answer choices of a document (for scoring).

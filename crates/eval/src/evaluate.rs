@@ -1,0 +1,397 @@
+//! `evaluate`: tasks → requests (tasks crate) → answers (model crate, through the resume journal) → filtered,
+//! scored documents (metrics crate) → `results.json` and `samples_<task>.jsonl` in lm-eval's shapes.
+//!
+//! Requests of all tasks run together, longest first (as lm-eval, so an out-of-memory failure comes early),
+//! in chunks whose answers are journalled as soon as they exist. Results are computed from the journal only,
+//! so an interrupted and resumed run writes the same metrics as an uninterrupted one, whatever the batch size.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use mmreason_model::{
+    BackendKind, GenerateRequest, LoglikelihoodRequest, TextModel, VocabScope, WeightDtype,
+};
+use mmreason_tasks::{Doc, FewShot, Request, TaskConfig, load_split, registry, requests_with};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{EvalError, Result, io, write_atomic};
+use crate::journal::{Answer, Journal};
+use crate::progress;
+use crate::results::{TaskResult, score_task, write_results};
+
+/// What to evaluate and where the outputs go.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// A model directory (an LLM, or a VLM whose language model is evaluated); not needed for a dry run.
+    pub model: Option<PathBuf>,
+    pub tasks: Vec<String>,
+    /// `<data_dir>/<dataset_path>/<split>.{jsonl,parquet,json}` for each task.
+    pub data_dir: PathBuf,
+    /// The first N documents of each task.
+    pub limit: Option<usize>,
+    /// Overrides each task's `num_fewshot`.
+    pub num_fewshot: Option<usize>,
+    /// lm-eval's `--fewshot_seed` (default 1234).
+    pub fewshot_seed: u64,
+    pub batch_size: usize,
+    pub backend: BackendKind,
+    pub dtype: WeightDtype,
+    /// Score over the first N vocabulary rows only (a VLM against its base LLM's 32000 tokens).
+    pub vocab_limit: Option<usize>,
+    pub output: PathBuf,
+    /// Write the rendered requests (`requests_<task>.jsonl`) and stop, without a model.
+    pub dry_run: bool,
+    pub progress: bool,
+}
+
+impl EvalOptions {
+    /// Defaults for the rest: CPU, f32, batch 1, seed 1234, no limit.
+    pub fn new(tasks: Vec<String>, data_dir: PathBuf, output: PathBuf) -> Self {
+        Self {
+            model: None,
+            tasks,
+            data_dir,
+            limit: None,
+            num_fewshot: None,
+            fewshot_seed: 1234,
+            batch_size: 1,
+            backend: BackendKind::Cpu,
+            dtype: WeightDtype::F32,
+            vocab_limit: None,
+            output,
+            dry_run: false,
+            progress: false,
+        }
+    }
+}
+
+/// One task, ready to run.
+pub(crate) struct PreparedTask {
+    pub cfg: TaskConfig,
+    pub docs: Vec<Doc>,
+    pub n_original: usize,
+    pub num_fewshot: usize,
+    pub requests: Vec<Request>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSummary {
+    pub output: PathBuf,
+    pub dry_run: bool,
+    pub requests: usize,
+    /// Answers found in the journal from an earlier, interrupted run.
+    pub resumed: usize,
+    pub tasks: Vec<TaskResult>,
+    pub seconds: f64,
+}
+
+pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
+    if opts.tasks.is_empty() {
+        return Err(EvalError::Input(format!(
+            "no tasks given (known: {})",
+            registry::names().join(", ")
+        )));
+    }
+    let mut out = Vec::new();
+    for name in &opts.tasks {
+        let cfg = registry::task(name)?;
+        let data_err = |source| EvalError::TaskData {
+            task: name.clone(),
+            source,
+        };
+        let split = cfg
+            .eval_split()
+            .ok_or_else(|| EvalError::Input(format!("task `{name}` names no test or validation split")))?;
+        let data = load_split(&opts.data_dir, &cfg.dataset_path, split).map_err(data_err)?;
+        let n_original = data.docs.len();
+        let mut docs = data.docs;
+        if let Some(n) = opts.limit {
+            docs.truncate(n);
+        }
+        let num_fewshot = opts.num_fewshot.or(cfg.num_fewshot).unwrap_or(0);
+        let requests = if num_fewshot > 0 {
+            // lm-eval's pool: fewshot_split, else training, else validation, else test.
+            let pool_split = cfg
+                .fewshot_split
+                .as_deref()
+                .or(cfg.training_split.as_deref())
+                .or(cfg.validation_split.as_deref())
+                .unwrap_or(split);
+            let pool = load_split(&opts.data_dir, &cfg.dataset_path, pool_split).map_err(data_err)?;
+            let fs = FewShot {
+                num: num_fewshot,
+                pool: &pool.docs,
+                same_split: pool_split == split,
+                seed: opts.fewshot_seed,
+            };
+            requests_with(&cfg, &docs, Some(&fs))?
+        } else {
+            requests_with(&cfg, &docs, None)?
+        };
+        out.push(PreparedTask {
+            cfg,
+            docs,
+            n_original,
+            num_fewshot,
+            requests,
+        });
+    }
+    Ok(out)
+}
+
+/// The journal key of a task's `i`-th request.
+pub(crate) fn key(task: &str, i: usize) -> String {
+    format!("{task}#{i}")
+}
+
+/// A hash of everything that decides a run's answers: resuming into a directory whose hash differs is refused.
+fn fingerprint(opts: &EvalOptions, tasks: &[PreparedTask]) -> Result<serde_json::Value> {
+    let model = opts.model.as_ref().map(|m| {
+        std::fs::canonicalize(m)
+            .unwrap_or_else(|_| m.clone())
+            .display()
+            .to_string()
+    });
+    let mut h = Sha256::new();
+    for t in tasks {
+        h.update(t.cfg.task.as_bytes());
+        h.update(mmreason_tasks::dry_run_jsonl(&t.requests).as_bytes());
+    }
+    Ok(serde_json::json!({
+        "model": model,
+        "dtype": format!("{:?}", opts.dtype).to_lowercase(),
+        "vocab_limit": opts.vocab_limit,
+        "tasks": opts.tasks,
+        "limit": opts.limit,
+        "num_fewshot": opts.num_fewshot,
+        "fewshot_seed": opts.fewshot_seed,
+        "requests_sha256": format!("{:x}", h.finalize()),
+    }))
+}
+
+fn check_or_record_run(dir: &Path, run: &serde_json::Value) -> Result<()> {
+    let path = dir.join("run.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let old: serde_json::Value = serde_json::from_str(&text).map_err(|e| EvalError::BadFile {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            let differs: Vec<String> = run
+                .as_object()
+                .expect("an object")
+                .iter()
+                .filter(|(k, v)| old.get(k.as_str()) != Some(v))
+                .map(|(k, v)| {
+                    format!(
+                        "{k}: {} here, {} there",
+                        v,
+                        old.get(k.as_str()).unwrap_or(&serde_json::Value::Null)
+                    )
+                })
+                .collect();
+            if differs.is_empty() {
+                Ok(())
+            } else {
+                Err(EvalError::OtherRun {
+                    dir: dir.into(),
+                    what: differs.join("; "),
+                })
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if dir.join("results.json").exists() {
+                return Err(EvalError::OtherRun {
+                    dir: dir.into(),
+                    what: "it has results.json but no run.json".into(),
+                });
+            }
+            write_atomic(&path, serde_json::to_string_pretty(run).expect("json").as_bytes())
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Runs (or dry-runs) the evaluation; see the module documentation.
+pub fn evaluate(opts: &EvalOptions) -> Result<EvalSummary> {
+    let started = Instant::now();
+    let tasks = prepare(opts)?;
+    std::fs::create_dir_all(&opts.output).map_err(io(&opts.output))?;
+    let total: usize = tasks.iter().map(|t| t.requests.len()).sum();
+    if opts.dry_run {
+        for t in &tasks {
+            let p = opts.output.join(format!("requests_{}.jsonl", t.cfg.task));
+            write_atomic(&p, mmreason_tasks::dry_run_jsonl(&t.requests).as_bytes())?;
+        }
+        return Ok(EvalSummary {
+            output: opts.output.clone(),
+            dry_run: true,
+            requests: total,
+            resumed: 0,
+            tasks: Vec::new(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    let model = opts
+        .model
+        .clone()
+        .ok_or_else(|| EvalError::Input("--model is required (or pass --dry-run)".into()))?;
+    let run = fingerprint(opts, &tasks)?;
+    check_or_record_run(&opts.output, &run)?;
+    let mut journal = Journal::open(&opts.output.join("journal.jsonl"))?;
+    let resumed = journal.len();
+    let pending = tasks
+        .iter()
+        .flat_map(|t| {
+            t.requests
+                .iter()
+                .enumerate()
+                .map(move |(i, r)| (key(&t.cfg.task, i), r))
+        })
+        .filter(|(k, _)| journal.get(k).is_none())
+        .count();
+    if pending > 0 {
+        let j = &mut journal;
+        match opts.backend {
+            #[cfg(feature = "cpu")]
+            BackendKind::Cpu => {
+                answer_on::<mmreason_model::CpuBackend>(opts, &model, &tasks, j, &Default::default())?
+            }
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => answer_on::<mmreason_model::backend::WgpuBackend>(
+                opts,
+                &model,
+                &tasks,
+                j,
+                &Default::default(),
+            )?,
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                mmreason_model::backend::check_cuda()?;
+                answer_on::<mmreason_model::backend::CudaBackend>(
+                    opts,
+                    &model,
+                    &tasks,
+                    j,
+                    &Default::default(),
+                )?
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(mmreason_model::ModelError::BackendNotCompiled {
+                    name: other.name().into(),
+                    compiled: String::new(),
+                }
+                .into());
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for t in &tasks {
+        results.push(score_task(t, &journal)?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    write_results(opts, &model, &tasks, &results, &journal, seconds)?;
+    Ok(EvalSummary {
+        output: opts.output.clone(),
+        dry_run: false,
+        requests: total,
+        resumed,
+        tasks: results,
+        seconds,
+    })
+}
+
+/// Loads the model on `B` and answers every request the journal lacks.
+fn answer_on<B: Backend>(
+    opts: &EvalOptions,
+    model_dir: &Path,
+    tasks: &[PreparedTask],
+    journal: &mut Journal,
+    device: &B::Device,
+) -> Result<()> {
+    let vocab = opts.vocab_limit.map_or(VocabScope::Full, VocabScope::First);
+    let mut model = TextModel::<B>::load(model_dir, opts.dtype, device, vocab)?;
+    model.batch_size = opts.batch_size.max(1);
+    let mut ll: Vec<(String, LoglikelihoodRequest, usize)> = Vec::new();
+    let mut gen_reqs: Vec<(String, GenerateRequest, usize)> = Vec::new();
+    for t in tasks {
+        for (i, r) in t.requests.iter().enumerate() {
+            let k = key(&t.cfg.task, i);
+            if journal.get(&k).is_some() {
+                continue;
+            }
+            match r.request_type.as_str() {
+                "loglikelihood" => {
+                    let req = LoglikelihoodRequest {
+                        context: r.context.clone(),
+                        continuation: r.continuation.clone().unwrap_or_default(),
+                    };
+                    let (c, x) = model.encode_pair(&req.context, &req.continuation)?;
+                    ll.push((k, req, c.len() + x.len()));
+                }
+                "generate_until" => {
+                    let req = GenerateRequest {
+                        context: r.context.clone(),
+                        until: r.until.clone().unwrap_or_default(),
+                        max_gen_toks: r.max_gen_toks.unwrap_or(256),
+                        sampling: None,
+                    };
+                    let n = model.tokenizer.encode(&req.context, true)?.len();
+                    gen_reqs.push((k, req, n));
+                }
+                other => {
+                    return Err(EvalError::Input(format!(
+                        "request type `{other}` is not supported"
+                    )));
+                }
+            }
+        }
+    }
+    // Longest first; ties in key order, so the order does not depend on the journal's state.
+    ll.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    gen_reqs.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    let chunk = model.batch_size * 4;
+    if !ll.is_empty() {
+        let bar = progress::bar("loglikelihood", ll.len() as u64, 0, opts.progress);
+        for part in ll.chunks(chunk) {
+            let reqs: Vec<LoglikelihoodRequest> = part.iter().map(|(_, r, _)| r.clone()).collect();
+            let answers = model.loglikelihood(&reqs, &mut |_, _| {})?;
+            journal.append(
+                part.iter()
+                    .zip(answers)
+                    .map(|((k, _, _), a)| {
+                        (
+                            k.clone(),
+                            Answer::Loglikelihood {
+                                logprob: a.logprob,
+                                is_greedy: a.is_greedy,
+                            },
+                        )
+                    })
+                    .collect(),
+            )?;
+            bar.inc(part.len() as u64);
+        }
+        bar.finish();
+    }
+    if !gen_reqs.is_empty() {
+        let bar = progress::bar("generate_until", gen_reqs.len() as u64, 0, opts.progress);
+        for part in gen_reqs.chunks(model.batch_size) {
+            let reqs: Vec<GenerateRequest> = part.iter().map(|(_, r, _)| r.clone()).collect();
+            let texts = model.generate_until(&reqs, &mut |_, _| {})?;
+            journal.append(
+                part.iter()
+                    .zip(texts)
+                    .map(|((k, _, _), text)| (k.clone(), Answer::Generation { text }))
+                    .collect(),
+            )?;
+            bar.inc(part.len() as u64);
+        }
+        bar.finish();
+    }
+    Ok(())
+}

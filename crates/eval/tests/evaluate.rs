@@ -1,0 +1,265 @@
+//! The harness end to end on the committed fixtures: the tiny Vicuna-like LLM (real Llama-2 tokenizer) and its
+//! LLaVA-1.5, real CommonsenseQA and GSM8K rows.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mmreason_eval::{CompareOptions, EvalOptions, compare_runs, evaluate};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn opts(out: &Path, batch: usize) -> EvalOptions {
+    let mut o = EvalOptions::new(
+        vec!["commonsense_qa".into(), "gsm8k".into()],
+        fixtures().join("datasets"),
+        out.to_path_buf(),
+    );
+    o.model = Some(fixtures().join("models/vicuna-base"));
+    o.limit = Some(4);
+    o.num_fewshot = Some(0);
+    o.batch_size = batch;
+    o
+}
+
+fn results(dir: &Path) -> Value {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    v["results"].clone()
+}
+
+#[test]
+fn dry_run_writes_the_requests_without_a_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = opts(tmp.path(), 1);
+    o.model = None;
+    o.dry_run = true;
+    let s = evaluate(&o).unwrap();
+    assert_eq!(s.requests, 4 * 5 + 4);
+    let csqa = std::fs::read_to_string(tmp.path().join("requests_commonsense_qa.jsonl")).unwrap();
+    assert_eq!(csqa.lines().count(), 20);
+    let first: Value = serde_json::from_str(csqa.lines().next().unwrap()).unwrap();
+    assert_eq!(first["request_type"], "loglikelihood");
+    assert_eq!(first["continuation"], " A");
+    assert!(!tmp.path().join("results.json").exists());
+}
+
+#[test]
+fn results_follow_lm_evals_schema_and_equal_a_direct_computation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = evaluate(&opts(tmp.path(), 3)).unwrap();
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("results.json")).unwrap()).unwrap();
+    for key in [
+        "results",
+        "configs",
+        "versions",
+        "n-shot",
+        "n-samples",
+        "higher_is_better",
+        "config",
+        "git_hash",
+    ] {
+        assert!(r.get(key).is_some(), "results.json has `{key}`");
+    }
+    assert_eq!(r["n-samples"]["commonsense_qa"]["effective"], 4);
+    assert_eq!(r["n-samples"]["commonsense_qa"]["original"], 25);
+    assert_eq!(r["versions"]["gsm8k"], 3.0);
+    let acc = r["results"]["commonsense_qa"]["acc,none"].as_f64().unwrap();
+    for f in ["strict-match", "flexible-extract"] {
+        assert!(
+            r["results"]["gsm8k"][format!("exact_match,{f}")].is_number(),
+            "{f}"
+        );
+    }
+    // acc equals the mean of the per-document values in the samples file, each the argmax of its choices'
+    // log-likelihoods against the gold index.
+    let samples = std::fs::read_to_string(tmp.path().join("samples_commonsense_qa.jsonl")).unwrap();
+    let mut total = 0.0;
+    for line in samples.lines() {
+        let s: Value = serde_json::from_str(line).unwrap();
+        let lls: Vec<f64> = s["filtered_resps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[0].as_f64().unwrap())
+            .collect();
+        let best = lls
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, &x)| if x > lls[b] { i } else { b });
+        let want = f64::from(u8::from(best as u64 == s["target"].as_u64().unwrap()));
+        assert_eq!(s["acc"].as_f64().unwrap(), want);
+        assert_eq!(s["doc_hash"].as_str().unwrap().len(), 64);
+        total += want;
+    }
+    assert_eq!(acc, total / 4.0);
+    let gsm = std::fs::read_to_string(tmp.path().join("samples_gsm8k.jsonl")).unwrap();
+    assert_eq!(gsm.lines().count(), 8, "one line per document and filter");
+    assert_eq!(s.tasks.len(), 2);
+}
+
+#[test]
+fn batch_sizes_one_three_and_eight_give_identical_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs: Vec<Value> = [1, 3, 8]
+        .iter()
+        .map(|&b| {
+            let out = tmp.path().join(format!("b{b}"));
+            evaluate(&opts(&out, b)).unwrap();
+            results(&out)
+        })
+        .collect();
+    assert_eq!(runs[0], runs[1]);
+    assert_eq!(runs[0], runs[2]);
+}
+
+/// Run by `killed_runs_resume_to_the_same_results` in a child process, which it kills.
+#[test]
+#[ignore = "helper of killed_runs_resume_to_the_same_results"]
+fn child_evaluate() {
+    if let Some(out) = std::env::var_os("MMREASON_CHILD_OUT") {
+        evaluate(&opts(Path::new(&out), 1)).unwrap();
+    }
+}
+
+#[test]
+fn killed_runs_resume_to_the_same_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("reference");
+    evaluate(&opts(&reference, 1)).unwrap();
+    let out = tmp.path().join("killed");
+    let journal = out.join("journal.jsonl");
+    let mut kills = 0;
+    for _ in 0..4 {
+        let before = std::fs::metadata(&journal).map_or(0, |m| m.len());
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_evaluate", "--ignored", "--test-threads", "1"])
+            .env("MMREASON_CHILD_OUT", &out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill (SIGKILL) as soon as the child has journalled something new: mid-run by construction.
+        let t0 = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let now = std::fs::metadata(&journal).map_or(0, |m| m.len());
+            if now > before || t0.elapsed() > Duration::from_secs(120) {
+                child.kill().unwrap();
+                kills += 1;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 2, "the child was killed mid-run {kills} times");
+    let s = evaluate(&opts(&out, 1)).unwrap();
+    assert!(s.resumed > 0);
+    assert_eq!(results(&out), results(&reference));
+    let samples = |d: &Path| std::fs::read_to_string(d.join("samples_commonsense_qa.jsonl")).unwrap();
+    assert_eq!(samples(&out), samples(&reference));
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = opts(&tmp.path().join("a"), 1);
+    o.tasks = vec!["comonsense_qa".into()];
+    let e = evaluate(&o).unwrap_err().to_string();
+    assert!(e.contains("did you mean commonsense_qa"), "{e}");
+
+    let mut o = opts(&tmp.path().join("b"), 1);
+    o.data_dir = tmp.path().to_path_buf();
+    let e = evaluate(&o).unwrap_err().to_string();
+    assert!(
+        e.contains("commonsense_qa") && e.contains("validation.jsonl"),
+        "{e}"
+    );
+
+    let mut o = opts(&tmp.path().join("c"), 1);
+    o.model = Some(fixtures().join("datasets"));
+    let e = evaluate(&o).unwrap_err().to_string();
+    assert!(e.contains("config.json"), "{e}");
+
+    let out = tmp.path().join("d");
+    let mut o = opts(&out, 1);
+    o.tasks = vec!["commonsense_qa".into()];
+    o.limit = Some(2);
+    evaluate(&o).unwrap();
+    o.limit = Some(3);
+    let e = evaluate(&o).unwrap_err().to_string();
+    assert!(e.contains("another configuration") && e.contains("limit"), "{e}");
+}
+
+#[test]
+fn compare_pairs_two_models_by_document() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("vicuna"), tmp.path().join("llava"));
+    let mut oa = opts(&a, 4);
+    oa.tasks = vec!["commonsense_qa".into()];
+    oa.limit = Some(8);
+    evaluate(&oa).unwrap();
+    let mut ob = oa.clone();
+    ob.output = b.clone();
+    ob.model = Some(fixtures().join("models/llava-1.5"));
+    ob.vocab_limit = Some(32000);
+    evaluate(&ob).unwrap();
+    let out = tmp.path().join("cmp");
+    let c = compare_runs(&CompareOptions {
+        a: a.clone(),
+        b: b.clone(),
+        out: Some(out.clone()),
+        bootstrap_iters: 2000,
+        seed: 7,
+    })
+    .unwrap();
+    assert_eq!(c.rows.len(), 1);
+    let row = &c.rows[0];
+    assert_eq!(
+        (row.task.as_str(), row.metric.as_str(), row.n),
+        ("commonsense_qa", "acc,none", 8)
+    );
+    assert_eq!(
+        row.score_a,
+        results(&a)["commonsense_qa"]["acc,none"].as_f64().unwrap()
+    );
+    assert_eq!(
+        row.score_b,
+        results(&b)["commonsense_qa"]["acc,none"].as_f64().unwrap()
+    );
+    assert!((row.diff - (row.score_b - row.score_a)).abs() < 1e-12);
+    assert!(row.ci_low <= row.diff && row.diff <= row.ci_high);
+    assert!(row.mcnemar_p.is_some() && row.holm_p.is_some());
+    for f in ["compare.md", "compare.csv", "compare.svg"] {
+        assert!(std::fs::metadata(out.join(f)).unwrap().len() > 50, "{f}");
+    }
+    // Runs over different documents are refused.
+    let mut oc = oa.clone();
+    oc.output = tmp.path().join("other");
+    oc.num_fewshot = Some(0);
+    oc.limit = Some(8);
+    oc.tasks = vec!["commonsense_qa".into()];
+    evaluate(&oc).unwrap();
+    let samples = oc.output.join("samples_commonsense_qa.jsonl");
+    let text = std::fs::read_to_string(&samples).unwrap();
+    let first: String = text.lines().next().unwrap().to_string();
+    let mut v: Value = serde_json::from_str(&first).unwrap();
+    v["doc_hash"] = Value::String("0".repeat(64));
+    std::fs::write(&samples, text.replacen(&first, &v.to_string(), 1)).unwrap();
+    let e = compare_runs(&CompareOptions {
+        a,
+        b: oc.output.clone(),
+        out: None,
+        bootstrap_iters: 100,
+        seed: 1,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("different documents"), "{e}");
+}
