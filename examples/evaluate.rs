@@ -3,7 +3,7 @@
 //!
 //! cargo run --release --example evaluate -- --model DIR --tasks commonsense_qa,gsm8k --data-dir DIR \
 //!     [--limit N] [--num-fewshot K] [--batch-size B] [--backend cpu|wgpu|cuda] [--dtype f32|bf16|f16] \
-//!     [--output DIR] [--dry-run]
+//!     [--output DIR] [--dry-run] [--shard I/N]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +47,9 @@ struct Args {
     /// Write the rendered requests without loading a model.
     #[arg(long)]
     dry_run: bool,
+    /// I/N: evaluate the documents with doc_id % N == I (then `combine` the N outputs).
+    #[arg(long)]
+    shard: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,13 @@ fn main() -> ExitCode {
         o.dtype = a.dtype.parse::<WeightDtype>()?;
         o.vocab_limit = a.vocab_limit;
         o.dry_run = a.dry_run;
+        if let Some(sh) = &a.shard {
+            let (i, n) = sh
+                .split_once('/')
+                .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+                .ok_or_else(|| format!("--shard {sh}: expected I/N, e.g. 0/4"))?;
+            o.shard = Some((i, n));
+        }
         o.progress = true;
         let s = evaluate(&o)?;
         if s.dry_run {

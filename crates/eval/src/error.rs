@@ -22,6 +22,13 @@ pub enum EvalError {
     #[error(transparent)]
     Metrics(#[from] mmreason_metrics::MetricsError),
 
+    /// Boxed: the merge crate's error is large and rare.
+    #[error(transparent)]
+    Merge(Box<mmreason_merge::MergeError>),
+
+    #[error(transparent)]
+    Checkpoint(#[from] mmreason_checkpoint::CheckpointError),
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -40,6 +47,12 @@ pub enum EvalError {
 
     #[error("{0}")]
     Input(String),
+}
+
+impl From<mmreason_merge::MergeError> for EvalError {
+    fn from(e: mmreason_merge::MergeError) -> Self {
+        EvalError::Merge(Box::new(e))
+    }
 }
 
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {

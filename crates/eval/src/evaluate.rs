@@ -43,6 +43,9 @@ pub struct EvalOptions {
     pub output: PathBuf,
     /// Write the rendered requests (`requests_<task>.jsonl`) and stop, without a model.
     pub dry_run: bool,
+    /// `(i, n)`: evaluate only the documents with `doc_id % n == i` (a scheduler's array job); `combine`
+    /// joins the shards into the unsharded run.
+    pub shard: Option<(usize, usize)>,
     pub progress: bool,
 }
 
@@ -62,6 +65,7 @@ impl EvalOptions {
             vocab_limit: None,
             output,
             dry_run: false,
+            shard: None,
             progress: false,
         }
     }
@@ -73,7 +77,14 @@ pub(crate) struct PreparedTask {
     pub docs: Vec<Doc>,
     pub n_original: usize,
     pub num_fewshot: usize,
+    /// Requests of this run (all, or this shard's documents'); `requests[i].doc_id` indexes `docs`.
     pub requests: Vec<Request>,
+    /// Index in the task's full request list of each request above (the journal key).
+    pub request_ids: Vec<usize>,
+    /// Documents evaluated, ascending.
+    pub selected: Vec<usize>,
+    /// SHA-256 of the task's full (unsharded) request list: what decides the answers.
+    pub requests_sha256: String,
 }
 
 /// What a run produced.
@@ -89,6 +100,11 @@ pub struct EvalSummary {
 }
 
 pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
+    if let Some((i, n)) = opts.shard
+        && (n == 0 || i >= n)
+    {
+        return Err(EvalError::Input(format!("shard {i}/{n}: need 0 ≤ i < n")));
+    }
     if opts.tasks.is_empty() {
         return Err(EvalError::Input(format!(
             "no tasks given (known: {})",
@@ -112,6 +128,8 @@ pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
             docs.truncate(n);
         }
         let num_fewshot = opts.num_fewshot.or(cfg.num_fewshot).unwrap_or(0);
+        // Requests are built for every document and then sharded, so few-shot examples (one seeded stream in
+        // document order) are the same as in an unsharded run.
         let requests = if num_fewshot > 0 {
             // lm-eval's pool: fewshot_split, else training, else validation, else test.
             let pool_split = cfg
@@ -131,12 +149,26 @@ pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
         } else {
             requests_with(&cfg, &docs, None)?
         };
+        let requests_sha256 = format!(
+            "{:x}",
+            Sha256::digest(mmreason_tasks::dry_run_jsonl(&requests).as_bytes())
+        );
+        let keep = |doc_id: usize| opts.shard.is_none_or(|(i, n)| doc_id % n == i);
+        let (request_ids, requests): (Vec<usize>, Vec<Request>) = requests
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| keep(r.doc_id))
+            .unzip();
+        let selected = (0..docs.len()).filter(|&d| keep(d)).collect();
         out.push(PreparedTask {
             cfg,
             docs,
             n_original,
             num_fewshot,
             requests,
+            request_ids,
+            selected,
+            requests_sha256,
         });
     }
     Ok(out)
@@ -158,7 +190,7 @@ fn fingerprint(opts: &EvalOptions, tasks: &[PreparedTask]) -> Result<serde_json:
     let mut h = Sha256::new();
     for t in tasks {
         h.update(t.cfg.task.as_bytes());
-        h.update(mmreason_tasks::dry_run_jsonl(&t.requests).as_bytes());
+        h.update(t.requests_sha256.as_bytes());
     }
     Ok(serde_json::json!({
         "model": model,
@@ -168,6 +200,7 @@ fn fingerprint(opts: &EvalOptions, tasks: &[PreparedTask]) -> Result<serde_json:
         "limit": opts.limit,
         "num_fewshot": opts.num_fewshot,
         "fewshot_seed": opts.fewshot_seed,
+        "shard": opts.shard.map(|(i, n)| format!("{i}/{n}")),
         "requests_sha256": format!("{:x}", h.finalize()),
     }))
 }
@@ -319,7 +352,7 @@ fn answer_on<B: Backend>(
     let mut ll: Vec<(String, LoglikelihoodRequest, usize)> = Vec::new();
     let mut gen_reqs: Vec<(String, GenerateRequest, usize)> = Vec::new();
     for t in tasks {
-        for (i, r) in t.requests.iter().enumerate() {
+        for (&i, r) in t.request_ids.iter().zip(&t.requests) {
             let k = key(&t.cfg.task, i);
             if journal.get(&k).is_some() {
                 continue;

@@ -81,6 +81,7 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
     for (i, r) in t.requests.iter().enumerate() {
         by_doc[r.doc_id].push(i);
     }
+    let selected: std::collections::HashSet<usize> = t.selected.iter().copied().collect();
     let mut values: Vec<(String, String, Vec<f64>)> = Vec::new();
     let mut samples = Vec::new();
     let mut push = |metric: &str, filter: &str, v: f64| match values
@@ -91,6 +92,9 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
         None => values.push((metric.into(), filter.into(), vec![v])),
     };
     for (doc_id, (doc, reqs)) in t.docs.iter().zip(&by_doc).enumerate() {
+        if !selected.contains(&doc_id) {
+            continue;
+        }
         let doc_json = serde_json::to_string_pretty(doc).expect("documents serialise");
         let arguments: Value = reqs
             .iter()
@@ -121,7 +125,7 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
                 let mut lls = Vec::with_capacity(reqs.len());
                 let mut resps = Vec::with_capacity(reqs.len());
                 for &i in reqs {
-                    let k = key(task, i);
+                    let k = key(task, t.request_ids[i]);
                     match journal.get(&k) {
                         Some(Answer::Loglikelihood { logprob, is_greedy }) => {
                             lls.push(*logprob);
@@ -157,7 +161,7 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
                 samples.push(sample);
             }
             "generate_until" => {
-                let k = key(task, reqs[0]);
+                let k = key(task, t.request_ids[reqs[0]]);
                 let Some(Answer::Generation { text }) = journal.get(&k) else {
                     return Err(missing(task, &k));
                 };
@@ -226,7 +230,7 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
         .collect::<Result<_>>()?;
     Ok(TaskResult {
         task: task.into(),
-        n: t.docs.len(),
+        n: t.selected.len(),
         metrics,
         samples,
     })
@@ -283,7 +287,7 @@ pub(crate) fn write_results(
         hib.insert(name.clone(), Value::Object(better));
         nsamples.insert(
             name.clone(),
-            json!({"original": t.n_original, "effective": t.docs.len()}),
+            json!({"original": t.n_original, "effective": t.selected.len()}),
         );
     }
     let date = std::time::SystemTime::now()
@@ -306,6 +310,7 @@ pub(crate) fn write_results(
             "limit": opts.limit,
             "fewshot_seed": opts.fewshot_seed,
             "vocab_limit": opts.vocab_limit,
+            "shard": opts.shard.map(|(i, n)| format!("{i}/{n}")),
         },
         "git_hash": env!("MMREASON_GIT_HASH"),
         "date": date,

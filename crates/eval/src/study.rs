@@ -1,0 +1,270 @@
+//! The study's loop: evaluate the base LLM and its VLM on the language tasks, compare them, merge the sparse
+//! task vector back at every (α, K) of a grid, evaluate each merge, compare it with the VLM, and report.
+//! Every step resumes: evaluations through their journals, merges by skipping finished output directories.
+//!
+//! Layout of `out`: `runs/<name>/` (evaluate outputs), `merges/<name>/` (merged checkpoints),
+//! `compare/<a>-vs-<b>/`, and `report.md` + `report.json`.
+
+use std::path::{Path, PathBuf};
+
+use mmreason_checkpoint::ModelDir;
+use mmreason_merge::{Direction, Scope, SparseTaskVector, TopK, VlmMergeOptions, merge_vlm_with_llm};
+use mmreason_model::{BackendKind, WeightDtype};
+use serde::Serialize;
+
+use crate::compare::{CompareOptions, Comparison, compare_runs};
+use crate::error::{EvalError, Result, write_atomic};
+use crate::evaluate::{EvalOptions, EvalSummary, evaluate};
+
+#[derive(Debug, Clone)]
+pub struct StudyOptions {
+    pub llm: PathBuf,
+    pub vlm: PathBuf,
+    pub data_dir: PathBuf,
+    pub tasks: Vec<String>,
+    pub limit: Option<usize>,
+    pub num_fewshot: Option<usize>,
+    pub alphas: Vec<f64>,
+    pub densities: Vec<f64>,
+    pub batch_size: usize,
+    pub backend: BackendKind,
+    pub dtype: WeightDtype,
+    pub out: PathBuf,
+    pub progress: bool,
+}
+
+impl StudyOptions {
+    /// The bundled default: the tiny fixture Vicuna-like LLM and its LLaVA-1.5, committed samples of
+    /// CommonsenseQA and GSM8K, a 2 × 2 grid — minutes on two CPU cores.
+    pub fn bundled(fixtures: &Path, out: PathBuf) -> Self {
+        Self {
+            llm: fixtures.join("models/vicuna-base"),
+            vlm: fixtures.join("models/llava-1.5"),
+            data_dir: fixtures.join("datasets"),
+            tasks: vec!["commonsense_qa".into(), "gsm8k".into()],
+            limit: Some(10),
+            num_fewshot: Some(0),
+            alphas: vec![0.5, 1.0],
+            densities: vec![0.1, 1.0],
+            batch_size: 4,
+            backend: BackendKind::Cpu,
+            dtype: WeightDtype::F32,
+            out,
+            progress: false,
+        }
+    }
+}
+
+/// One evaluated model of the study.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyModel {
+    pub name: String,
+    pub path: PathBuf,
+    /// `Some((α, K))` for a merge.
+    pub merge: Option<(f64, f64)>,
+    /// (task, "metric,filter", value) for every metric.
+    pub scores: Vec<(String, String, f64)>,
+    /// Mean over tasks of each task's first metric: the language score of a grid point.
+    pub language_score: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyComparison {
+    pub a: String,
+    pub b: String,
+    pub rows: Vec<mmreason_metrics::PairedComparison>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyReport {
+    pub models: Vec<StudyModel>,
+    pub comparisons: Vec<StudyComparison>,
+    /// The merge with the highest language score.
+    pub best_merge: Option<String>,
+    #[serde(skip)]
+    pub markdown: String,
+}
+
+fn model_entry(name: &str, path: &Path, merge: Option<(f64, f64)>, s: &EvalSummary) -> StudyModel {
+    let scores: Vec<(String, String, f64)> = s
+        .tasks
+        .iter()
+        .flat_map(|t| {
+            t.metrics
+                .iter()
+                .map(|m| (t.task.clone(), format!("{},{}", m.metric, m.filter), m.value))
+        })
+        .collect();
+    let firsts: Vec<f64> = s
+        .tasks
+        .iter()
+        .filter_map(|t| t.metrics.first().map(|m| m.value))
+        .collect();
+    StudyModel {
+        name: name.into(),
+        path: path.into(),
+        merge,
+        scores,
+        language_score: firsts.iter().sum::<f64>() / firsts.len().max(1) as f64,
+    }
+}
+
+/// Runs the loop; see the module documentation.
+pub fn run_study(opts: &StudyOptions) -> Result<StudyReport> {
+    if opts.alphas.is_empty() || opts.densities.is_empty() {
+        return Err(EvalError::Input(
+            "the grid needs at least one α and one density".into(),
+        ));
+    }
+    let llm_vocab = ModelDir::open(&opts.llm)?
+        .config
+        .text()
+        .map(|c| c.vocab_size)
+        .ok_or_else(|| EvalError::Input(format!("{} has no language model", opts.llm.display())))?;
+    let eval = |name: &str, model: &Path, vocab_limit: Option<usize>| -> Result<EvalSummary> {
+        let mut o = EvalOptions::new(
+            opts.tasks.clone(),
+            opts.data_dir.clone(),
+            opts.out.join("runs").join(name),
+        );
+        o.model = Some(model.to_path_buf());
+        o.limit = opts.limit;
+        o.num_fewshot = opts.num_fewshot;
+        o.batch_size = opts.batch_size;
+        o.backend = opts.backend;
+        o.dtype = opts.dtype;
+        o.vocab_limit = vocab_limit;
+        o.progress = opts.progress;
+        if opts.progress {
+            eprintln!("evaluate {name}");
+        }
+        evaluate(&o)
+    };
+    let compare = |a: &str, b: &str| -> Result<Comparison> {
+        compare_runs(&CompareOptions {
+            a: opts.out.join("runs").join(a),
+            b: opts.out.join("runs").join(b),
+            out: Some(opts.out.join("compare").join(format!("{a}-vs-{b}"))),
+            bootstrap_iters: 10_000,
+            seed: 1234,
+        })
+    };
+    // A VLM is scored over its base LLM's vocabulary, so both are compared on the same distribution.
+    let mut models = vec![
+        model_entry("llm", &opts.llm, None, &eval("llm", &opts.llm, None)?),
+        model_entry("vlm", &opts.vlm, None, &eval("vlm", &opts.vlm, Some(llm_vocab))?),
+    ];
+    let mut comparisons = Vec::new();
+    let c = compare("llm", "vlm")?;
+    comparisons.push(StudyComparison {
+        a: "llm".into(),
+        b: "vlm".into(),
+        rows: c.rows,
+    });
+    for &alpha in &opts.alphas {
+        for &density in &opts.densities {
+            let name = format!("merge-a{alpha}-k{density}");
+            let dir = opts.out.join("merges").join(&name);
+            if !dir.join("config.json").is_file() {
+                if opts.progress {
+                    eprintln!("merge {name}");
+                }
+                merge_vlm_with_llm(&VlmMergeOptions {
+                    vlm: opts.vlm.clone(),
+                    llm: opts.llm.clone(),
+                    out: dir.clone(),
+                    method: SparseTaskVector {
+                        alpha,
+                        topk: TopK::Density(density),
+                        scope: Scope::PerTensor,
+                        direction: Direction::TowardLlm,
+                    },
+                    force: true,
+                    allow_nonfinite: false,
+                    max_shard_bytes: 5 << 30,
+                    show_progress: opts.progress,
+                })?;
+            }
+            let s = eval(&name, &dir, Some(llm_vocab))?;
+            models.push(model_entry(&name, &dir, Some((alpha, density)), &s));
+            let c = compare("vlm", &name)?;
+            comparisons.push(StudyComparison {
+                a: "vlm".into(),
+                b: name,
+                rows: c.rows,
+            });
+        }
+    }
+    let best_merge = models
+        .iter()
+        .filter(|m| m.merge.is_some())
+        .max_by(|a, b| a.language_score.total_cmp(&b.language_score))
+        .map(|m| m.name.clone());
+    let mut report = StudyReport {
+        models,
+        comparisons,
+        best_merge,
+        markdown: String::new(),
+    };
+    report.markdown = markdown(&report, opts);
+    write_atomic(&opts.out.join("report.md"), report.markdown.as_bytes())?;
+    write_atomic(
+        &opts.out.join("report.json"),
+        (serde_json::to_string_pretty(&report).expect("json") + "\n").as_bytes(),
+    )?;
+    Ok(report)
+}
+
+fn markdown(r: &StudyReport, opts: &StudyOptions) -> String {
+    let keys: Vec<(String, String)> = r.models[0]
+        .scores
+        .iter()
+        .map(|(t, m, _)| (t.clone(), m.clone()))
+        .collect();
+    let mut s = format!(
+        "# mmreason study\n\nLLM `{}`, VLM `{}`, tasks {} (limit {}), grid α ∈ {:?} × K ∈ {:?}.\n\n## Scores\n\n| model | α | K | {} | language score |\n|---|---|---|{}---|\n",
+        opts.llm.display(),
+        opts.vlm.display(),
+        opts.tasks.join(", "),
+        opts.limit.map_or("none".to_string(), |l| l.to_string()),
+        opts.alphas,
+        opts.densities,
+        keys.iter()
+            .map(|(t, m)| format!("{t} {m}"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(keys.len()),
+    );
+    for m in &r.models {
+        let (a, k) = m.merge.map_or(("–".to_string(), "–".to_string()), |(a, k)| {
+            (a.to_string(), k.to_string())
+        });
+        let vals: Vec<String> = keys
+            .iter()
+            .map(|(t, k)| {
+                m.scores
+                    .iter()
+                    .find(|(t2, k2, _)| t2 == t && k2 == k)
+                    .map_or("–".into(), |(_, _, v)| format!("{v:.4}"))
+            })
+            .collect();
+        s += &format!(
+            "| {} | {a} | {k} | {} | {:.4} |\n",
+            m.name,
+            vals.join(" | "),
+            m.language_score
+        );
+    }
+    if let Some(b) = &r.best_merge {
+        s += &format!("\nBest merge by language score: **{b}**.\n");
+    }
+    for c in &r.comparisons {
+        s += &format!(
+            "\n## {} vs {}\n\n{}",
+            c.a,
+            c.b,
+            mmreason_metrics::PairedComparison::markdown(&c.rows, &c.a, &c.b)
+        );
+    }
+    s
+}
