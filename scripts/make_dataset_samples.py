@@ -10,7 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 SAMPLES = [("arc_easy", "validation"), ("hellaswag", "validation"), ("mmlu", "test"), ("boolq", "validation"),
-           ("strategyqa", "test"), ("gsm8k", "test"), ("winogrande", "validation"), ("commonsense_qa", "validation")]
+           ("strategyqa", "test"), ("gsm8k", "test"), ("winogrande", "validation"), ("commonsense_qa", "validation"),
+           ("arc_challenge", "test"), ("openbookqa", "test"), ("piqa", "validation"), ("social_iqa", "validation")]
 ROWS = 25
 
 ap = argparse.ArgumentParser()

@@ -16,7 +16,15 @@ from lm_eval.api.task import ConfigurableTask
 
 TASKS = [("arc/arc_easy.yaml", "arc_easy", "validation"),
          ("commonsense_qa/default.yaml", "commonsense_qa", "validation"),
-         ("gsm8k/gsm8k.yaml", "gsm8k", "test")]
+         ("gsm8k/gsm8k.yaml", "gsm8k", "test"),
+         ("arc/arc_challenge.yaml", "arc_challenge", "test"),
+         ("openbookqa/openbookqa.yaml", "openbookqa", "test"),
+         ("super_glue/boolq/default.yaml", "boolq", "validation"),
+         ("piqa/piqa.yaml", "piqa", "validation"),
+         ("siqa/siqa.yaml", "social_iqa", "validation")]
+# The local boolq sample is google/boolq (`answer`: bool); super_glue's `label` becomes `answer|int` (our YAML
+# makes the same change), so the comparison is of everything else.
+OVERRIDES = {"boolq": {"doc_to_target": "{{ answer|int }}"}}
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--fixtures", default="tests/fixtures")
@@ -26,6 +34,10 @@ out_dir.mkdir(exist_ok=True)
 root = Path(lm_eval.__file__).parent / "tasks"
 for rel, data, split in TASKS:
     cfg = yaml.safe_load(open(root / rel))
+    if "include" in cfg:
+        base = yaml.safe_load(open((root / rel).parent / cfg.pop("include")))
+        cfg = {**base, **cfg}
+    cfg.update(OVERRIDES.get(cfg["task"], {}))
     cfg.pop("tag", None)
     cfg.pop("dataset_name", None)
     cfg["dataset_path"] = "json"

@@ -7,9 +7,14 @@ use crate::error::{Result, TasksError};
 use crate::task::TaskConfig;
 
 const BUILTIN: &[(&str, &str)] = &[
+    ("arc_challenge", include_str!("../tasks/arc_challenge.yaml")),
     ("arc_easy", include_str!("../tasks/arc_easy.yaml")),
+    ("boolq", include_str!("../tasks/boolq.yaml")),
     ("commonsense_qa", include_str!("../tasks/commonsense_qa.yaml")),
     ("gsm8k", include_str!("../tasks/gsm8k.yaml")),
+    ("openbookqa", include_str!("../tasks/openbookqa.yaml")),
+    ("piqa", include_str!("../tasks/piqa.yaml")),
+    ("social_iqa", include_str!("../tasks/social_iqa.yaml")),
 ];
 
 /// Names of the bundled tasks.
@@ -17,8 +22,13 @@ pub fn names() -> Vec<&'static str> {
     BUILTIN.iter().map(|(n, _)| *n).collect()
 }
 
-/// A bundled task by name, or an error listing the closest names.
+/// A bundled task by name, a task YAML file by path (how a user adds a task: lm-eval's fields, see
+/// `tasks/*.yaml`), or an error listing the closest names.
 pub fn task(name: &str) -> Result<TaskConfig> {
+    let path = Path::new(name);
+    if name.ends_with(".yaml") || name.ends_with(".yml") {
+        return TaskConfig::from_file(path);
+    }
     match BUILTIN.iter().find(|(n, _)| *n == name) {
         Some((n, text)) => TaskConfig::from_yaml(text, Path::new(&format!("tasks/{n}.yaml"))),
         None => Err(TasksError::UnknownTask {
@@ -71,5 +81,16 @@ mod tests {
         let e = task("arc-easy").unwrap_err().to_string();
         assert!(e.contains("did you mean arc_easy"), "{e}");
         assert!(close_matches("zzzzzz", &names()).is_empty());
+        // A user's own YAML file by path.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("my_task.yaml");
+        std::fs::write(
+            &p,
+            include_str!("../tasks/piqa.yaml").replace("task: piqa", "task: my_task"),
+        )
+        .unwrap();
+        assert_eq!(task(p.to_str().unwrap()).unwrap().task, "my_task");
+        let e = task("/no/such/task.yaml").unwrap_err().to_string();
+        assert!(e.contains("/no/such/task.yaml"), "{e}");
     }
 }

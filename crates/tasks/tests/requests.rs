@@ -11,7 +11,16 @@ fn root() -> PathBuf {
 
 #[test]
 fn requests_are_byte_identical_to_lm_eval() {
-    for task in ["arc_easy", "commonsense_qa", "gsm8k"] {
+    for task in [
+        "arc_easy",
+        "commonsense_qa",
+        "gsm8k",
+        "arc_challenge",
+        "openbookqa",
+        "boolq",
+        "piqa",
+        "social_iqa",
+    ] {
         let cfg = TaskConfig::from_file(&root().join("tasks").join(format!("{task}.yaml"))).unwrap();
         let split = if task == "arc_easy" {
             "validation"
