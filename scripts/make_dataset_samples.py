@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 
 SAMPLES = [("arc_easy", "validation"), ("hellaswag", "validation"), ("mmlu", "test"), ("boolq", "validation"),
            ("strategyqa", "test"), ("gsm8k", "test"), ("winogrande", "validation"), ("commonsense_qa", "validation"),
-           ("arc_challenge", "test"), ("openbookqa", "test"), ("piqa", "validation"), ("social_iqa", "validation")]
+           ("arc_challenge", "test"), ("openbookqa", "test"), ("piqa", "validation"), ("social_iqa", "validation"),
+           ("mmlu", "dev")]
 ROWS = 25
 
 ap = argparse.ArgumentParser()

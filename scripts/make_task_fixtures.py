@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lm_eval
 import yaml
+from lm_eval.tasks._yaml_loader import load_yaml
 from lm_eval.api.task import ConfigurableTask
 
 TASKS = [("arc/arc_easy.yaml", "arc_easy", "validation"),
@@ -21,10 +22,15 @@ TASKS = [("arc/arc_easy.yaml", "arc_easy", "validation"),
          ("openbookqa/openbookqa.yaml", "openbookqa", "test"),
          ("super_glue/boolq/default.yaml", "boolq", "validation"),
          ("piqa/piqa.yaml", "piqa", "validation"),
-         ("siqa/siqa.yaml", "social_iqa", "validation")]
+         ("siqa/siqa.yaml", "social_iqa", "validation"),
+         ("hellaswag/hellaswag.yaml", "hellaswag", "validation"),
+         ("mmlu/default/mmlu_abstract_algebra.yaml", "mmlu", "test")]
 # The local boolq sample is google/boolq (`answer`: bool); super_glue's `label` becomes `answer|int` (our YAML
 # makes the same change), so the comparison is of everything else.
-OVERRIDES = {"boolq": {"doc_to_target": "{{ answer|int }}"}}
+OVERRIDES = {"boolq": {"doc_to_target": "{{ answer|int }}"},
+             # Our one `mmlu` task covers every subject (the sample is all abstract_algebra); lm-eval's
+             # per-subject task is renamed so the rows read as ours.
+             "mmlu_abstract_algebra": {"task": "mmlu"}}
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--fixtures", default="tests/fixtures")
@@ -33,10 +39,8 @@ out_dir = Path(a.fixtures) / "tasks"
 out_dir.mkdir(exist_ok=True)
 root = Path(lm_eval.__file__).parent / "tasks"
 for rel, data, split in TASKS:
-    cfg = yaml.safe_load(open(root / rel))
-    if "include" in cfg:
-        base = yaml.safe_load(open((root / rel).parent / cfg.pop("include")))
-        cfg = {**base, **cfg}
+    # lm-eval's own loader: resolves `include` and `!function` (hellaswag's process_docs).
+    cfg = load_yaml(root / rel)
     cfg.update(OVERRIDES.get(cfg["task"], {}))
     cfg.pop("tag", None)
     cfg.pop("dataset_name", None)
@@ -82,6 +86,25 @@ for rel, data, split in TASKS[:2]:
                                  "context": inst.arguments[0], "continuation": inst.arguments[1]}, ensure_ascii=False))
     (out_dir / f"{cfg['task']}_3shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(cfg["task"], "3-shot", len(lines), "requests")
+
+# MMLU 5-shot: lm-eval's first_n sampler over the subject's dev split (here: the dev sample's abstract_algebra
+# rows, which come first).
+cfg = load_yaml(root / "mmlu/default/mmlu_abstract_algebra.yaml")
+cfg.pop("tag", None)
+cfg.pop("dataset_name", None)
+cfg["task"] = "mmlu"
+cfg["dataset_path"] = "json"
+fx = Path(a.fixtures).resolve() / "datasets" / "mmlu"
+cfg["dataset_kwargs"] = {"data_files": {"test": str(fx / "test.jsonl"), "dev": str(fx / "dev.jsonl")}}
+cfg["num_fewshot"] = 5
+task = ConfigurableTask(config=cfg)
+task.set_fewshot_seed(1234)
+task.build_all_requests(rank=0, world_size=1)
+lines = [json.dumps({"task": "mmlu", "doc_id": i.doc_id, "request_type": i.request_type, "context": i.arguments[0],
+                     "continuation": i.arguments[1]}, ensure_ascii=False)
+         for i in sorted(task.instances, key=lambda i: (i.doc_id, i.idx))]
+(out_dir / "mmlu_5shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+print("mmlu 5-shot", len(lines), "requests")
 
 # Multiple-choice scoring: lm-eval's process_results on synthetic log-likelihoods (acc, acc_norm, acc_bytes).
 scored = []

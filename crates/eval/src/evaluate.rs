@@ -123,7 +123,7 @@ pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
             .ok_or_else(|| EvalError::Input(format!("task `{name}` names no test or validation split")))?;
         let data = load_split(&opts.data_dir, &cfg.dataset_path, split).map_err(data_err)?;
         let n_original = data.docs.len();
-        let mut docs = data.docs;
+        let mut docs = cfg.process(data.docs)?;
         if let Some(n) = opts.limit {
             docs.truncate(n);
         }
@@ -139,12 +139,8 @@ pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
                 .or(cfg.validation_split.as_deref())
                 .unwrap_or(split);
             let pool = load_split(&opts.data_dir, &cfg.dataset_path, pool_split).map_err(data_err)?;
-            let fs = FewShot {
-                num: num_fewshot,
-                pool: &pool.docs,
-                same_split: pool_split == split,
-                seed: opts.fewshot_seed,
-            };
+            let pool = cfg.process(pool.docs)?;
+            let fs = FewShot::for_task(&cfg, num_fewshot, &pool, pool_split == split, opts.fewshot_seed);
             requests_with(&cfg, &docs, Some(&fs))?
         } else {
             requests_with(&cfg, &docs, None)?

@@ -6,6 +6,7 @@
 pub mod data;
 pub mod error;
 pub mod filters;
+pub mod process;
 pub mod python_random;
 pub mod registry;
 pub mod task;

@@ -49,6 +49,17 @@ pub struct TaskConfig {
     pub metric_list: Vec<Value>,
     #[serde(default)]
     pub filter_list: Vec<Value>,
+    /// lm-eval's `fewshot_config` (`sampler: first_n` is the one read).
+    #[serde(default)]
+    pub fewshot_config: Option<Value>,
+    /// mmreason's extension for one task covering several lm-eval subtasks (MMLU's 57 subjects): few-shot
+    /// examples come only from pool documents with the same value of this field, as each lm-eval subtask draws
+    /// from its own subject's split.
+    #[serde(default)]
+    pub fewshot_group_by: Option<String>,
+    /// A named Rust preprocessing function (`process`), where lm-eval names a Python one.
+    #[serde(default)]
+    pub process_docs: Option<String>,
     /// lm-eval's `metadata` (its `version` goes into results.json's `versions`).
     #[serde(default)]
     pub metadata: Option<Value>,
@@ -95,6 +106,20 @@ impl TaskConfig {
             path: origin.into(),
             message: e.to_string(),
         })
+    }
+
+    /// Whether few-shot examples are the pool's first documents (lm-eval's `first_n` sampler).
+    pub fn first_n(&self) -> bool {
+        self.fewshot_config
+            .as_ref()
+            .and_then(|c| c.get("sampler"))
+            .and_then(Value::as_str)
+            == Some("first_n")
+    }
+
+    /// The documents as the task sees them (after its `process_docs` function, if any).
+    pub fn process(&self, docs: Vec<Doc>) -> Result<Vec<Doc>> {
+        crate::process::process_docs(&self.task, self.process_docs.as_deref(), docs)
     }
 
     /// The task's version (`metadata.version`), as lm-eval reports it.
@@ -283,6 +308,24 @@ pub struct FewShot<'a> {
     /// The pool is the evaluated split: draw one extra and drop the document itself.
     pub same_split: bool,
     pub seed: u64,
+    /// lm-eval's `first_n` sampler: the pool's first `num` documents, no randomness.
+    pub first_n: bool,
+    /// Only pool documents whose value of this field equals the document's (see `fewshot_group_by`).
+    pub group_by: Option<&'a str>,
+}
+
+impl<'a> FewShot<'a> {
+    /// The task's own few-shot settings (`fewshot_config`, `fewshot_group_by`) over `pool`.
+    pub fn for_task(cfg: &'a TaskConfig, num: usize, pool: &'a [Doc], same_split: bool, seed: u64) -> Self {
+        Self {
+            num,
+            pool,
+            same_split,
+            seed,
+            first_n: cfg.first_n(),
+            group_by: cfg.fewshot_group_by.as_deref(),
+        }
+    }
 }
 
 /// Zero-shot requests for every document, in document order (lm-eval's `build_all_requests` with
@@ -301,7 +344,13 @@ pub fn requests_with(cfg: &TaskConfig, docs: &[Doc], fewshot: Option<&FewShot<'_
         if let (Some(f), Some(rnd)) = (fewshot, rnd.as_mut())
             && f.num > 0
         {
-            let picked: Vec<&Doc> = if f.same_split {
+            let picked: Vec<&Doc> = if f.first_n {
+                f.pool
+                    .iter()
+                    .filter(|d| f.group_by.is_none_or(|g| d.get(g) == doc.get(g)))
+                    .take(f.num)
+                    .collect()
+            } else if f.same_split {
                 let drawn = rnd.sample_indices(f.pool.len(), (f.num + 1).min(f.pool.len()));
                 let mut keep: Vec<&Doc> = drawn
                     .iter()

@@ -20,6 +20,8 @@ fn requests_are_byte_identical_to_lm_eval() {
         "boolq",
         "piqa",
         "social_iqa",
+        "hellaswag",
+        "mmlu",
     ] {
         let cfg = TaskConfig::from_file(&root().join("tasks").join(format!("{task}.yaml"))).unwrap();
         let split = if task == "arc_easy" {
@@ -33,7 +35,8 @@ fn requests_are_byte_identical_to_lm_eval() {
             split,
         )
         .unwrap();
-        let got = requests(&cfg, &data.docs).unwrap();
+        let docs = cfg.process(data.docs).unwrap();
+        let got = requests(&cfg, &docs).unwrap();
         let want: Vec<Request> =
             std::fs::read_to_string(root().join(format!("../../tests/fixtures/tasks/{task}.jsonl")))
                 .unwrap()
@@ -81,6 +84,8 @@ fn three_shot_requests_equal_lm_eval_with_seed_1234() {
             pool: &data.docs,
             same_split: true,
             seed: 1234,
+            first_n: false,
+            group_by: None,
         };
         let got = mmreason_tasks::requests_with(&cfg, &data.docs, Some(&fs)).unwrap();
         let want: Vec<Request> =
@@ -93,5 +98,25 @@ fn three_shot_requests_equal_lm_eval_with_seed_1234() {
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g, w, "{task}");
         }
+    }
+}
+
+#[test]
+fn mmlu_five_shot_takes_the_subjects_first_dev_examples_as_lm_eval() {
+    let cfg = mmreason_tasks::registry::task("mmlu").unwrap();
+    let data_dir = root().join("../../tests/fixtures/datasets");
+    let docs = load_split(&data_dir, "mmlu", "test").unwrap().docs;
+    let dev = load_split(&data_dir, "mmlu", "dev").unwrap().docs;
+    let fs = mmreason_tasks::FewShot::for_task(&cfg, 5, &dev, false, 1234);
+    let got = mmreason_tasks::requests_with(&cfg, &docs, Some(&fs)).unwrap();
+    let want: Vec<Request> =
+        std::fs::read_to_string(root().join("../../tests/fixtures/tasks/mmlu_5shot.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
     }
 }
