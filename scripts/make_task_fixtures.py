@@ -24,7 +24,8 @@ TASKS = [("arc/arc_easy.yaml", "arc_easy", "validation"),
          ("piqa/piqa.yaml", "piqa", "validation"),
          ("siqa/siqa.yaml", "social_iqa", "validation"),
          ("hellaswag/hellaswag.yaml", "hellaswag", "validation"),
-         ("mmlu/default/mmlu_abstract_algebra.yaml", "mmlu", "test")]
+         ("mmlu/default/mmlu_abstract_algebra.yaml", "mmlu", "test"),
+         ("winogrande/default.yaml", "winogrande", "validation")]
 # The local boolq sample is google/boolq (`answer`: bool); super_glue's `label` becomes `answer|int` (our YAML
 # makes the same change), so the comparison is of everything else.
 OVERRIDES = {"boolq": {"doc_to_target": "{{ answer|int }}"},

@@ -295,3 +295,24 @@ fn three_shards_combined_equal_the_unsharded_run() {
         .to_string();
     assert!(e.contains("exactly once"), "{e}");
 }
+
+#[test]
+fn every_bundled_task_with_committed_data_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    // arc_easy evaluates its test split, of which only validation rows are committed.
+    let tasks: Vec<String> = mmreason_tasks::registry::names()
+        .into_iter()
+        .filter(|t| *t != "arc_easy" && *t != "gsm8k")
+        .map(String::from)
+        .collect();
+    let mut o = opts(tmp.path(), 4);
+    o.tasks = tasks.clone();
+    o.limit = Some(2);
+    let s = evaluate(&o).unwrap();
+    assert_eq!(s.tasks.len(), tasks.len());
+    let r = results(tmp.path());
+    for t in &tasks {
+        let acc = r[t]["acc,none"].as_f64().unwrap_or_else(|| panic!("{t} has acc"));
+        assert!((0.0..=1.0).contains(&acc), "{t}: {acc}");
+    }
+}

@@ -15,12 +15,13 @@ pub fn process_docs(task: &str, name: Option<&str>, docs: Vec<Doc>) -> Result<Ve
     let Some(name) = name else { return Ok(docs) };
     let f: fn(&Doc) -> std::result::Result<Doc, String> = match name {
         "hellaswag" => hellaswag,
+        "winogrande" => winogrande,
         other => {
             return Err(TasksError::Template {
                 task: task.into(),
                 doc_id: 0,
                 what: "process_docs".into(),
-                message: format!("unknown function `{other}` (known: hellaswag)"),
+                message: format!("unknown function `{other}` (known: hellaswag, winogrande)"),
             });
         }
     };
@@ -82,6 +83,35 @@ fn hellaswag(doc: &Doc) -> std::result::Result<Doc, String> {
     );
     out.insert("choices".into(), json!(choices));
     out.insert("gold".into(), json!(label));
+    Ok(out)
+}
+
+/// lm-eval's winogrande functions as fields: `wg_contexts` (the sentence up to the blank, filled with each
+/// option — the *contexts* of this multiple-input task), `wg_target` (the rest after the blank, the one
+/// continuation) and `wg_gold` (answer "1"/"2" → 0/1).
+fn winogrande(doc: &Doc) -> std::result::Result<Doc, String> {
+    let s = |k: &str| {
+        doc.get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("field `{k}` is missing or not a string"))
+    };
+    let sentence = s("sentence")?;
+    let idx = sentence.find('_').ok_or("the sentence has no `_` blank")?;
+    let gold = match s("answer")? {
+        "1" => 0,
+        "2" => 1,
+        other => return Err(format!("answer `{other}` is not \"1\" or \"2\"")),
+    };
+    let mut out = doc.clone();
+    out.insert(
+        "wg_contexts".into(),
+        json!([
+            format!("{}{}", &sentence[..idx], s("option1")?),
+            format!("{}{}", &sentence[..idx], s("option2")?)
+        ]),
+    );
+    out.insert("wg_target".into(), json!(sentence[idx + 1..].trim()));
+    out.insert("wg_gold".into(), json!(gold));
     Ok(out)
 }
 

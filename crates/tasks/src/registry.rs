@@ -17,6 +17,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("openbookqa", include_str!("../tasks/openbookqa.yaml")),
     ("piqa", include_str!("../tasks/piqa.yaml")),
     ("social_iqa", include_str!("../tasks/social_iqa.yaml")),
+    ("winogrande", include_str!("../tasks/winogrande.yaml")),
 ];
 
 /// Names of the bundled tasks.

@@ -57,6 +57,10 @@ pub struct TaskConfig {
     /// from its own subject's split.
     #[serde(default)]
     pub fewshot_group_by: Option<String>,
+    /// lm-eval's multiple-input mode (WinoGrande), which lm-eval infers from `doc_to_text` returning an int:
+    /// `doc_to_text` gives the gold index, `doc_to_choice` the contexts, `doc_to_target` the one continuation.
+    #[serde(default)]
+    pub multiple_input: bool,
     /// A named Rust preprocessing function (`process`), where lm-eval names a Python one.
     #[serde(default)]
     pub process_docs: Option<String>,
@@ -245,7 +249,11 @@ fn target_text(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<String> {
         message: "few-shot examples need doc_to_target".into(),
     })?;
     let text = render_text(cfg, doc, doc_id, "doc_to_target", spec)?;
-    if cfg.doc_to_choice.is_some() && !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+    if cfg.doc_to_choice.is_some()
+        && !cfg.multiple_input
+        && !text.is_empty()
+        && text.chars().all(|c| c.is_ascii_digit())
+    {
         let i: usize = text.parse().expect("all ASCII digits");
         let c = choices(cfg, doc, doc_id)?;
         return c.get(i).cloned().ok_or_else(|| TasksError::Template {
@@ -272,7 +280,12 @@ pub fn gold_index(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<usize> {
         .as_ref()
         .ok_or_else(|| err("multiple_choice needs doc_to_target".into()))?;
     let c = choices(cfg, doc, doc_id)?;
-    let text = render_text(cfg, doc, doc_id, "doc_to_target", spec)?;
+    // Multiple input: the gold index is what doc_to_text gives (lm-eval's convention).
+    let text = if cfg.multiple_input {
+        render_text(cfg, doc, doc_id, "doc_to_text", &cfg.doc_to_text)?
+    } else {
+        render_text(cfg, doc, doc_id, "doc_to_target", spec)?
+    };
     let idx = if !text.is_empty() && text.chars().all(|ch| ch.is_ascii_digit()) {
         text.parse::<usize>().map_err(|e| err(e.to_string()))?
     } else {
@@ -374,7 +387,12 @@ pub fn requests_with(cfg: &TaskConfig, docs: &[Doc], fewshot: Option<&FewShot<'_
                     .collect()
             };
             for ex in picked {
-                let q = render_text(cfg, ex, doc_id, "doc_to_text (few-shot)", &cfg.doc_to_text)?;
+                let q = if cfg.multiple_input {
+                    let c = choices(cfg, ex, doc_id)?;
+                    c[gold_index(cfg, ex, doc_id)?].clone()
+                } else {
+                    render_text(cfg, ex, doc_id, "doc_to_text (few-shot)", &cfg.doc_to_text)?
+                };
                 let a = target_text(cfg, ex, doc_id)?;
                 examples += &format!("{q}{}{a}{}", cfg.target_delimiter, cfg.fewshot_delimiter);
             }
@@ -390,6 +408,22 @@ pub fn requests_with(cfg: &TaskConfig, docs: &[Doc], fewshot: Option<&FewShot<'_
                 &Value::String(cfg.description.clone()),
             )?
         };
+        if cfg.multiple_input {
+            // One context per choice (the choice is the input), one shared continuation.
+            let cont = target_text(cfg, doc, doc_id)?;
+            for c in choices(cfg, doc, doc_id)? {
+                out.push(Request {
+                    task: cfg.task.clone(),
+                    doc_id,
+                    request_type: "loglikelihood".into(),
+                    context: format!("{description}{examples}{c}"),
+                    continuation: Some(format!("{}{cont}", cfg.target_delimiter)),
+                    until: None,
+                    max_gen_toks: None,
+                });
+            }
+            continue;
+        }
         let context = format!(
             "{description}{examples}{}",
             render_text(cfg, doc, doc_id, "doc_to_text", &cfg.doc_to_text)?
