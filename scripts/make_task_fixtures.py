@@ -25,7 +25,10 @@ TASKS = [("arc/arc_easy.yaml", "arc_easy", "validation"),
          ("siqa/siqa.yaml", "social_iqa", "validation"),
          ("hellaswag/hellaswag.yaml", "hellaswag", "validation"),
          ("mmlu/default/mmlu_abstract_algebra.yaml", "mmlu", "test"),
-         ("winogrande/default.yaml", "winogrande", "validation")]
+         ("winogrande/default.yaml", "winogrande", "validation"),
+         # RACE data is not available here: tests/fixtures/datasets/race/test.jsonl holds hand-made documents
+         # in EleutherAI/race's schema (article, problems as a Python literal).
+         ("race/race.yaml", "race", "test")]
 # The local boolq sample is google/boolq (`answer`: bool); super_glue's `label` becomes `answer|int` (our YAML
 # makes the same change), so the comparison is of everything else.
 OVERRIDES = {"boolq": {"doc_to_target": "{{ answer|int }}"},

@@ -16,6 +16,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("mmlu", include_str!("../tasks/mmlu.yaml")),
     ("openbookqa", include_str!("../tasks/openbookqa.yaml")),
     ("piqa", include_str!("../tasks/piqa.yaml")),
+    ("race", include_str!("../tasks/race.yaml")),
     ("social_iqa", include_str!("../tasks/social_iqa.yaml")),
     ("winogrande", include_str!("../tasks/winogrande.yaml")),
 ];

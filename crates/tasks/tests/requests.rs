@@ -23,6 +23,7 @@ fn requests_are_byte_identical_to_lm_eval() {
         "hellaswag",
         "mmlu",
         "winogrande",
+        "race",
     ] {
         let cfg = TaskConfig::from_file(&root().join("tasks").join(format!("{task}.yaml"))).unwrap();
         let split = if task == "arc_easy" {
