@@ -13,7 +13,7 @@ SAMPLES = [("arc_easy", "validation"), ("hellaswag", "validation"), ("mmlu", "te
            ("strategyqa", "test"), ("gsm8k", "test"), ("winogrande", "validation"), ("commonsense_qa", "validation"),
            ("arc_challenge", "test"), ("openbookqa", "test"), ("piqa", "validation"), ("social_iqa", "validation"),
            ("mmlu", "dev")]
-ROWS = 25
+ROWS = 50
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--shared", default="../shared/data")

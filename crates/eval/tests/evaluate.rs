@@ -65,7 +65,7 @@ fn results_follow_lm_evals_schema_and_equal_a_direct_computation() {
         assert!(r.get(key).is_some(), "results.json has `{key}`");
     }
     assert_eq!(r["n-samples"]["commonsense_qa"]["effective"], 4);
-    assert_eq!(r["n-samples"]["commonsense_qa"]["original"], 25);
+    assert_eq!(r["n-samples"]["commonsense_qa"]["original"], 50);
     assert_eq!(r["versions"]["gsm8k"], 3.0);
     let acc = r["results"]["commonsense_qa"]["acc,none"].as_f64().unwrap();
     for f in ["strict-match", "flexible-extract"] {

@@ -1,4 +1,4 @@
-//! Local evaluation data (tests/fixtures/datasets: the first 25 rows of real sets as JSONL and Parquet).
+//! Local evaluation data (tests/fixtures/datasets: the first 50 rows of real sets as JSONL and Parquet).
 
 use std::path::{Path, PathBuf};
 
@@ -20,11 +20,16 @@ fn jsonl_and_parquet_give_the_same_documents() {
         ("gsm8k", "test"),
         ("winogrande", "validation"),
         ("commonsense_qa", "validation"),
+        ("arc_challenge", "test"),
+        ("openbookqa", "test"),
+        ("piqa", "validation"),
+        ("social_iqa", "validation"),
+        ("mmlu", "dev"),
     ] {
         let dir = datasets().join(task);
         let a = read_jsonl(&dir.join(format!("{split}.jsonl"))).unwrap();
         let b = read_parquet(&dir.join(format!("{split}.parquet"))).unwrap();
-        assert_eq!(a.len(), 25, "{task}");
+        assert_eq!(a.len(), 50, "{task}");
         assert_eq!(a, b, "{task}: JSONL and Parquet rows differ");
     }
     let s = load_split(&datasets(), "arc_easy", "validation").unwrap();
