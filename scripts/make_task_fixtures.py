@@ -110,6 +110,23 @@ lines = [json.dumps({"task": "mmlu", "doc_id": i.doc_id, "request_type": i.reque
 (out_dir / "mmlu_5shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
 print("mmlu 5-shot", len(lines), "requests")
 
+# gsm8k_cot: lm-eval's 8 fixed exemplars (fewshot_config.samples, first_n).
+cfg = load_yaml(root / "gsm8k/gsm8k-cot.yaml")
+cfg.pop("tag", None)
+cfg.pop("dataset_name", None)
+cfg["dataset_path"] = "json"
+cfg["dataset_kwargs"] = {"data_files": {"test": str(Path(a.fixtures).resolve() / "datasets/gsm8k/test.jsonl")}}
+task = ConfigurableTask(config=cfg)
+task.set_fewshot_seed(1234)
+task.build_all_requests(rank=0, world_size=1)
+lines = []
+for i in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
+    ctx, kw = i.arguments
+    lines.append(json.dumps({"task": "gsm8k_cot", "doc_id": i.doc_id, "request_type": i.request_type, "context": ctx,
+                             "until": kw["until"], "max_gen_toks": kw.get("max_gen_toks", 256)}, ensure_ascii=False))
+(out_dir / "gsm8k_cot_8shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+print("gsm8k_cot 8-shot", len(lines), "requests")
+
 # Multiple-choice scoring: lm-eval's process_results on synthetic log-likelihoods (acc, acc_norm, acc_bytes).
 scored = []
 for rel, data, split in TASKS[:2]:

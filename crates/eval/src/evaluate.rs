@@ -138,8 +138,13 @@ pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
                 .or(cfg.training_split.as_deref())
                 .or(cfg.validation_split.as_deref())
                 .unwrap_or(split);
-            let pool = load_split(&opts.data_dir, &cfg.dataset_path, pool_split).map_err(data_err)?;
-            let pool = cfg.process(pool.docs)?;
+            let (pool, pool_split) = match cfg.fewshot_samples() {
+                Some(samples) => (samples, "fewshot_config.samples"),
+                None => {
+                    let p = load_split(&opts.data_dir, &cfg.dataset_path, pool_split).map_err(data_err)?;
+                    (cfg.process(p.docs)?, pool_split)
+                }
+            };
             let fs = FewShot::for_task(&cfg, num_fewshot, &pool, pool_split == split, opts.fewshot_seed);
             requests_with(&cfg, &docs, Some(&fs))?
         } else {

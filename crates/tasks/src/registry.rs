@@ -12,6 +12,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("boolq", include_str!("../tasks/boolq.yaml")),
     ("commonsense_qa", include_str!("../tasks/commonsense_qa.yaml")),
     ("gsm8k", include_str!("../tasks/gsm8k.yaml")),
+    ("gsm8k_cot", include_str!("../tasks/gsm8k_cot.yaml")),
     ("hellaswag", include_str!("../tasks/hellaswag.yaml")),
     ("mmlu", include_str!("../tasks/mmlu.yaml")),
     ("openbookqa", include_str!("../tasks/openbookqa.yaml")),

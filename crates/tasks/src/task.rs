@@ -121,6 +121,13 @@ impl TaskConfig {
             == Some("first_n")
     }
 
+    /// Few-shot examples written into the task itself (`fewshot_config.samples`, e.g. gsm8k_cot's eight
+    /// exemplars): they replace the few-shot split.
+    pub fn fewshot_samples(&self) -> Option<Vec<Doc>> {
+        let samples = self.fewshot_config.as_ref()?.get("samples")?.as_array()?;
+        Some(samples.iter().filter_map(|v| v.as_object().cloned()).collect())
+    }
+
     /// The documents as the task sees them (after its `process_docs` function, if any).
     pub fn process(&self, docs: Vec<Doc>) -> Result<Vec<Doc>> {
         crate::process::process_docs(&self.task, self.process_docs.as_deref(), docs)

@@ -122,3 +122,25 @@ fn mmlu_five_shot_takes_the_subjects_first_dev_examples_as_lm_eval() {
         assert_eq!(g, w);
     }
 }
+
+#[test]
+fn gsm8k_cot_uses_its_eight_fixed_exemplars_as_lm_eval() {
+    let cfg = mmreason_tasks::registry::task("gsm8k_cot").unwrap();
+    let docs = load_split(&root().join("../../tests/fixtures/datasets"), "gsm8k", "test")
+        .unwrap()
+        .docs;
+    let pool = cfg.fewshot_samples().unwrap();
+    assert_eq!(pool.len(), 8);
+    let fs = mmreason_tasks::FewShot::for_task(&cfg, 8, &pool, false, 1234);
+    let got = mmreason_tasks::requests_with(&cfg, &docs, Some(&fs)).unwrap();
+    let want: Vec<Request> =
+        std::fs::read_to_string(root().join("../../tests/fixtures/tasks/gsm8k_cot_8shot.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+}
