@@ -3,7 +3,7 @@
 //!
 //! cargo run --release --example evaluate -- --model DIR --tasks commonsense_qa,gsm8k --data-dir DIR \
 //!     [--limit N] [--num-fewshot K] [--batch-size B] [--backend cpu|wgpu|cuda] [--dtype f32|bf16|f16] \
-//!     [--output DIR] [--dry-run] [--shard I/N]
+//!     [--output DIR] [--dry-run] [--shard I/N] [--apply-chat-template [--fewshot-as-multiturn]]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,9 +39,12 @@ struct Args {
     /// Score over the first N vocabulary rows (a VLM against its base LLM's vocabulary).
     #[arg(long)]
     vocab_limit: Option<usize>,
-    /// Lm-eval's chat-template application is not implemented yet; the flag is refused rather than ignored.
+    /// Render contexts with the model's chat template (lm-eval's --apply_chat_template).
     #[arg(long)]
     apply_chat_template: bool,
+    /// With --apply-chat-template: few-shot examples as separate user/assistant turns.
+    #[arg(long)]
+    fewshot_as_multiturn: bool,
     #[arg(long, default_value = "out/evaluate")]
     output: PathBuf,
     /// Write the rendered requests without loading a model.
@@ -55,9 +58,6 @@ struct Args {
 fn main() -> ExitCode {
     let a = Args::parse();
     let run = || -> Result<(), Box<dyn std::error::Error>> {
-        if a.apply_chat_template {
-            return Err("--apply-chat-template is not implemented yet (tasks issue)".into());
-        }
         let mut o = EvalOptions::new(a.tasks.clone(), a.data_dir.clone(), a.output.clone());
         o.model = a.model.clone();
         o.limit = a.limit;
@@ -68,6 +68,8 @@ fn main() -> ExitCode {
         o.dtype = a.dtype.parse::<WeightDtype>()?;
         o.vocab_limit = a.vocab_limit;
         o.dry_run = a.dry_run;
+        o.apply_chat_template = a.apply_chat_template;
+        o.fewshot_as_multiturn = a.fewshot_as_multiturn;
         if let Some(sh) = &a.shard {
             let (i, n) = sh
                 .split_once('/')

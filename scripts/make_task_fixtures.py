@@ -147,3 +147,54 @@ for rel, data, split in TASKS[:2]:
         scored.append({"task": cfg["task"], "doc_id": doc_id, "lls": lls, **{k: r[k] for k in ("acc", "acc_norm", "acc_bytes")}})
 (out_dir / "multiple_choice_scores.json").write_text(json.dumps(scored, ensure_ascii=False, indent=0), encoding="utf-8")
 print(len(scored), "scored documents")
+
+# Chat formatting (--apply_chat_template, with and without --fewshot_as_multiturn): lm-eval's contexts rendered
+# with a chat template that accepts a system message (the "zephyr_like" template of
+# tests/fixtures/scoring/chat_templates.json) on the Mistral tokenizer; 10 documents each.
+from transformers import AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained(str(Path(a.fixtures) / "tokenizers" / "mistral-7b"))
+tok.chat_template = json.load(open(Path(a.fixtures) / "scoring" / "chat_templates.json"))["templates"]["zephyr_like"]
+
+
+def chat_template(history, add_generation_prompt=True):
+    return tok.apply_chat_template(history, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                   continue_final_message=not add_generation_prompt)
+
+
+chat_rows = []
+fx = Path(a.fixtures).resolve() / "datasets"
+for rel, name, split, shots, files in [
+    ("arc/arc_easy.yaml", "arc_easy", "validation", 3, {"validation": fx / "arc_easy/validation.jsonl"}),
+    ("mmlu/default/mmlu_abstract_algebra.yaml", "mmlu", "test", 2, {"test": fx / "mmlu/test.jsonl", "dev": fx / "mmlu/dev.jsonl"}),
+    ("winogrande/default.yaml", "winogrande", "validation", 2, {"validation": fx / "winogrande/validation.jsonl"}),
+    ("gsm8k/gsm8k-cot.yaml", "gsm8k_cot", "test", 8, {"test": fx / "gsm8k/test.jsonl"}),
+]:
+    for multiturn in (False, True):
+        cfg = load_yaml(root / rel)
+        cfg.pop("tag", None)
+        cfg.pop("dataset_name", None)
+        cfg["task"] = name
+        cfg["dataset_path"] = "json"
+        cfg["dataset_kwargs"] = {"data_files": {k: str(v) for k, v in files.items()}}
+        for k in ("training_split", "validation_split"):
+            cfg.pop(k, None)
+        cfg["test_split"] = split
+        if name in ("arc_easy", "winogrande"):
+            cfg["fewshot_split"] = split
+        cfg["num_fewshot"] = shots
+        task = ConfigurableTask(config=cfg)
+        task.set_fewshot_seed(1234)
+        task.build_all_requests(rank=0, world_size=1, limit=10, apply_chat_template=True,
+                                fewshot_as_multiturn=multiturn, chat_template=chat_template)
+        for i in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
+            row = {"task": name, "multiturn": multiturn, "doc_id": i.doc_id, "request_type": i.request_type,
+                   "context": i.arguments[0]}
+            if i.request_type == "generate_until":
+                row.update(until=i.arguments[1]["until"], max_gen_toks=i.arguments[1].get("max_gen_toks", 256))
+            else:
+                row["continuation"] = i.arguments[1]
+            chat_rows.append(row)
+(out_dir / "chat_requests.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chat_rows),
+                                              encoding="utf-8")
+print("chat", len(chat_rows), "requests")

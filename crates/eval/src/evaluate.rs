@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use mmreason_model::{
     BackendKind, GenerateRequest, LoglikelihoodRequest, TextModel, VocabScope, WeightDtype,
 };
-use mmreason_tasks::{Doc, FewShot, Request, TaskConfig, load_split, registry, requests_with};
+use mmreason_tasks::{Chat, Doc, FewShot, Request, TaskConfig, load_split, registry, requests_chat};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -43,6 +43,10 @@ pub struct EvalOptions {
     pub output: PathBuf,
     /// Write the rendered requests (`requests_<task>.jsonl`) and stop, without a model.
     pub dry_run: bool,
+    /// lm-eval's `--apply_chat_template`: contexts rendered with the model's chat template.
+    pub apply_chat_template: bool,
+    /// lm-eval's `--fewshot_as_multiturn` (with `apply_chat_template`): few-shot examples as separate turns.
+    pub fewshot_as_multiturn: bool,
     /// `(i, n)`: evaluate only the documents with `doc_id % n == i` (a scheduler's array job); `combine`
     /// joins the shards into the unsharded run.
     pub shard: Option<(usize, usize)>,
@@ -65,6 +69,8 @@ impl EvalOptions {
             vocab_limit: None,
             output,
             dry_run: false,
+            apply_chat_template: false,
+            fewshot_as_multiturn: false,
             shard: None,
             progress: false,
         }
@@ -111,6 +117,44 @@ pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
             registry::names().join(", ")
         )));
     }
+    if opts.fewshot_as_multiturn && !opts.apply_chat_template {
+        return Err(EvalError::Input(
+            "--fewshot-as-multiturn needs --apply-chat-template".into(),
+        ));
+    }
+    // The model's chat template, when contexts are rendered as chat.
+    let template = if opts.apply_chat_template {
+        let model = opts.model.as_ref().ok_or_else(|| {
+            EvalError::Input("--apply-chat-template needs --model (its chat template)".into())
+        })?;
+        let tok = mmreason_model::TextTokenizer::from_dir(model)?;
+        let t = tok.chat_template.clone().ok_or_else(|| {
+            EvalError::Input(format!(
+                "{}: the tokenizer has no chat_template, so --apply-chat-template cannot apply one",
+                model.display()
+            ))
+        })?;
+        Some((
+            t,
+            tok.bos_token.unwrap_or_default(),
+            tok.eos_token.unwrap_or_default(),
+        ))
+    } else {
+        None
+    };
+    let render = |msgs: &[(String, String)]| -> std::result::Result<String, String> {
+        let (t, bos, eos) = template.as_ref().expect("only called with a template");
+        let m: Vec<mmreason_model::Message> = msgs
+            .iter()
+            .map(|(r, c)| mmreason_model::Message::new(r, c))
+            .collect();
+        mmreason_model::render_chat_template(t, &m, true, bos, eos).map_err(|e| e.to_string())
+    };
+    let chat = Chat {
+        render: &render,
+        multiturn: opts.fewshot_as_multiturn,
+    };
+    let chat = template.as_ref().map(|_| &chat);
     let mut out = Vec::new();
     for name in &opts.tasks {
         let cfg = registry::task(name)?;
@@ -146,9 +190,9 @@ pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
                 }
             };
             let fs = FewShot::for_task(&cfg, num_fewshot, &pool, pool_split == split, opts.fewshot_seed);
-            requests_with(&cfg, &docs, Some(&fs))?
+            requests_chat(&cfg, &docs, Some(&fs), chat)?
         } else {
-            requests_with(&cfg, &docs, None)?
+            requests_chat(&cfg, &docs, None, chat)?
         };
         let requests_sha256 = format!(
             "{:x}",
@@ -201,6 +245,8 @@ fn fingerprint(opts: &EvalOptions, tasks: &[PreparedTask]) -> Result<serde_json:
         "limit": opts.limit,
         "num_fewshot": opts.num_fewshot,
         "fewshot_seed": opts.fewshot_seed,
+        "apply_chat_template": opts.apply_chat_template,
+        "fewshot_as_multiturn": opts.fewshot_as_multiturn,
         "shard": opts.shard.map(|(i, n)| format!("{i}/{n}")),
         "requests_sha256": format!("{:x}", h.finalize()),
     }))

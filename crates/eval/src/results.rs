@@ -310,6 +310,8 @@ pub(crate) fn write_results(
             "limit": opts.limit,
             "fewshot_seed": opts.fewshot_seed,
             "vocab_limit": opts.vocab_limit,
+            "apply_chat_template": opts.apply_chat_template,
+            "fewshot_as_multiturn": opts.fewshot_as_multiturn,
             "shard": opts.shard.map(|(i, n)| format!("{i}/{n}")),
         },
         "git_hash": env!("MMREASON_GIT_HASH"),

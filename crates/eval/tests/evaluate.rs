@@ -187,6 +187,15 @@ fn bad_inputs_are_clear_errors() {
     let e = evaluate(&o).unwrap_err().to_string();
     assert!(e.contains("config.json"), "{e}");
 
+    let mut o = opts(&tmp.path().join("e"), 1);
+    o.apply_chat_template = true;
+    let e = evaluate(&o).unwrap_err().to_string();
+    assert!(e.contains("no chat_template"), "{e}");
+    o.apply_chat_template = false;
+    o.fewshot_as_multiturn = true;
+    let e = evaluate(&o).unwrap_err().to_string();
+    assert!(e.contains("--apply-chat-template"), "{e}");
+
     let out = tmp.path().join("d");
     let mut o = opts(&out, 1);
     o.tasks = vec!["commonsense_qa".into()];

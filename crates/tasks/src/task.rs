@@ -354,13 +354,94 @@ pub fn requests(cfg: &TaskConfig, docs: &[Doc]) -> Result<Vec<Request>> {
     requests_with(cfg, docs, None)
 }
 
+/// How contexts are formatted as chat (lm-eval's `--apply_chat_template` and `--fewshot_as_multiturn`): the
+/// description becomes a system message, few-shot examples and the question one user message (or, multi-turn,
+/// alternating user/assistant turns), rendered by the model's template with the generation prompt; choices
+/// are then scored without the target delimiter.
+pub struct Chat<'a> {
+    /// Renders (role, content) messages with the model's chat template and the generation prompt.
+    pub render: &'a RenderFn,
+    pub multiturn: bool,
+}
+
+/// A chat-template renderer: (role, content) messages → the prompt text, or an error message.
+pub type RenderFn = dyn Fn(&[(String, String)]) -> std::result::Result<String, String>;
+
+/// One turn of a context: lm-eval's `Message` (the delimiter is appended only when rendered as plain text).
+struct Turn {
+    role: &'static str,
+    content: String,
+    delim: String,
+}
+
+/// A context's turns as one string: plain text, or the chat template's rendering (single-turn collapse as
+/// lm-eval's `multiturn_to_singleturn`).
+fn render_turns(turns: &[Turn], chat: Option<&Chat<'_>>, task: &str, doc_id: usize) -> Result<String> {
+    let Some(chat) = chat else {
+        return Ok(turns
+            .iter()
+            .map(|t| format!("{}{}", t.content, t.delim))
+            .collect());
+    };
+    let msgs: Vec<(String, String)> = if chat.multiturn {
+        turns
+            .iter()
+            .map(|t| (t.role.to_string(), t.content.clone()))
+            .collect()
+    } else {
+        let (system, rest) = match turns.first() {
+            Some(t) if t.role == "system" => (Some(t), &turns[1..]),
+            _ => (None, turns),
+        };
+        let n = rest.len();
+        let user: String = rest
+            .iter()
+            .enumerate()
+            .map(|(k, t)| {
+                if k + 1 == n {
+                    t.content.clone()
+                } else {
+                    format!("{}{}", t.content, t.delim)
+                }
+            })
+            .collect();
+        system
+            .map(|t| ("system".to_string(), t.content.clone()))
+            .into_iter()
+            .chain(std::iter::once(("user".to_string(), user)))
+            .collect()
+    };
+    (chat.render)(&msgs).map_err(|message| TasksError::Template {
+        task: task.into(),
+        doc_id,
+        what: "chat template".into(),
+        message,
+    })
+}
+
 /// Requests with few-shot context: description, then `q + target_delimiter + a + fewshot_delimiter` per
 /// example, then the document's text.
 pub fn requests_with(cfg: &TaskConfig, docs: &[Doc], fewshot: Option<&FewShot<'_>>) -> Result<Vec<Request>> {
+    requests_chat(cfg, docs, fewshot, None)
+}
+
+/// [`requests_with`], optionally formatted as chat.
+pub fn requests_chat(
+    cfg: &TaskConfig,
+    docs: &[Doc],
+    fewshot: Option<&FewShot<'_>>,
+    chat: Option<&Chat<'_>>,
+) -> Result<Vec<Request>> {
     let mut rnd = fewshot.map(|f| crate::python_random::PyRandom::new(f.seed));
     let mut out = Vec::new();
+    // Under a chat template, choices are scored without the target delimiter (lm-eval).
+    let delim = if chat.is_some() {
+        ""
+    } else {
+        cfg.target_delimiter.as_str()
+    };
     for (doc_id, doc) in docs.iter().enumerate() {
-        let mut examples = String::new();
+        let mut examples: Vec<Turn> = Vec::new();
         if let (Some(f), Some(rnd)) = (fewshot, rnd.as_mut())
             && f.num > 0
         {
@@ -401,7 +482,16 @@ pub fn requests_with(cfg: &TaskConfig, docs: &[Doc], fewshot: Option<&FewShot<'_
                     render_text(cfg, ex, doc_id, "doc_to_text (few-shot)", &cfg.doc_to_text)?
                 };
                 let a = target_text(cfg, ex, doc_id)?;
-                examples += &format!("{q}{}{a}{}", cfg.target_delimiter, cfg.fewshot_delimiter);
+                examples.push(Turn {
+                    role: "user",
+                    content: q,
+                    delim: cfg.target_delimiter.clone(),
+                });
+                examples.push(Turn {
+                    role: "assistant",
+                    content: a,
+                    delim: cfg.fewshot_delimiter.clone(),
+                });
             }
         }
         let description = if cfg.description.is_empty() {
@@ -415,26 +505,46 @@ pub fn requests_with(cfg: &TaskConfig, docs: &[Doc], fewshot: Option<&FewShot<'_
                 &Value::String(cfg.description.clone()),
             )?
         };
+        let mut turns: Vec<Turn> = Vec::new();
+        if !description.is_empty() {
+            turns.push(Turn {
+                role: "system",
+                content: description,
+                delim: String::new(),
+            });
+        }
+        turns.extend(examples);
+        let with_question = |turns: &mut Vec<Turn>, q: String| {
+            turns.push(Turn {
+                role: "user",
+                content: q,
+                delim: String::new(),
+            });
+        };
         if cfg.multiple_input {
             // One context per choice (the choice is the input), one shared continuation.
             let cont = target_text(cfg, doc, doc_id)?;
             for c in choices(cfg, doc, doc_id)? {
+                with_question(&mut turns, c);
+                let context = render_turns(&turns, chat, &cfg.task, doc_id)?;
+                turns.pop();
                 out.push(Request {
                     task: cfg.task.clone(),
                     doc_id,
                     request_type: "loglikelihood".into(),
-                    context: format!("{description}{examples}{c}"),
-                    continuation: Some(format!("{}{cont}", cfg.target_delimiter)),
+                    context,
+                    continuation: Some(format!("{delim}{cont}")),
                     until: None,
                     max_gen_toks: None,
                 });
             }
             continue;
         }
-        let context = format!(
-            "{description}{examples}{}",
-            render_text(cfg, doc, doc_id, "doc_to_text", &cfg.doc_to_text)?
+        with_question(
+            &mut turns,
+            render_text(cfg, doc, doc_id, "doc_to_text", &cfg.doc_to_text)?,
         );
+        let context = render_turns(&turns, chat, &cfg.task, doc_id)?;
         match cfg.output_type.as_str() {
             "multiple_choice" => {
                 for c in choices(cfg, doc, doc_id)? {
@@ -443,7 +553,7 @@ pub fn requests_with(cfg: &TaskConfig, docs: &[Doc], fewshot: Option<&FewShot<'_
                         doc_id,
                         request_type: "loglikelihood".into(),
                         context: context.clone(),
-                        continuation: Some(format!("{}{c}", cfg.target_delimiter)),
+                        continuation: Some(format!("{delim}{c}")),
                         until: None,
                         max_gen_toks: None,
                     });
