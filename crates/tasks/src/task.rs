@@ -360,12 +360,12 @@ pub fn requests(cfg: &TaskConfig, docs: &[Doc]) -> Result<Vec<Request>> {
 /// are then scored without the target delimiter.
 pub struct Chat<'a> {
     /// Renders (role, content) messages with the model's chat template and the generation prompt.
-    pub render: &'a RenderFn,
+    pub render: &'a RenderFn<'a>,
     pub multiturn: bool,
 }
 
 /// A chat-template renderer: (role, content) messages → the prompt text, or an error message.
-pub type RenderFn = dyn Fn(&[(String, String)]) -> std::result::Result<String, String>;
+pub type RenderFn<'a> = dyn Fn(&[(String, String)]) -> std::result::Result<String, String> + 'a;
 
 /// One turn of a context: lm-eval's `Message` (the delimiter is appended only when rendered as plain text).
 struct Turn {
