@@ -7,7 +7,8 @@ pub mod data;
 pub mod error;
 pub mod filters;
 pub mod process;
-pub mod python_random;
+/// CPython's `random.Random` (few-shot sampling), shared with the metrics crate's bootstrap.
+pub use mmreason_metrics::python_random;
 pub mod registry;
 pub mod task;
 

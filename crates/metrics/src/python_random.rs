@@ -101,6 +101,20 @@ impl PyRandom {
         }
     }
 
+    /// `random()`: a float in [0, 1) with 53 random bits (`genrand_res53`).
+    pub fn random(&mut self) -> f64 {
+        let a = (self.next_u32() >> 5) as f64;
+        let b = (self.next_u32() >> 6) as f64;
+        (a * 67_108_864.0 + b) * (1.0 / 9_007_199_254_740_992.0)
+    }
+
+    /// `Random.choices(range(n), k=k)` without weights: `floor(random() * n)` per draw.
+    pub fn choices_indices(&mut self, n: usize, k: usize) -> Vec<usize> {
+        (0..k)
+            .map(|_| (self.random() * n as f64).floor() as usize)
+            .collect()
+    }
+
     /// `Random.sample(range(n), k)`: indices of the drawn elements, in draw order.
     pub fn sample_indices(&mut self, n: usize, k: usize) -> Vec<usize> {
         assert!(k <= n, "sample larger than population");
