@@ -123,5 +123,5 @@ fn multiple_choice_scores_equal_lm_eval_process_results() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 50);
+    assert_eq!(checked, 100);
 }
