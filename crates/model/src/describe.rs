@@ -46,78 +46,121 @@ pub fn run_describe(opts: &DescribeOptions) -> Result<Description> {
 }
 
 fn describe_on<B: Backend>(opts: &DescribeOptions, device: &B::Device) -> Result<Description> {
-    let dir = ModelDir::open(&opts.model)?;
-    let llava = Llava::<B>::load(&dir, opts.dtype, device)?;
-    let tok = TextTokenizer::from_dir(&opts.model)?;
-    let cfg = &llava.cfg;
-    let pp = dir.root.join("preprocessor_config.json");
-    let mut proc = if pp.is_file() {
-        ProcessorConfig::from_file(&pp)?
-    } else {
-        ProcessorConfig::clip(cfg.vision.image_size)
-    };
-    let next = matches!(dir.config, ModelConfig::LlavaNext(_));
-    if next && proc.image_grid_pinpoints.is_none() {
-        proc.image_grid_pinpoints = Some(cfg.image_grid_pinpoints.clone());
-    }
-    let img = load_image(&opts.image)?;
-    let s = cfg.vision.image_size;
-    let with_cls = cfg.vision_feature_select_strategy == mmreason_checkpoint::FeatureSelect::Full;
-    let (pixels, image_tokens) = if next {
-        let (values, tiles, hw) = llava_next_pixels(&img, &proc)?;
-        let t = Tensor::<B, 5>::from_data(TensorData::new(values, [1, tiles, 3, s, s]), device);
-        let n = anyres::num_image_tokens(hw, &cfg.image_grid_pinpoints, s, cfg.vision.patch_size, with_cls)
-            .ok_or_else(|| ModelError::Image("no pinpoints".into()))?;
-        (Pixels::Tiles(t, vec![hw]), n)
-    } else {
-        let values = if proc.do_pad {
-            llava15_pixels(&img, &proc)?
+    VisionModel::<B>::load(&opts.model, opts.dtype, device)?.answer(
+        &opts.image,
+        &opts.prompt,
+        opts.max_new_tokens,
+    )
+}
+
+/// A LLaVA-1.5 / NeXT checkpoint ready to answer questions about images: the model, its tokenizer, its image
+/// processor settings and its conversation format, loaded once (the harness asks it many questions).
+pub struct VisionModel<B: Backend> {
+    pub llava: Llava<B>,
+    pub tokenizer: TextTokenizer,
+    proc: ProcessorConfig,
+    next: bool,
+    conversation: Conversation,
+    device: B::Device,
+}
+
+impl<B: Backend> VisionModel<B> {
+    pub fn load(model: &std::path::Path, dtype: WeightDtype, device: &B::Device) -> Result<Self> {
+        let dir = ModelDir::open(model)?;
+        let llava = Llava::<B>::load(&dir, dtype, device)?;
+        let tokenizer = TextTokenizer::from_dir(model)?;
+        let cfg = &llava.cfg;
+        let pp = dir.root.join("preprocessor_config.json");
+        let mut proc = if pp.is_file() {
+            ProcessorConfig::from_file(&pp)?
         } else {
-            clip_pixels(&img, &proc)?
+            ProcessorConfig::clip(cfg.vision.image_size)
         };
-        let g = cfg.vision.patches_per_side();
-        (
-            Pixels::Square(Tensor::from_data(TensorData::new(values, [1, 3, s, s]), device)),
-            g * g + with_cls as usize,
-        )
-    };
-    let conv = match cfg.text.kind {
-        DecoderKind::Mistral => Conversation::MistralInstruct,
-        DecoderKind::Llama => Conversation::VicunaV1,
-    };
-    let prompt = conv.prompt(&[Message::new("user", &format!("<image>\n{}", opts.prompt))])?;
-    // Encode around the placeholder: BOS + text before, image tokens, text after (no special tokens).
-    let (before, after) = prompt
-        .split_once("<image>")
-        .expect("the prompt was built with one <image>");
-    let mut ids = tok.encode(before, true)?;
-    ids.extend(std::iter::repeat_n(cfg.image_token_index, image_tokens));
-    ids.extend(tok.encode(after, false)?);
-    let mut cache = KvCache::new(llava.decoder.num_layers());
-    let mask = vec![vec![true; ids.len()]];
-    let h = llava.forward_hidden(std::slice::from_ref(&ids), &mask, Some(pixels), &mut cache)?;
-    let seq = h.dims()[1];
-    let mut next_id = argmax_last(llava.decoder.logits(h.narrow(1, seq - 1, 1)))?;
-    let mut out = Vec::new();
-    for _ in 0..opts.max_new_tokens {
-        if Some(next_id) == tok.eos_id {
-            break;
+        let next = matches!(dir.config, ModelConfig::LlavaNext(_));
+        if next && proc.image_grid_pinpoints.is_none() {
+            proc.image_grid_pinpoints = Some(cfg.image_grid_pinpoints.clone());
         }
-        out.push(next_id);
-        let logits = llava.decoder.forward(
-            &Batch {
-                ids: vec![vec![next_id]],
-                mask: vec![vec![true]],
-            },
-            &mut cache,
-        )?;
-        next_id = argmax_last(logits)?;
+        let conversation = match cfg.text.kind {
+            DecoderKind::Mistral => Conversation::MistralInstruct,
+            DecoderKind::Llama => Conversation::VicunaV1,
+        };
+        Ok(Self {
+            llava,
+            tokenizer,
+            proc,
+            next,
+            conversation,
+            device: device.clone(),
+        })
     }
-    Ok(Description {
-        prompt,
-        image_tokens,
-        text: tok.decode(&out, true)?,
-    })
+
+    /// Greedy answer to `question` about the image at `image` (LLaVA's `<image>\n{question}` user turn).
+    pub fn answer(
+        &self,
+        image: &std::path::Path,
+        question: &str,
+        max_new_tokens: usize,
+    ) -> Result<Description> {
+        let (llava, tok, device) = (&self.llava, &self.tokenizer, &self.device);
+        let cfg = &llava.cfg;
+        let img = load_image(image)?;
+        let s = cfg.vision.image_size;
+        let with_cls = cfg.vision_feature_select_strategy == mmreason_checkpoint::FeatureSelect::Full;
+        let (pixels, image_tokens) = if self.next {
+            let (values, tiles, hw) = llava_next_pixels(&img, &self.proc)?;
+            let t = Tensor::<B, 5>::from_data(TensorData::new(values, [1, tiles, 3, s, s]), device);
+            let n =
+                anyres::num_image_tokens(hw, &cfg.image_grid_pinpoints, s, cfg.vision.patch_size, with_cls)
+                    .ok_or_else(|| ModelError::Image("no pinpoints".into()))?;
+            (Pixels::Tiles(t, vec![hw]), n)
+        } else {
+            let values = if self.proc.do_pad {
+                llava15_pixels(&img, &self.proc)?
+            } else {
+                clip_pixels(&img, &self.proc)?
+            };
+            let g = cfg.vision.patches_per_side();
+            (
+                Pixels::Square(Tensor::from_data(TensorData::new(values, [1, 3, s, s]), device)),
+                g * g + with_cls as usize,
+            )
+        };
+        let prompt = self
+            .conversation
+            .prompt(&[Message::new("user", &format!("<image>\n{question}"))])?;
+        // Encode around the placeholder: BOS + text before, image tokens, text after (no special tokens).
+        let (before, after) = prompt
+            .split_once("<image>")
+            .expect("the prompt was built with one <image>");
+        let mut ids = tok.encode(before, true)?;
+        ids.extend(std::iter::repeat_n(cfg.image_token_index, image_tokens));
+        ids.extend(tok.encode(after, false)?);
+        let mut cache = KvCache::new(llava.decoder.num_layers());
+        let mask = vec![vec![true; ids.len()]];
+        let h = llava.forward_hidden(std::slice::from_ref(&ids), &mask, Some(pixels), &mut cache)?;
+        let seq = h.dims()[1];
+        let mut next_id = argmax_last(llava.decoder.logits(h.narrow(1, seq - 1, 1)))?;
+        let mut out = Vec::new();
+        for _ in 0..max_new_tokens {
+            if Some(next_id) == tok.eos_id {
+                break;
+            }
+            out.push(next_id);
+            let logits = llava.decoder.forward(
+                &Batch {
+                    ids: vec![vec![next_id]],
+                    mask: vec![vec![true]],
+                },
+                &mut cache,
+            )?;
+            next_id = argmax_last(logits)?;
+        }
+        Ok(Description {
+            prompt,
+            image_tokens,
+            text: tok.decode(&out, true)?,
+        })
+    }
 }
 
 fn argmax_last<B: Backend>(logits: Tensor<B, 3>) -> Result<u32> {

@@ -26,7 +26,7 @@ pub mod tokenizer;
 pub use backend::{BackendKind, CpuBackend};
 pub use chat::{Conversation, Message, render_chat_template};
 pub use clip::ClipVision;
-pub use describe::{DescribeOptions, Description, run_describe};
+pub use describe::{DescribeOptions, Description, VisionModel, run_describe};
 pub use error::{ModelError, Result};
 pub use generate::{GenerateOptions, Generation, run_generate};
 pub use kv_cache::KvCache;
