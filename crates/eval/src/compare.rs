@@ -84,10 +84,10 @@ fn read_run(dir: &Path) -> Result<RunValues> {
                 if f != filter {
                     continue;
                 }
-                let v = s
-                    .get(metric)
-                    .and_then(Value::as_f64)
-                    .ok_or_else(|| bad(&format!("no numeric `{metric}`")))?;
+                // Aggregate-only metrics (an F1 over the whole task) have no per-document value to pair.
+                let Some(v) = s.get(metric).and_then(Value::as_f64) else {
+                    continue;
+                };
                 per_task
                     .entry(k.to_string())
                     .or_default()

@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{EvalError, Result, io, write_atomic};
 use crate::journal::{Answer, Journal};
 use crate::progress;
-use crate::results::{TaskResult, score_task, write_results};
+use crate::results::{TaskEntry, TaskResult, score_task, write_results};
+use crate::vision::{self, VisionTask};
 
 /// What to evaluate and where the outputs go.
 #[derive(Debug, Clone)]
@@ -156,7 +157,7 @@ pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
     };
     let chat = template.as_ref().map(|_| &chat);
     let mut out = Vec::new();
-    for name in &opts.tasks {
+    for name in opts.tasks.iter().filter(|n| !vision::is_vision(n)) {
         let cfg = registry::task(name)?;
         let data_err = |source| EvalError::TaskData {
             task: name.clone(),
@@ -225,7 +226,11 @@ pub(crate) fn key(task: &str, i: usize) -> String {
 }
 
 /// A hash of everything that decides a run's answers: resuming into a directory whose hash differs is refused.
-fn fingerprint(opts: &EvalOptions, tasks: &[PreparedTask]) -> Result<serde_json::Value> {
+fn fingerprint(
+    opts: &EvalOptions,
+    tasks: &[PreparedTask],
+    vtasks: &[VisionTask],
+) -> Result<serde_json::Value> {
     let model = opts.model.as_ref().map(|m| {
         std::fs::canonicalize(m)
             .unwrap_or_else(|_| m.clone())
@@ -236,6 +241,10 @@ fn fingerprint(opts: &EvalOptions, tasks: &[PreparedTask]) -> Result<serde_json:
     for t in tasks {
         h.update(t.cfg.task.as_bytes());
         h.update(t.requests_sha256.as_bytes());
+    }
+    for t in vtasks {
+        h.update(t.name.as_bytes());
+        h.update(vision::fingerprint(t).as_bytes());
     }
     Ok(serde_json::json!({
         "model": model,
@@ -299,12 +308,35 @@ fn check_or_record_run(dir: &Path, run: &serde_json::Value) -> Result<()> {
 pub fn evaluate(opts: &EvalOptions) -> Result<EvalSummary> {
     let started = Instant::now();
     let tasks = prepare(opts)?;
+    let vtasks: Vec<VisionTask> = opts
+        .tasks
+        .iter()
+        .filter(|n| vision::is_vision(n))
+        .map(|n| vision::prepare(n, &opts.data_dir, opts.limit, opts.shard))
+        .collect::<Result<_>>()?;
     std::fs::create_dir_all(&opts.output).map_err(io(&opts.output))?;
-    let total: usize = tasks.iter().map(|t| t.requests.len()).sum();
+    let total: usize = tasks.iter().map(|t| t.requests.len()).sum::<usize>()
+        + vtasks.iter().map(|t| t.items.len()).sum::<usize>();
     if opts.dry_run {
         for t in &tasks {
             let p = opts.output.join(format!("requests_{}.jsonl", t.cfg.task));
             write_atomic(&p, mmreason_tasks::dry_run_jsonl(&t.requests).as_bytes())?;
+        }
+        for t in &vtasks {
+            let text: String = t
+                .items
+                .iter()
+                .map(|it| {
+                    serde_json::json!({"task": t.name, "doc_id": it.doc_id, "request_type": "generate_until_image",
+                                       "image": it.image, "context": it.prompt, "max_gen_toks": it.max_new_tokens})
+                    .to_string()
+                        + "\n"
+                })
+                .collect();
+            write_atomic(
+                &opts.output.join(format!("requests_{}.jsonl", t.name)),
+                text.as_bytes(),
+            )?;
         }
         return Ok(EvalSummary {
             output: opts.output.clone(),
@@ -319,45 +351,36 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalSummary> {
         .model
         .clone()
         .ok_or_else(|| EvalError::Input("--model is required (or pass --dry-run)".into()))?;
-    let run = fingerprint(opts, &tasks)?;
+    let run = fingerprint(opts, &tasks, &vtasks)?;
     check_or_record_run(&opts.output, &run)?;
     let mut journal = Journal::open(&opts.output.join("journal.jsonl"))?;
     let resumed = journal.len();
     let pending = tasks
         .iter()
-        .flat_map(|t| {
-            t.requests
+        .flat_map(|t| t.request_ids.iter().map(move |&i| key(&t.cfg.task, i)))
+        .chain(
+            vtasks
                 .iter()
-                .enumerate()
-                .map(move |(i, r)| (key(&t.cfg.task, i), r))
-        })
-        .filter(|(k, _)| journal.get(k).is_none())
+                .flat_map(|t| t.items.iter().map(move |it| vision::key(&t.name, it.doc_id))),
+        )
+        .filter(|k| journal.get(k).is_none())
         .count();
     if pending > 0 {
         let j = &mut journal;
+        let (t, v) = (&tasks[..], &vtasks[..]);
         match opts.backend {
             #[cfg(feature = "cpu")]
             BackendKind::Cpu => {
-                answer_on::<mmreason_model::CpuBackend>(opts, &model, &tasks, j, &Default::default())?
+                answer_on::<mmreason_model::CpuBackend>(opts, &model, t, v, j, &Default::default())?
             }
             #[cfg(feature = "wgpu")]
-            BackendKind::Wgpu => answer_on::<mmreason_model::backend::WgpuBackend>(
-                opts,
-                &model,
-                &tasks,
-                j,
-                &Default::default(),
-            )?,
+            BackendKind::Wgpu => {
+                answer_on::<mmreason_model::backend::WgpuBackend>(opts, &model, t, v, j, &Default::default())?
+            }
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => {
                 mmreason_model::backend::check_cuda()?;
-                answer_on::<mmreason_model::backend::CudaBackend>(
-                    opts,
-                    &model,
-                    &tasks,
-                    j,
-                    &Default::default(),
-                )?
+                answer_on::<mmreason_model::backend::CudaBackend>(opts, &model, t, v, j, &Default::default())?
             }
             #[allow(unreachable_patterns)]
             other => {
@@ -369,12 +392,16 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalSummary> {
             }
         }
     }
-    let mut results = Vec::new();
+    let mut entries = Vec::new();
     for t in &tasks {
-        results.push(score_task(t, &journal)?);
+        entries.push((TaskEntry::language(t), score_task(t, &journal)?));
     }
+    for t in &vtasks {
+        entries.push(vision::score(t, &journal)?);
+    }
+    let results: Vec<TaskResult> = entries.iter().map(|(_, r)| r.clone()).collect();
     let seconds = started.elapsed().as_secs_f64();
-    write_results(opts, &model, &tasks, &results, &journal, seconds)?;
+    write_results(opts, &model, &entries, &journal, seconds)?;
     Ok(EvalSummary {
         output: opts.output.clone(),
         dry_run: false,
@@ -390,9 +417,35 @@ fn answer_on<B: Backend>(
     opts: &EvalOptions,
     model_dir: &Path,
     tasks: &[PreparedTask],
+    vtasks: &[VisionTask],
     journal: &mut Journal,
     device: &B::Device,
 ) -> Result<()> {
+    let vpending: Vec<(&VisionTask, &vision::VisionItem)> = vtasks
+        .iter()
+        .flat_map(|t| t.items.iter().map(move |it| (t, it)))
+        .filter(|(t, it)| journal.get(&vision::key(&t.name, it.doc_id)).is_none())
+        .collect();
+    if !vpending.is_empty() {
+        let vlm = mmreason_model::VisionModel::<B>::load(model_dir, opts.dtype, device)?;
+        let bar = progress::bar("image questions", vpending.len() as u64, 0, opts.progress);
+        for (t, it) in vpending {
+            let d = vlm.answer(&it.image, &it.prompt, it.max_new_tokens)?;
+            journal.append(vec![(
+                vision::key(&t.name, it.doc_id),
+                Answer::Generation { text: d.text },
+            )])?;
+            bar.inc(1);
+        }
+        bar.finish();
+    }
+    if tasks.iter().all(|t| {
+        t.request_ids
+            .iter()
+            .all(|&i| journal.get(&key(&t.cfg.task, i)).is_some())
+    }) {
+        return Ok(());
+    }
     let vocab = opts.vocab_limit.map_or(VocabScope::Full, VocabScope::First);
     let mut model = TextModel::<B>::load(model_dir, opts.dtype, device, vocab)?;
     model.batch_size = opts.batch_size.max(1);

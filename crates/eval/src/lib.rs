@@ -12,6 +12,7 @@ pub mod journal;
 mod progress;
 pub mod results;
 pub mod study;
+pub mod vision;
 
 pub use combine::combine;
 pub use compare::{CompareOptions, Comparison, compare_runs};

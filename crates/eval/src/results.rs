@@ -33,7 +33,7 @@ pub struct TaskResult {
     pub n: usize,
     pub metrics: Vec<MetricValue>,
     #[serde(skip)]
-    samples: Vec<Value>,
+    pub(crate) samples: Vec<Value>,
 }
 
 fn sha256(s: &str) -> String {
@@ -236,12 +236,43 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
     })
 }
 
+/// What results.json says about one task besides its scores.
+pub(crate) struct TaskEntry {
+    pub config: Value,
+    pub version: Option<f64>,
+    pub num_fewshot: usize,
+    pub n_original: usize,
+    pub n_effective: usize,
+}
+
+impl TaskEntry {
+    /// A language task's entry (its YAML fields, as lm-eval's `configs`).
+    pub(crate) fn language(t: &PreparedTask) -> Self {
+        let name = &t.cfg.task;
+        Self {
+            config: json!({
+                "task": name, "dataset_path": t.cfg.dataset_path, "output_type": t.cfg.output_type,
+                "test_split": t.cfg.test_split, "validation_split": t.cfg.validation_split,
+                "fewshot_split": t.cfg.fewshot_split, "doc_to_text": t.cfg.doc_to_text,
+                "doc_to_target": t.cfg.doc_to_target, "doc_to_choice": t.cfg.doc_to_choice,
+                "target_delimiter": t.cfg.target_delimiter, "fewshot_delimiter": t.cfg.fewshot_delimiter,
+                "num_fewshot": t.num_fewshot, "metric_list": t.cfg.metric_list,
+                "filter_list": t.cfg.filter_list, "generation_kwargs": t.cfg.generation_kwargs,
+                "metadata": t.cfg.metadata,
+            }),
+            version: t.cfg.version(),
+            num_fewshot: t.num_fewshot,
+            n_original: t.n_original,
+            n_effective: t.selected.len(),
+        }
+    }
+}
+
 /// Writes `results.json` and the samples files (each atomically).
 pub(crate) fn write_results(
     opts: &EvalOptions,
     model: &Path,
-    tasks: &[PreparedTask],
-    results: &[TaskResult],
+    entries: &[(TaskEntry, TaskResult)],
     journal: &Journal,
     seconds: f64,
 ) -> Result<()> {
@@ -254,7 +285,7 @@ pub(crate) fn write_results(
         serde_json::Map::new(),
         serde_json::Map::new(),
     );
-    for (t, r) in tasks.iter().zip(results) {
+    for (t, r) in entries {
         let name = &r.task;
         let mut m = serde_json::Map::new();
         m.insert("alias".into(), json!(name));
@@ -269,25 +300,13 @@ pub(crate) fn write_results(
         }
         res.insert(name.clone(), Value::Object(m));
         groups.insert(name.clone(), json!([]));
-        configs.insert(
-            name.clone(),
-            json!({
-                "task": name, "dataset_path": t.cfg.dataset_path, "output_type": t.cfg.output_type,
-                "test_split": t.cfg.test_split, "validation_split": t.cfg.validation_split,
-                "fewshot_split": t.cfg.fewshot_split, "doc_to_text": t.cfg.doc_to_text,
-                "doc_to_target": t.cfg.doc_to_target, "doc_to_choice": t.cfg.doc_to_choice,
-                "target_delimiter": t.cfg.target_delimiter, "fewshot_delimiter": t.cfg.fewshot_delimiter,
-                "num_fewshot": t.num_fewshot, "metric_list": t.cfg.metric_list,
-                "filter_list": t.cfg.filter_list, "generation_kwargs": t.cfg.generation_kwargs,
-                "metadata": t.cfg.metadata,
-            }),
-        );
-        versions.insert(name.clone(), t.cfg.version().map_or(Value::Null, |v| json!(v)));
+        configs.insert(name.clone(), t.config.clone());
+        versions.insert(name.clone(), t.version.map_or(Value::Null, |v| json!(v)));
         nshot.insert(name.clone(), json!(t.num_fewshot));
         hib.insert(name.clone(), Value::Object(better));
         nsamples.insert(
             name.clone(),
-            json!({"original": t.n_original, "effective": t.selected.len()}),
+            json!({"original": t.n_original, "effective": t.n_effective}),
         );
     }
     let date = std::time::SystemTime::now()
@@ -324,7 +343,7 @@ pub(crate) fn write_results(
         &opts.output.join("results.json"),
         (serde_json::to_string_pretty(&out).expect("json") + "\n").as_bytes(),
     )?;
-    for r in results {
+    for (_, r) in entries {
         let text: String = r
             .samples
             .iter()

@@ -10,6 +10,7 @@ pub mod error;
 pub mod exact_match;
 pub mod paired;
 pub mod python_random;
+pub mod vision;
 
 pub use aggregate::{group_mean, mean, mean_stderr, pooled_stderr, sample_stddev};
 pub use bootstrap::{bootstrap_stderr, f1, matthews, median};
