@@ -328,7 +328,8 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalSummary> {
                 .iter()
                 .map(|it| {
                     serde_json::json!({"task": t.name, "doc_id": it.doc_id, "request_type": "generate_until_image",
-                                       "image": it.image, "context": it.prompt, "max_gen_toks": it.max_new_tokens})
+                                       "image": it.image, "context": it.prompt, "until": it.until,
+                                       "max_gen_toks": it.max_new_tokens})
                     .to_string()
                         + "\n"
                 })
@@ -430,7 +431,7 @@ fn answer_on<B: Backend>(
         let vlm = mmreason_model::VisionModel::<B>::load(model_dir, opts.dtype, device)?;
         let bar = progress::bar("image questions", vpending.len() as u64, 0, opts.progress);
         for (t, it) in vpending {
-            let d = vlm.answer(&it.image, &it.prompt, it.max_new_tokens)?;
+            let d = vlm.answer(&it.image, &it.prompt, it.max_new_tokens, &it.until)?;
             journal.append(vec![(
                 vision::key(&t.name, it.doc_id),
                 Answer::Generation { text: d.text },

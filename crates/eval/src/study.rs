@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use mmreason_checkpoint::ModelDir;
 use mmreason_merge::{Direction, Scope, SparseTaskVector, TopK, VlmMergeOptions, merge_vlm_with_llm};
 use mmreason_model::{BackendKind, WeightDtype};
+use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::compare::{CompareOptions, Comparison, compare_runs};
@@ -22,6 +23,10 @@ pub struct StudyOptions {
     pub vlm: PathBuf,
     pub data_dir: PathBuf,
     pub tasks: Vec<String>,
+    /// Vision tasks, asked of the VLM and the merges (an LLM has no eyes).
+    pub vision_tasks: Vec<String>,
+    /// Weight of the language score in the combined score that picks the best merge (vision gets 1 − w).
+    pub language_weight: f64,
     pub limit: Option<usize>,
     pub num_fewshot: Option<usize>,
     pub alphas: Vec<f64>,
@@ -42,6 +47,8 @@ impl StudyOptions {
             vlm: fixtures.join("models/llava-1.5"),
             data_dir: fixtures.join("datasets"),
             tasks: vec!["commonsense_qa".into(), "gsm8k".into()],
+            vision_tasks: vec!["easy_vqa".into()],
+            language_weight: 0.5,
             limit: Some(10),
             num_fewshot: Some(0),
             alphas: vec![0.5, 1.0],
@@ -64,8 +71,12 @@ pub struct StudyModel {
     pub merge: Option<(f64, f64)>,
     /// (task, "metric,filter", value) for every metric.
     pub scores: Vec<(String, String, f64)>,
-    /// Mean over tasks of each task's first metric: the language score of a grid point.
+    /// Mean over language tasks of each task's first metric: the language score of a grid point.
     pub language_score: f64,
+    /// The same over vision tasks (none for the LLM).
+    pub vision_score: Option<f64>,
+    /// Not dominated in (language, vision) by another model of the study.
+    pub pareto: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,7 +96,13 @@ pub struct StudyReport {
     pub markdown: String,
 }
 
-fn model_entry(name: &str, path: &Path, merge: Option<(f64, f64)>, s: &EvalSummary) -> StudyModel {
+fn model_entry(
+    name: &str,
+    path: &Path,
+    merge: Option<(f64, f64)>,
+    s: &EvalSummary,
+    vision_tasks: &[String],
+) -> StudyModel {
     let scores: Vec<(String, String, f64)> = s
         .tasks
         .iter()
@@ -95,18 +112,100 @@ fn model_entry(name: &str, path: &Path, merge: Option<(f64, f64)>, s: &EvalSumma
                 .map(|m| (t.task.clone(), format!("{},{}", m.metric, m.filter), m.value))
         })
         .collect();
-    let firsts: Vec<f64> = s
-        .tasks
-        .iter()
-        .filter_map(|t| t.metrics.first().map(|m| m.value))
-        .collect();
+    let firsts = |vision: bool| -> Vec<f64> {
+        s.tasks
+            .iter()
+            .filter(|t| vision_tasks.contains(&t.task) == vision)
+            .filter_map(|t| t.metrics.first().map(|m| m.value))
+            .collect()
+    };
+    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     StudyModel {
         name: name.into(),
         path: path.into(),
         merge,
         scores,
-        language_score: firsts.iter().sum::<f64>() / firsts.len().max(1) as f64,
+        language_score: mean(firsts(false)).unwrap_or(0.0),
+        vision_score: mean(firsts(true)),
+        pareto: false,
     }
+}
+
+/// Marks the models not dominated in (language, vision score).
+fn mark_pareto(models: &mut [StudyModel]) {
+    let pts: Vec<Option<(f64, f64)>> = models
+        .iter()
+        .map(|m| m.vision_score.map(|v| (m.language_score, v)))
+        .collect();
+    for (i, m) in models.iter_mut().enumerate() {
+        let Some((l, v)) = pts[i] else { continue };
+        m.pareto = !pts
+            .iter()
+            .enumerate()
+            .any(|(j, p)| j != i && p.is_some_and(|(l2, v2)| l2 >= l && v2 >= v && (l2 > l || v2 > v)));
+    }
+}
+
+/// Language score against vision score, one point per model, the Pareto front joined.
+fn chart(models: &[StudyModel]) -> Result<String> {
+    let err = |e: &dyn std::fmt::Display| EvalError::Input(format!("chart: {e}"));
+    let pts: Vec<(&StudyModel, f64, f64)> = models
+        .iter()
+        .filter_map(|m| m.vision_score.map(|v| (m, m.language_score, v)))
+        .collect();
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (_, x, y) in &pts {
+        x0 = x0.min(*x);
+        x1 = x1.max(*x);
+        y0 = y0.min(*y);
+        y1 = y1.max(*y);
+    }
+    if pts.is_empty() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let pad = |a: f64, b: f64| ((b - a) * 0.15).max(0.02);
+    let (px, py) = (pad(x0, x1), pad(y0, y1));
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (760, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                "language vs vision score (Pareto front joined)",
+                ("sans-serif", 18),
+            )
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
+            .map_err(|e| err(&e))?;
+        c.configure_mesh()
+            .x_desc("language score")
+            .y_desc("vision score")
+            .draw()
+            .map_err(|e| err(&e))?;
+        let mut front: Vec<(f64, f64)> = pts
+            .iter()
+            .filter(|(m, _, _)| m.pareto)
+            .map(|(_, x, y)| (*x, *y))
+            .collect();
+        front.sort_by(|a, b| a.0.total_cmp(&b.0));
+        c.draw_series(LineSeries::new(front, RED.stroke_width(2)))
+            .map_err(|e| err(&e))?;
+        for (m, x, y) in &pts {
+            let color = if m.pareto { RED } else { BLUE };
+            c.draw_series(std::iter::once(Circle::new((*x, *y), 5, color.filled())))
+                .map_err(|e| err(&e))?;
+            c.draw_series(std::iter::once(Text::new(
+                m.name.clone(),
+                (*x, *y),
+                ("sans-serif", 12),
+            )))
+            .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
 }
 
 /// Runs the loop; see the module documentation.
@@ -151,8 +250,20 @@ pub fn run_study(opts: &StudyOptions) -> Result<StudyReport> {
     };
     // A VLM is scored over its base LLM's vocabulary, so both are compared on the same distribution.
     let mut models = vec![
-        model_entry("llm", &opts.llm, None, &eval("llm", &opts.llm, None)?),
-        model_entry("vlm", &opts.vlm, None, &eval("vlm", &opts.vlm, Some(llm_vocab))?),
+        model_entry(
+            "llm",
+            &opts.llm,
+            None,
+            &eval("llm", &opts.llm, None)?,
+            &opts.vision_tasks,
+        ),
+        model_entry(
+            "vlm",
+            &opts.vlm,
+            None,
+            &eval("vlm", &opts.vlm, Some(llm_vocab))?,
+            &opts.vision_tasks,
+        ),
     ];
     let mut comparisons = Vec::new();
     let c = compare("llm", "vlm")?;
@@ -186,7 +297,13 @@ pub fn run_study(opts: &StudyOptions) -> Result<StudyReport> {
                 })?;
             }
             let s = eval(&name, &dir, Some(llm_vocab))?;
-            models.push(model_entry(&name, &dir, Some((alpha, density)), &s));
+            models.push(model_entry(
+                &name,
+                &dir,
+                Some((alpha, density)),
+                &s,
+                &opts.vision_tasks,
+            ));
             let c = compare("vlm", &name)?;
             comparisons.push(StudyComparison {
                 a: "vlm".into(),
@@ -195,10 +312,17 @@ pub fn run_study(opts: &StudyOptions) -> Result<StudyReport> {
             });
         }
     }
+    mark_pareto(&mut models);
+    // The best merge by the user's weighting of language and vision (language alone without vision tasks).
+    let w = opts.language_weight.clamp(0.0, 1.0);
+    let combined = |m: &StudyModel| match m.vision_score {
+        Some(v) => w * m.language_score + (1.0 - w) * v,
+        None => m.language_score,
+    };
     let best_merge = models
         .iter()
         .filter(|m| m.merge.is_some())
-        .max_by(|a, b| a.language_score.total_cmp(&b.language_score))
+        .max_by(|a, b| combined(a).total_cmp(&combined(b)))
         .map(|m| m.name.clone());
     let mut report = StudyReport {
         models,
@@ -208,6 +332,7 @@ pub fn run_study(opts: &StudyOptions) -> Result<StudyReport> {
     };
     report.markdown = markdown(&report, opts);
     write_atomic(&opts.out.join("report.md"), report.markdown.as_bytes())?;
+    write_atomic(&opts.out.join("report.svg"), chart(&report.models)?.as_bytes())?;
     write_atomic(
         &opts.out.join("report.json"),
         (serde_json::to_string_pretty(&report).expect("json") + "\n").as_bytes(),
@@ -222,10 +347,15 @@ fn markdown(r: &StudyReport, opts: &StudyOptions) -> String {
         .map(|(t, m, _)| (t.clone(), m.clone()))
         .collect();
     let mut s = format!(
-        "# mmreason study\n\nLLM `{}`, VLM `{}`, tasks {} (limit {}), grid α ∈ {:?} × K ∈ {:?}.\n\n## Scores\n\n| model | α | K | {} | language score |\n|---|---|---|{}---|\n",
+        "# mmreason study\n\nLLM `{}`, VLM `{}`, tasks {} (limit {}), grid α ∈ {:?} × K ∈ {:?}.\n\n## Scores\n\n| model | α | K | {} | language score | vision score | Pareto |\n|---|---|---|{}---|---|---|\n",
         opts.llm.display(),
         opts.vlm.display(),
-        opts.tasks.join(", "),
+        opts.tasks
+            .iter()
+            .chain(&opts.vision_tasks)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
         opts.limit.map_or("none".to_string(), |l| l.to_string()),
         opts.alphas,
         opts.densities,
@@ -256,7 +386,11 @@ fn markdown(r: &StudyReport, opts: &StudyOptions) -> String {
         );
     }
     if let Some(b) = &r.best_merge {
-        s += &format!("\nBest merge by language score: **{b}**.\n");
+        s += &format!(
+            "\nBest merge by {:.2} × language + {:.2} × vision score: **{b}** (chart: report.svg).\n",
+            opts.language_weight,
+            1.0 - opts.language_weight
+        );
     }
     for c in &r.comparisons {
         s += &format!(

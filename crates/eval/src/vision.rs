@@ -38,6 +38,8 @@ pub(crate) struct VisionItem {
     pub image: PathBuf,
     pub prompt: String,
     pub max_new_tokens: usize,
+    /// Stop strings (lmms-eval: "\n\n" by default, "ASSISTANT:" for MMBench and TextVQA).
+    pub until: Vec<String>,
 }
 
 pub(crate) struct VisionTask {
@@ -65,11 +67,16 @@ const SHORT: &str = "\nAnswer the question using a single word or phrase.";
 /// lmms-eval's multiple-choice instruction (ScienceQA-IMG, MMBench).
 const LETTER: &str = "\nAnswer with the option's letter from the given choices directly.";
 
-/// The prompt lmms-eval builds for a document (see `vm` for the parsing of the answer).
+/// The prompt lmms-eval builds for a document (default prompt settings).
 fn prompt(task: &str, id: usize, doc: &Doc) -> Result<String> {
     Ok(match task {
-        "easy_vqa" | "pope" | "textvqa" => format!("{}{SHORT}", text(task, id, doc, "question")?),
-        "mme" => format!("{}{SHORT}", text(task, id, doc, "question")?.trim()),
+        "easy_vqa" | "pope" => format!("{}{SHORT}", vm::py_strip(text(task, id, doc, "question")?)),
+        "textvqa" => format!("{}{SHORT}", vm::py_capitalize(text(task, id, doc, "question")?)),
+        // MME: the question stripped, the instruction removed wherever it already occurs, then appended.
+        "mme" => format!(
+            "{}{SHORT}",
+            vm::py_strip(text(task, id, doc, "question")?).replace(SHORT, "")
+        ),
         "scienceqa_img" => {
             let choices: Vec<String> = field(task, id, doc, "choices")?
                 .as_array()
@@ -88,28 +95,32 @@ fn prompt(task: &str, id: usize, doc: &Doc) -> Result<String> {
             )
         }
         "mmbench_en" => {
-            let options: Vec<String> = ["A", "B", "C", "D"]
-                .iter()
-                .filter_map(|l| {
-                    doc.get(*l)
-                        .and_then(Value::as_str)
-                        .filter(|o| !o.is_empty() && *o != "nan")
-                })
-                .map(str::to_string)
-                .collect();
-            let hint = doc
-                .get("hint")
-                .and_then(Value::as_str)
-                .filter(|h| !h.is_empty() && *h != "nan");
+            let options = mmbench_choices(doc);
+            let hint = doc.get("hint").and_then(Value::as_str).filter(|h| *h != "nan");
             let q = text(task, id, doc, "question")?;
-            let q = match hint {
-                Some(h) => format!("{h}\n{q}"),
-                None => q.to_string(),
+            let opts = vm::mmbench_options(&options);
+            let query = match hint {
+                Some(h) => format!("{h} {q} {opts}"),
+                None => format!("{q} {opts}"),
             };
-            format!("{q}\n{}{LETTER}", vm::lettered(&options))
+            // A blank line before the instruction: lmms-eval joins with "\n" and the instruction starts with one.
+            format!("{query}\n{LETTER}")
         }
         other => return Err(EvalError::Input(format!("`{other}` is not a vision task"))),
     })
+}
+
+/// MMBench's present options (A–D, not null, not "nan").
+fn mmbench_choices(doc: &Doc) -> Vec<(char, String)> {
+    ['A', 'B', 'C', 'D']
+        .iter()
+        .filter_map(|l| {
+            doc.get(&l.to_string())
+                .and_then(Value::as_str)
+                .filter(|o| !o.is_empty() && *o != "nan")
+                .map(|o| (*l, o.to_string()))
+        })
+        .collect()
 }
 
 /// Loads a vision task's documents and builds one question per document.
@@ -164,11 +175,21 @@ pub(crate) fn prepare(
             doc_id: id,
             image,
             prompt: prompt(name, id, doc)?,
-            max_new_tokens: if name == "scienceqa_img" || name == "mmbench_en" {
-                16
-            } else {
-                32
+            max_new_tokens: match name {
+                "pope" => 128,
+                "mme" | "scienceqa_img" => 16,
+                "easy_vqa" => 32,
+                // MMBench sets 1024; TextVQA sets none and llava's wrapper defaults to 1024.
+                _ => 1024,
             },
+            until: vec![
+                if matches!(name, "mmbench_en" | "textvqa") {
+                    "ASSISTANT:"
+                } else {
+                    "\n\n"
+                }
+                .to_string(),
+            ],
         });
     }
     Ok(VisionTask {
@@ -225,6 +246,8 @@ pub(crate) fn score(t: &VisionTask, journal: &Journal) -> Result<(TaskEntry, Tas
     let mut acc = Vec::new();
     let mut yes_no: Vec<(u8, u8)> = Vec::new();
     let mut mme: Vec<vm::MmeRow> = Vec::new();
+    // MMBench: (index, own-letter hit) per row, for CircularEval.
+    let mut mmb: Vec<(i64, bool)> = Vec::new();
     for it in &t.items {
         let doc = &t.docs[it.doc_id];
         let k = key(task, it.doc_id);
@@ -269,12 +292,19 @@ pub(crate) fn score(t: &VisionTask, journal: &Journal) -> Result<(TaskEntry, Tas
                     .unwrap_or(u64::MAX) as usize;
                 let letter = vm::letter(gold);
                 sample["target"] = json!(letter);
-                vm::letter_match(out, &letter)
+                vm::sqa_match(out, &letter)
             }
             "mmbench_en" => {
                 let letter = text(task, it.doc_id, doc, "answer")?;
+                let index = field(task, it.doc_id, doc, "index")?
+                    .as_i64()
+                    .unwrap_or(it.doc_id as i64);
+                let picked = vm::mmbench_answer(out, &mmbench_choices(doc));
+                let hit = picked.is_some_and(|p| p.to_string() == letter);
                 sample["target"] = json!(letter);
-                vm::letter_match(out, letter)
+                sample["extracted"] = json!(picked.map(|p| p.to_string()));
+                mmb.push((index, hit));
+                f64::from(u8::from(hit))
             }
             "textvqa" => {
                 let answers: Vec<String> = field(task, it.doc_id, doc, "answers")?
@@ -305,30 +335,39 @@ pub(crate) fn score(t: &VisionTask, journal: &Journal) -> Result<(TaskEntry, Tas
         },
         acc,
     )?];
+    // lmms-eval's own aggregations (no standard error: "N/A", as lmms-eval reports for them).
     if task == "pope" {
         let p = vm::pope_scores(&yes_no);
+        metrics[0].stderr = None;
         metrics.push(aggregate("pope_precision", p.precision, None));
         metrics.push(aggregate("pope_recall", p.recall, None));
-        metrics.push(aggregate(
-            "pope_f1_score",
-            p.f1,
-            Some(mmreason_metrics::bootstrap_stderr(
-                mmreason_metrics::f1,
-                &yes_no,
-                1000,
-            )?),
-        ));
+        metrics.push(aggregate("pope_f1_score", p.f1, None));
         metrics.push(aggregate("pope_yes_ratio", p.yes_ratio, None));
     }
     if task == "mme" {
-        let s = vm::mme_scores(&mme);
+        let s = vm::mme_scores(&mme).map_err(|e| EvalError::Input(format!("task `mme`: {e}")))?;
         metrics.push(aggregate("mme_acc_plus", s.acc_plus, None));
         metrics.push(aggregate("mme_perception_score", s.perception, None));
         metrics.push(aggregate("mme_cognition_score", s.cognition, None));
     }
+    if task == "mmbench_en" {
+        // CircularEval: a main question (index < 1e6) counts only if every rotated copy of it is right; × 100.
+        let mains: Vec<i64> = mmb.iter().map(|(i, _)| *i).filter(|i| *i < 1_000_000).collect();
+        let hits = mains
+            .iter()
+            .filter(|m| mmb.iter().filter(|(i, _)| i % 1_000_000 == **m).all(|(_, h)| *h))
+            .count();
+        let score = if mains.is_empty() {
+            0.0
+        } else {
+            hits as f64 / mains.len() as f64 * 100.0
+        };
+        metrics.push(aggregate("circular_score", score, None));
+    }
     let entry = TaskEntry {
         config: json!({"task": task, "output_type": "generate_until", "modality": "image",
-                       "prompt_suffix": if matches!(task, "scienceqa_img" | "mmbench_en") { LETTER } else { SHORT }}),
+                       "prompt_suffix": if matches!(task, "scienceqa_img" | "mmbench_en") { LETTER } else { SHORT },
+                       "semantics": "lmms-eval @75571cfe (docs/vision-tasks.md)"}),
         version: Some(0.0),
         num_fewshot: 0,
         n_original: t.n_original,

@@ -47,6 +47,8 @@ fn every_vision_task_runs_and_scores_its_answers() {
         ("mme", "mme_perception_score,none"),
         ("scienceqa_img", "acc,none"),
         ("mmbench_en", "acc,none"),
+        ("mmbench_en", "circular_score,none"),
+        ("mme", "mme_cognition_score,none"),
         ("textvqa", "exact_match,none"),
         ("commonsense_qa", "acc,none"),
     ] {
@@ -83,6 +85,14 @@ fn every_vision_task_runs_and_scores_its_answers() {
         "Context: The picture shows one shape.\nWhich shape is shown?\nA. circle\nB. triangle\nC. square\n\
          Answer with the option's letter from the given choices directly."
     );
+    let q = std::fs::read_to_string(dry.join("requests_mmbench_en.jsonl")).unwrap();
+    let first: Value = serde_json::from_str(q.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first["context"],
+        "Which shape is in the image? There are several options:\nA. circle\nB. triangle\nC. square\n\n\
+         Answer with the option's letter from the given choices directly."
+    );
+    assert_eq!(first["until"][0], "ASSISTANT:");
     // An LLM cannot answer image questions: a clear error.
     let mut e = o.clone();
     e.output = tmp.path().join("llm");

@@ -50,6 +50,7 @@ fn describe_on<B: Backend>(opts: &DescribeOptions, device: &B::Device) -> Result
         &opts.image,
         &opts.prompt,
         opts.max_new_tokens,
+        &[],
     )
 }
 
@@ -94,12 +95,14 @@ impl<B: Backend> VisionModel<B> {
         })
     }
 
-    /// Greedy answer to `question` about the image at `image` (LLaVA's `<image>\n{question}` user turn).
+    /// Greedy answer to `question` about the image at `image` (LLaVA's `<image>\n{question}` user turn), ended
+    /// by EOS, `max_new_tokens`, or the first of the `until` strings (cut off, as lmms-eval's wrappers do).
     pub fn answer(
         &self,
         image: &std::path::Path,
         question: &str,
         max_new_tokens: usize,
+        until: &[String],
     ) -> Result<Description> {
         let (llava, tok, device) = (&self.llava, &self.tokenizer, &self.device);
         let cfg = &llava.cfg;
@@ -141,11 +144,29 @@ impl<B: Backend> VisionModel<B> {
         let seq = h.dims()[1];
         let mut next_id = argmax_last(llava.decoder.logits(h.narrow(1, seq - 1, 1)))?;
         let mut out = Vec::new();
+        let stop_at = |ids: &[u32]| -> Result<Option<String>> {
+            if until.is_empty() {
+                return Ok(None);
+            }
+            let text = tok.decode(ids, true)?;
+            Ok(until
+                .iter()
+                .filter_map(|u| text.find(u.as_str()))
+                .min()
+                .map(|cut| text[..cut].to_string()))
+        };
         for _ in 0..max_new_tokens {
             if Some(next_id) == tok.eos_id {
                 break;
             }
             out.push(next_id);
+            if let Some(text) = stop_at(&out)? {
+                return Ok(Description {
+                    prompt,
+                    image_tokens,
+                    text,
+                });
+            }
             let logits = llava.decoder.forward(
                 &Batch {
                     ids: vec![vec![next_id]],
