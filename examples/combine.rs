@@ -17,6 +17,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    mmreason::init_logging();
     let a = Args::parse();
     match mmreason::eval::combine(&a.shards, &a.output) {
         Ok(()) => {

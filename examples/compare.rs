@@ -24,6 +24,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    mmreason::init_logging();
     let a = Args::parse();
     let opts = CompareOptions {
         a: a.run_a,

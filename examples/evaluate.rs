@@ -56,6 +56,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    mmreason::init_logging();
     let a = Args::parse();
     let run = || -> Result<(), Box<dyn std::error::Error>> {
         let mut o = EvalOptions::new(a.tasks.clone(), a.data_dir.clone(), a.output.clone());

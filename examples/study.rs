@@ -3,7 +3,8 @@
 //!
 //! cargo run --release --example study                      # bundled tiny models and data samples, minutes
 //! cargo run --release --example study -- --llm DIR --vlm DIR --data-dir DIR --tasks gsm8k,commonsense_qa \
-//!     [--limit N] [--alpha 0.5,1] [--density 0.1,1] [--backend cuda --dtype bf16] [--out DIR]
+//!     [--vision-tasks pope,mme] [--language-weight 0.5] [--limit N] [--alpha 0.5,1] [--density 0.1,1] \
+//!     [--backend cuda --dtype bf16] [--out DIR]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +24,12 @@ struct Args {
     data_dir: Option<PathBuf>,
     #[arg(long, value_delimiter = ',')]
     tasks: Option<Vec<String>>,
+    /// Vision tasks for the VLM and the merges (easy_vqa, pope, mme, scienceqa_img, mmbench_en, textvqa).
+    #[arg(long, value_delimiter = ',')]
+    vision_tasks: Option<Vec<String>>,
+    /// Weight of the language score when picking the best merge (vision gets 1 − w).
+    #[arg(long)]
+    language_weight: Option<f64>,
     #[arg(long)]
     limit: Option<usize>,
     #[arg(long)]
@@ -42,6 +49,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    mmreason::init_logging();
     let a = Args::parse();
     let run = || -> Result<(), Box<dyn std::error::Error>> {
         let mut o = StudyOptions::bundled(&mmreason::bundled_fixtures(), a.out.clone());
@@ -53,6 +61,12 @@ fn main() -> ExitCode {
         }
         if let Some(t) = &a.tasks {
             o.tasks = t.clone();
+        }
+        if let Some(v) = &a.vision_tasks {
+            o.vision_tasks = v.clone();
+        }
+        if let Some(w) = a.language_weight {
+            o.language_weight = w;
         }
         if a.limit.is_some() {
             o.limit = a.limit;

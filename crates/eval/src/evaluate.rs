@@ -356,6 +356,14 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalSummary> {
     check_or_record_run(&opts.output, &run)?;
     let mut journal = Journal::open(&opts.output.join("journal.jsonl"))?;
     let resumed = journal.len();
+    tracing::info!(
+        output = %opts.output.display(),
+        requests = total,
+        resumed,
+        "evaluate {} on {}",
+        model.display(),
+        opts.tasks.join(",")
+    );
     let pending = tasks
         .iter()
         .flat_map(|t| t.request_ids.iter().map(move |&i| key(&t.cfg.task, i)))
@@ -403,6 +411,11 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalSummary> {
     let results: Vec<TaskResult> = entries.iter().map(|(_, r)| r.clone()).collect();
     let seconds = started.elapsed().as_secs_f64();
     write_results(opts, &model, &entries, &journal, seconds)?;
+    tracing::info!(
+        seconds,
+        "results written to {}",
+        opts.output.join("results.json").display()
+    );
     Ok(EvalSummary {
         output: opts.output.clone(),
         dry_run: false,
@@ -428,6 +441,7 @@ fn answer_on<B: Backend>(
         .filter(|(t, it)| journal.get(&vision::key(&t.name, it.doc_id)).is_none())
         .collect();
     if !vpending.is_empty() {
+        tracing::info!(questions = vpending.len(), "loading the VLM for image questions");
         let vlm = mmreason_model::VisionModel::<B>::load(model_dir, opts.dtype, device)?;
         let bar = progress::bar("image questions", vpending.len() as u64, 0, opts.progress);
         for (t, it) in vpending {
@@ -447,6 +461,7 @@ fn answer_on<B: Backend>(
     }) {
         return Ok(());
     }
+    tracing::info!(backend = opts.backend.name(), "loading the language model");
     let vocab = opts.vocab_limit.map_or(VocabScope::Full, VocabScope::First);
     let mut model = TextModel::<B>::load(model_dir, opts.dtype, device, vocab)?;
     model.batch_size = opts.batch_size.max(1);

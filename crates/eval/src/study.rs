@@ -221,11 +221,12 @@ pub fn run_study(opts: &StudyOptions) -> Result<StudyReport> {
         .map(|c| c.vocab_size)
         .ok_or_else(|| EvalError::Input(format!("{} has no language model", opts.llm.display())))?;
     let eval = |name: &str, model: &Path, vocab_limit: Option<usize>| -> Result<EvalSummary> {
-        let mut o = EvalOptions::new(
-            opts.tasks.clone(),
-            opts.data_dir.clone(),
-            opts.out.join("runs").join(name),
-        );
+        // A VLM (scored over the LLM's vocabulary) also answers the vision tasks.
+        let mut tasks = opts.tasks.clone();
+        if vocab_limit.is_some() {
+            tasks.extend(opts.vision_tasks.iter().cloned());
+        }
+        let mut o = EvalOptions::new(tasks, opts.data_dir.clone(), opts.out.join("runs").join(name));
         o.model = Some(model.to_path_buf());
         o.limit = opts.limit;
         o.num_fewshot = opts.num_fewshot;
@@ -234,9 +235,7 @@ pub fn run_study(opts: &StudyOptions) -> Result<StudyReport> {
         o.dtype = opts.dtype;
         o.vocab_limit = vocab_limit;
         o.progress = opts.progress;
-        if opts.progress {
-            eprintln!("evaluate {name}");
-        }
+        tracing::info!("study: evaluate {name}");
         evaluate(&o)
     };
     let compare = |a: &str, b: &str| -> Result<Comparison> {
@@ -277,9 +276,7 @@ pub fn run_study(opts: &StudyOptions) -> Result<StudyReport> {
             let name = format!("merge-a{alpha}-k{density}");
             let dir = opts.out.join("merges").join(&name);
             if !dir.join("config.json").is_file() {
-                if opts.progress {
-                    eprintln!("merge {name}");
-                }
+                tracing::info!(alpha, density, "merge {name}");
                 merge_vlm_with_llm(&VlmMergeOptions {
                     vlm: opts.vlm.clone(),
                     llm: opts.llm.clone(),
@@ -341,11 +338,15 @@ pub fn run_study(opts: &StudyOptions) -> Result<StudyReport> {
 }
 
 fn markdown(r: &StudyReport, opts: &StudyOptions) -> String {
-    let keys: Vec<(String, String)> = r.models[0]
-        .scores
-        .iter()
-        .map(|(t, m, _)| (t.clone(), m.clone()))
-        .collect();
+    // Columns: every (task, metric) any model has, in first-seen order.
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for m in &r.models {
+        for (t, k, _) in &m.scores {
+            if !keys.iter().any(|(t2, k2)| t2 == t && k2 == k) {
+                keys.push((t.clone(), k.clone()));
+            }
+        }
+    }
     let mut s = format!(
         "# mmreason study\n\nLLM `{}`, VLM `{}`, tasks {} (limit {}), grid α ∈ {:?} × K ∈ {:?}.\n\n## Scores\n\n| model | α | K | {} | language score | vision score | Pareto |\n|---|---|---|{}---|---|---|\n",
         opts.llm.display(),
@@ -379,10 +380,12 @@ fn markdown(r: &StudyReport, opts: &StudyOptions) -> String {
             })
             .collect();
         s += &format!(
-            "| {} | {a} | {k} | {} | {:.4} |\n",
+            "| {} | {a} | {k} | {} | {:.4} | {} | {} |\n",
             m.name,
             vals.join(" | "),
-            m.language_score
+            m.language_score,
+            m.vision_score.map_or("–".to_string(), |v| format!("{v:.4}")),
+            if m.pareto { "yes" } else { "" }
         );
     }
     if let Some(b) = &r.best_merge {

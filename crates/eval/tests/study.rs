@@ -49,6 +49,24 @@ fn the_bundled_study_runs_and_its_report_agrees_with_its_runs() {
         assert!((v1 - v2).abs() < 1e-12, "{t1} {k1}: llm {v1} vs full merge {v2}");
     }
     assert!(r.best_merge.is_some());
+    // Vision: the VLM and the merges answer easy-vqa, the LLM does not; the Pareto front is non-empty and
+    // nobody on it is dominated.
+    assert!(r.models[0].vision_score.is_none());
+    assert!(r.models[1..].iter().all(|m| m.vision_score.is_some()));
+    let front: Vec<_> = r.models.iter().filter(|m| m.pareto).collect();
+    assert!(!front.is_empty());
+    for f in &front {
+        let (l, v) = (f.language_score, f.vision_score.unwrap());
+        assert!(!r.models.iter().any(|m| {
+            m.vision_score
+                .is_some_and(|v2| m.language_score >= l && v2 >= v && (m.language_score > l || v2 > v))
+        }));
+    }
+    assert!(
+        std::fs::read_to_string(tmp.path().join("report.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
     // A second run resumes everything (journals and merged directories) and reports the same.
     let again = run_study(&o).unwrap();
     assert_eq!(again.markdown, r.markdown);
