@@ -445,7 +445,15 @@ fn answer_on<B: Backend>(
         let vlm = mmreason_model::VisionModel::<B>::load(model_dir, opts.dtype, device)?;
         let bar = progress::bar("image questions", vpending.len() as u64, 0, opts.progress);
         for (t, it) in vpending {
-            let d = vlm.answer(&it.image, &it.prompt, it.max_new_tokens, &it.until)?;
+            let d = match &it.bytes {
+                Some(b) => {
+                    let img = mmreason_model::image_processor::decode_image(b).map_err(|e| {
+                        EvalError::Input(format!("task `{}`, document {}: image: {e}", t.name, it.doc_id))
+                    })?;
+                    vlm.answer_image(&img, &it.prompt, it.max_new_tokens, &it.until)?
+                }
+                None => vlm.answer(&it.image, &it.prompt, it.max_new_tokens, &it.until)?,
+            };
             journal.append(vec![(
                 vision::key(&t.name, it.doc_id),
                 Answer::Generation { text: d.text },

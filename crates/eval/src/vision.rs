@@ -1,7 +1,7 @@
 //! Vision tasks: a VLM answers a question about an image; the answer is parsed and scored as lmms-eval does.
-//! Data are local files in the Hugging Face schemas, one JSONL per split at `<data_dir>/<task dir>/<split>.jsonl`
-//! with the `image` field a path relative to that directory (the HF layouts embed the image bytes; exporting
-//! them next to the JSONL is the one change).
+//! Data are local files in the Hugging Face schemas at `<data_dir>/<task dir>/<split>.{jsonl,parquet,json}`: the
+//! `image` field is the HF `Image` struct with embedded bytes (as lmms-lab's Parquet files have it) or a path
+//! relative to that directory (JSONL exports with the images beside them).
 //!
 //! Tasks: `easy_vqa` (the shared synthetic set; short-answer exact match), `pope` (yes/no: accuracy, precision,
 //! recall, F1), `mme` (yes/no pairs: acc, acc+, perception/cognition scores), `scienceqa_img` and `mmbench_en`
@@ -35,7 +35,10 @@ pub fn is_vision(name: &str) -> bool {
 /// One question about one image.
 pub(crate) struct VisionItem {
     pub doc_id: usize,
+    /// The image file, or (Parquet in the HF layout) the document's own name for an embedded image.
     pub image: PathBuf,
+    /// Embedded image bytes (HF `Image` feature: `{bytes, path}`), when the data carry them.
+    pub bytes: Option<Vec<u8>>,
     pub prompt: String,
     pub max_new_tokens: usize,
     /// Stop strings (lmms-eval: "\n\n" by default, "ASSISTANT:" for MMBench and TextVQA).
@@ -149,23 +152,37 @@ pub(crate) fn prepare(
         if shard.is_some_and(|(i, n)| id % n != i) {
             continue;
         }
-        let rel = match field(name, id, doc, "image")? {
-            Value::String(p) => p.clone(),
-            Value::Object(o) => o
-                .get("path")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            _ => String::new(),
+        // The image: a path relative to the task directory, or the HF `Image` struct {bytes, path} (bytes as
+        // the Parquet reader gives them: hex).
+        let (image, bytes) = match field(name, id, doc, "image")? {
+            Value::String(p) => (base.join(p), None),
+            Value::Object(o) => match o.get("bytes").and_then(Value::as_str) {
+                Some(hex) => {
+                    let b = decode_hex(hex).ok_or_else(|| {
+                        EvalError::Input(format!(
+                            "task `{name}`, document {id}: `image.bytes` is not hex-encoded"
+                        ))
+                    })?;
+                    let label = o.get("path").and_then(Value::as_str).unwrap_or("embedded");
+                    (
+                        PathBuf::from(format!("{}#{id}:{label}", data.path.display())),
+                        Some(b),
+                    )
+                }
+                None => (
+                    base.join(o.get("path").and_then(Value::as_str).unwrap_or_default()),
+                    None,
+                ),
+            },
+            _ => {
+                return Err(EvalError::Input(format!(
+                    "task `{name}`, document {id}: `image` must be a path relative to {} or an {{bytes, path}} \
+                     struct",
+                    base.display()
+                )));
+            }
         };
-        if rel.is_empty() {
-            return Err(EvalError::Input(format!(
-                "task `{name}`, document {id}: `image` must be a path relative to {}",
-                base.display()
-            )));
-        }
-        let image = base.join(&rel);
-        if !image.is_file() {
+        if bytes.is_none() && !image.is_file() {
             return Err(EvalError::Input(format!(
                 "task `{name}`, document {id}: image {} does not exist",
                 image.display()
@@ -174,6 +191,7 @@ pub(crate) fn prepare(
         items.push(VisionItem {
             doc_id: id,
             image,
+            bytes,
             prompt: prompt(name, id, doc)?,
             max_new_tokens: match name {
                 "pope" => 128,
@@ -206,9 +224,22 @@ pub(crate) fn fingerprint(t: &VisionTask) -> String {
     for it in &t.items {
         h.update(it.doc_id.to_le_bytes());
         h.update(it.image.to_string_lossy().as_bytes());
+        if let Some(b) = &it.bytes {
+            h.update(b);
+        }
         h.update(it.prompt.as_bytes());
     }
     format!("{:x}", h.finalize())
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 pub(crate) fn key(task: &str, doc_id: usize) -> String {

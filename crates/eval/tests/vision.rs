@@ -104,3 +104,35 @@ fn every_vision_task_runs_and_scores_its_answers() {
         "{err}"
     );
 }
+
+#[test]
+fn images_embedded_in_hf_parquet_are_read() {
+    // lmms-lab's layout: Parquet with the HF `Image` feature {bytes, path}; no image files beside it.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("pope")).unwrap();
+    std::fs::copy(
+        fixtures().join("datasets/hf_layout/pope/test.parquet"),
+        data.join("pope/test.parquet"),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let mut o = EvalOptions::new(vec!["pope".into()], data.clone(), out.clone());
+    o.model = Some(fixtures().join("models/llava-1.5"));
+    evaluate(&o).unwrap();
+    // The same answers as from the JSONL rows with image files.
+    let files = tmp.path().join("files");
+    let mut f = o.clone();
+    f.data_dir = fixtures().join("datasets");
+    f.output = files.clone();
+    evaluate(&f).unwrap();
+    let resps = |d: &Path| -> Vec<Value> {
+        std::fs::read_to_string(d.join("samples_pope.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["resps"].clone())
+            .collect()
+    };
+    assert_eq!(resps(&out), resps(&files));
+    assert_eq!(resps(&out).len(), 4);
+}

@@ -104,13 +104,23 @@ impl<B: Backend> VisionModel<B> {
         max_new_tokens: usize,
         until: &[String],
     ) -> Result<Description> {
+        self.answer_image(&load_image(image)?, question, max_new_tokens, until)
+    }
+
+    /// [`VisionModel::answer`] for an image already decoded (datasets that embed the image bytes).
+    pub fn answer_image(
+        &self,
+        img: &image::RgbImage,
+        question: &str,
+        max_new_tokens: usize,
+        until: &[String],
+    ) -> Result<Description> {
         let (llava, tok, device) = (&self.llava, &self.tokenizer, &self.device);
         let cfg = &llava.cfg;
-        let img = load_image(image)?;
         let s = cfg.vision.image_size;
         let with_cls = cfg.vision_feature_select_strategy == mmreason_checkpoint::FeatureSelect::Full;
         let (pixels, image_tokens) = if self.next {
-            let (values, tiles, hw) = llava_next_pixels(&img, &self.proc)?;
+            let (values, tiles, hw) = llava_next_pixels(img, &self.proc)?;
             let t = Tensor::<B, 5>::from_data(TensorData::new(values, [1, tiles, 3, s, s]), device);
             let n =
                 anyres::num_image_tokens(hw, &cfg.image_grid_pinpoints, s, cfg.vision.patch_size, with_cls)
@@ -118,9 +128,9 @@ impl<B: Backend> VisionModel<B> {
             (Pixels::Tiles(t, vec![hw]), n)
         } else {
             let values = if self.proc.do_pad {
-                llava15_pixels(&img, &self.proc)?
+                llava15_pixels(img, &self.proc)?
             } else {
-                clip_pixels(&img, &self.proc)?
+                clip_pixels(img, &self.proc)?
             };
             let g = cfg.vision.patches_per_side();
             (
