@@ -154,16 +154,13 @@ impl<B: Backend> VisionModel<B> {
         let seq = h.dims()[1];
         let mut next_id = argmax_last(llava.decoder.logits(h.narrow(1, seq - 1, 1)))?;
         let mut out = Vec::new();
+        // Stop strings are looked for in the decoded text, as `TextModel::generate_until` does.
         let stop_at = |ids: &[u32]| -> Result<Option<String>> {
             if until.is_empty() {
                 return Ok(None);
             }
             let text = tok.decode(ids, true)?;
-            Ok(until
-                .iter()
-                .filter_map(|u| text.find(u.as_str()))
-                .min()
-                .map(|cut| text[..cut].to_string()))
+            Ok(crate::scoring::stop_position(&text, until).map(|cut| text[..cut].to_string()))
         };
         for _ in 0..max_new_tokens {
             if Some(next_id) == tok.eos_id {

@@ -295,10 +295,7 @@ impl<B: Backend> TextModel<B> {
                     let eos = self.tokenizer.eos_id == Some(tok);
                     let text = self.tokenizer.decode(&generated[r], true)?;
                     if eos
-                        || req
-                            .until
-                            .iter()
-                            .any(|u| !u.is_empty() && text.contains(u.as_str()))
+                        || stop_position(&text, &req.until).is_some()
                         || generated[r].len() >= req.max_gen_toks
                     {
                         finished[r] = true;
@@ -322,12 +319,8 @@ impl<B: Backend> TextModel<B> {
                     .filter(|&t| Some(t) != self.tokenizer.eos_id)
                     .collect();
                 let mut text = self.tokenizer.decode(&ids, true)?;
-                for u in &req.until {
-                    if !u.is_empty()
-                        && let Some(p) = text.find(u.as_str())
-                    {
-                        text.truncate(p);
-                    }
+                if let Some(p) = stop_position(&text, &req.until) {
+                    text.truncate(p);
                 }
                 Ok(text)
             })
@@ -353,6 +346,16 @@ impl<B: Backend> TextModel<B> {
             None => Ok((self.conversation.prompt(&msgs)?, true)),
         }
     }
+}
+
+/// Where generated text must be cut: the earliest occurrence of any non-empty stop string (lm-eval's
+/// `until`), if one occurs.
+pub fn stop_position(text: &str, until: &[String]) -> Option<usize> {
+    until
+        .iter()
+        .filter(|u| !u.is_empty())
+        .filter_map(|u| text.find(u.as_str()))
+        .min()
 }
 
 /// log p(tok) under softmax(logits), and the argmax; computed in f64.
