@@ -248,7 +248,7 @@ fn fingerprint(
     }
     Ok(serde_json::json!({
         "model": model,
-        "dtype": format!("{:?}", opts.dtype).to_lowercase(),
+        "dtype": opts.dtype.name(),
         "vocab_limit": opts.vocab_limit,
         "tasks": opts.tasks,
         "limit": opts.limit,

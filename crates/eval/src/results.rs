@@ -325,7 +325,7 @@ pub(crate) fn write_results(
             "model_args": format!("pretrained={}", model.display()),
             "batch_size": opts.batch_size,
             "device": opts.backend.name(),
-            "dtype": format!("{:?}", opts.dtype).to_lowercase(),
+            "dtype": opts.dtype.name(),
             "limit": opts.limit,
             "fewshot_seed": opts.fewshot_seed,
             "vocab_limit": opts.vocab_limit,

@@ -16,6 +16,14 @@ pub enum GemmImpl {
 }
 
 impl GemmImpl {
+    /// Lower-case name for reports (`burn`, `cublas`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmImpl::Burn => "burn",
+            GemmImpl::Cublas => "cublas",
+        }
+    }
+
     /// The implementation the environment selects.
     pub fn selected() -> GemmImpl {
         static SEL: std::sync::OnceLock<GemmImpl> = std::sync::OnceLock::new();

@@ -85,13 +85,13 @@ fn run_on<B: Backend>(
         let scale = yb.abs().max().into_scalar().elem_f64().max(f64::MIN_POSITIVE);
         out.push(GemmFigures {
             backend: backend.name().into(),
-            dtype: format!("{dtype:?}").to_ascii_lowercase(),
+            dtype: dtype.name().into(),
             m,
             k,
             n,
             burn_tflops: flops / t_burn / 1e12,
             linear_nt_tflops: flops / t_ours / 1e12,
-            linear_nt_impl: format!("{:?}", GemmImpl::active::<B>()).to_ascii_lowercase(),
+            linear_nt_impl: GemmImpl::active::<B>().name().into(),
             max_rel_diff: diff / scale,
         });
     }

@@ -24,6 +24,15 @@ impl WeightDtype {
         }
     }
 
+    /// The command-line name (`f32`, `f16`, `bf16`), as reports and results files write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDtype::F32 => "f32",
+            WeightDtype::F16 => "f16",
+            WeightDtype::BF16 => "bf16",
+        }
+    }
+
     fn checkpoint(self) -> Dtype {
         match self {
             WeightDtype::F32 => Dtype::F32,

@@ -87,14 +87,6 @@ pub fn run_throughput(opts: &ThroughputOptions) -> Result<Vec<Throughput>> {
     crate::on_backend!(opts.backend, throughput_on(opts))
 }
 
-fn dtype_name(d: WeightDtype) -> String {
-    format!("{d:?}").to_ascii_lowercase()
-}
-
-fn gemm_name<B: Backend>() -> String {
-    format!("{:?}", crate::gemm::GemmImpl::active::<B>()).to_ascii_lowercase()
-}
-
 /// Images/s of the CLIP ViT-L/14-336 tower (all layers, as LLaVA runs it up to the penultimate one).
 fn clip_throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) -> Result<Vec<Throughput>> {
     if !opts.random_weights {
@@ -137,8 +129,8 @@ fn clip_throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) 
             config: opts.config.clone(),
             params,
             backend: opts.backend.name().into(),
-            dtype: dtype_name(opts.dtype),
-            gemm: gemm_name::<B>(),
+            dtype: opts.dtype.name().into(),
+            gemm: crate::gemm::GemmImpl::active::<B>().name().into(),
             batch,
             prompt_len: 0,
             gen_len: 0,
@@ -244,8 +236,8 @@ fn measure<B: Backend>(
         config: opts.config.clone(),
         params: params(&decoder.cfg),
         backend: opts.backend.name().into(),
-        dtype: dtype_name(opts.dtype),
-        gemm: gemm_name::<B>(),
+        dtype: opts.dtype.name().into(),
+        gemm: crate::gemm::GemmImpl::active::<B>().name().into(),
         batch,
         prompt_len,
         gen_len,
