@@ -9,15 +9,7 @@ use std::path::{Path, PathBuf};
 use mmreason_metrics::{mean, mean_stderr};
 use serde_json::{Value, json};
 
-use crate::error::{EvalError, Result, io, write_atomic};
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
-    serde_json::from_str(&text).map_err(|e| EvalError::BadFile {
-        path: path.into(),
-        message: e.to_string(),
-    })
-}
+use crate::error::{EvalError, Result, io, read_json, write_atomic};
 
 /// Combines shard directories into `output` (which must not hold another run).
 pub fn combine(shards: &[PathBuf], output: &Path) -> Result<()> {

@@ -10,7 +10,7 @@ use mmreason_metrics::PairedComparison;
 use plotters::prelude::*;
 use serde_json::Value;
 
-use crate::error::{EvalError, Result, io, write_atomic};
+use crate::error::{EvalError, Result, io, read_json, write_atomic};
 
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
@@ -31,14 +31,6 @@ pub struct Comparison {
 
 /// Per-document values of one run: task → "metric,filter" → doc_id → (doc_hash, value).
 type RunValues = BTreeMap<String, BTreeMap<String, BTreeMap<u64, (String, f64)>>>;
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
-    serde_json::from_str(&text).map_err(|e| EvalError::BadFile {
-        path: path.into(),
-        message: e.to_string(),
-    })
-}
 
 fn read_run(dir: &Path) -> Result<RunValues> {
     let results = read_json(&dir.join("results.json"))?;

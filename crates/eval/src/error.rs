@@ -62,6 +62,15 @@ pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> EvalE
     }
 }
 
+/// Reads a JSON file; a parse error names the file.
+pub(crate) fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    serde_json::from_str(&text).map_err(|e| EvalError::BadFile {
+        path: path.into(),
+        message: e.to_string(),
+    })
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a reader (or a
 /// crash) never sees a half-written file.
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {

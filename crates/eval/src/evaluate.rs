@@ -16,7 +16,7 @@ use mmreason_tasks::{Chat, Doc, FewShot, Request, TaskConfig, load_split, regist
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{EvalError, Result, io, write_atomic};
+use crate::error::{EvalError, Result, io, read_json, write_atomic};
 use crate::journal::{Answer, Journal};
 use crate::progress;
 use crate::results::{TaskEntry, TaskResult, score_task, write_results};
@@ -263,12 +263,8 @@ fn fingerprint(
 
 fn check_or_record_run(dir: &Path, run: &serde_json::Value) -> Result<()> {
     let path = dir.join("run.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let old: serde_json::Value = serde_json::from_str(&text).map_err(|e| EvalError::BadFile {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+    match read_json(&path) {
+        Ok(old) => {
             let differs: Vec<String> = run
                 .as_object()
                 .expect("an object")
@@ -291,7 +287,7 @@ fn check_or_record_run(dir: &Path, run: &serde_json::Value) -> Result<()> {
                 })
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(EvalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             if dir.join("results.json").exists() {
                 return Err(EvalError::OtherRun {
                     dir: dir.into(),
@@ -300,7 +296,7 @@ fn check_or_record_run(dir: &Path, run: &serde_json::Value) -> Result<()> {
             }
             write_atomic(&path, serde_json::to_string_pretty(run).expect("json").as_bytes())
         }
-        Err(e) => Err(io(&path)(e)),
+        Err(e) => Err(e),
     }
 }
 

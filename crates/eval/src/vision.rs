@@ -273,6 +273,13 @@ fn aggregate(name: &str, value: f64, stderr: Option<f64>) -> MetricValue {
 /// Scores a vision task from the journal.
 pub(crate) fn score(t: &VisionTask, journal: &Journal) -> Result<(TaskEntry, TaskResult)> {
     let task = t.name.as_str();
+    // The per-document metric, named as lmms-eval names it.
+    let per_doc_metric = match task {
+        "pope" => "pope_accuracy",
+        "mme" => "mme_acc",
+        "textvqa" => "exact_match",
+        _ => "acc",
+    };
     let mut samples = Vec::new();
     let mut acc = Vec::new();
     let mut yes_no: Vec<(u8, u8)> = Vec::new();
@@ -347,25 +354,11 @@ pub(crate) fn score(t: &VisionTask, journal: &Journal) -> Result<(TaskEntry, Tas
             }
             other => return Err(EvalError::Input(format!("`{other}` is not a vision task"))),
         };
-        let name = match task {
-            "pope" => "pope_accuracy",
-            "mme" => "mme_acc",
-            "textvqa" => "exact_match",
-            _ => "acc",
-        };
-        sample[name] = json!(v);
+        sample[per_doc_metric] = json!(v);
         acc.push(v);
         samples.push(sample);
     }
-    let mut metrics = vec![metric(
-        match task {
-            "pope" => "pope_accuracy",
-            "mme" => "mme_acc",
-            "textvqa" => "exact_match",
-            _ => "acc",
-        },
-        acc,
-    )?];
+    let mut metrics = vec![metric(per_doc_metric, acc)?];
     // lmms-eval's own aggregations (no standard error: "N/A", as lmms-eval reports for them).
     if task == "pope" {
         let p = vm::pope_scores(&yes_no);
