@@ -39,6 +39,13 @@ pub fn process_docs(task: &str, name: Option<&str>, docs: Vec<Doc>) -> Result<Ve
         .collect()
 }
 
+/// A document's string field, or the message naming it.
+fn str_field<'a>(doc: &'a Doc, k: &str) -> std::result::Result<&'a str, String> {
+    doc.get(k)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("field `{k}` is missing or not a string"))
+}
+
 /// Python's `str.capitalize`: first character upper case, the rest lower case.
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
@@ -58,11 +65,7 @@ fn hellaswag_text(text: &str) -> String {
 
 /// lm-eval's hellaswag `process_docs`: `query`, `choices`, `gold` from activity_label, ctx_a, ctx_b, endings, label.
 fn hellaswag(doc: &Doc) -> std::result::Result<Doc, String> {
-    let s = |k: &str| {
-        doc.get(k)
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("field `{k}` is missing or not a string"))
-    };
+    let s = |k: &str| str_field(doc, k);
     let ctx = format!("{} {}", s("ctx_a")?, capitalize(s("ctx_b")?));
     let endings = doc
         .get("endings")
@@ -91,11 +94,7 @@ fn hellaswag(doc: &Doc) -> std::result::Result<Doc, String> {
 /// option — the *contexts* of this multiple-input task), `wg_target` (the rest after the blank, the one
 /// continuation) and `wg_gold` (answer "1"/"2" → 0/1).
 fn winogrande(doc: &Doc) -> std::result::Result<Doc, String> {
-    let s = |k: &str| {
-        doc.get(k)
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("field `{k}` is missing or not a string"))
-    };
+    let s = |k: &str| str_field(doc, k);
     let sentence = s("sentence")?;
     let idx = sentence.find('_').ok_or("the sentence has no `_` blank")?;
     let gold = match s("answer")? {
@@ -331,14 +330,8 @@ fn py_str<'a>(v: &'a PyLit, what: &str) -> std::result::Result<&'a str, String> 
 /// {answer, options, question}): `race_text` (the article, the earlier problems answered — a `  _  .` blank is
 /// filled in place — then the last question), `race_choices` (the last problem's four options), `race_gold`.
 fn race(doc: &Doc) -> std::result::Result<Doc, String> {
-    let article = doc
-        .get("article")
-        .and_then(Value::as_str)
-        .ok_or("field `article` is missing or not a string")?;
-    let problems = doc
-        .get("problems")
-        .and_then(Value::as_str)
-        .ok_or("field `problems` is missing or not a string")?;
+    let article = str_field(doc, "article")?;
+    let problems = str_field(doc, "problems")?;
     let PyLit::List(problems) = literal_eval(problems)? else {
         return Err("`problems` is not a list".into());
     };
