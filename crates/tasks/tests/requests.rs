@@ -9,6 +9,20 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
+/// lm-eval's requests for a fixture (`tests/fixtures/tasks/<name>.jsonl`) compared with ours, request by request.
+fn assert_equals_lm_eval(got: &[Request], name: &str) {
+    let want: Vec<Request> =
+        std::fs::read_to_string(root().join(format!("../../tests/fixtures/tasks/{name}.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(got.len(), want.len(), "{name}: request count");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "{name}");
+    }
+}
+
 #[test]
 fn requests_are_byte_identical_to_lm_eval() {
     for task in [
@@ -39,18 +53,9 @@ fn requests_are_byte_identical_to_lm_eval() {
         .unwrap();
         let docs = cfg.process(data.docs).unwrap();
         let got = requests(&cfg, &docs).unwrap();
-        let want: Vec<Request> =
-            std::fs::read_to_string(root().join(format!("../../tests/fixtures/tasks/{task}.jsonl")))
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-        assert_eq!(got.len(), want.len(), "{task}: request count");
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g, w, "{task}");
-        }
+        assert_equals_lm_eval(&got, task);
         let jsonl = dry_run_jsonl(&got);
-        assert_eq!(jsonl.lines().count(), want.len());
+        assert_eq!(jsonl.lines().count(), got.len());
     }
 }
 
@@ -90,16 +95,7 @@ fn three_shot_requests_equal_lm_eval_with_seed_1234() {
             group_by: None,
         };
         let got = mmreason_tasks::requests_with(&cfg, &data.docs, Some(&fs)).unwrap();
-        let want: Vec<Request> =
-            std::fs::read_to_string(root().join(format!("../../tests/fixtures/tasks/{task}_3shot.jsonl")))
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-        assert_eq!(got.len(), want.len(), "{task}");
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g, w, "{task}");
-        }
+        assert_equals_lm_eval(&got, &format!("{task}_3shot"));
     }
 }
 
@@ -111,16 +107,7 @@ fn mmlu_five_shot_takes_the_subjects_first_dev_examples_as_lm_eval() {
     let dev = load_split(&data_dir, "mmlu", "dev").unwrap().docs;
     let fs = mmreason_tasks::FewShot::for_task(&cfg, 5, &dev, false, 1234);
     let got = mmreason_tasks::requests_with(&cfg, &docs, Some(&fs)).unwrap();
-    let want: Vec<Request> =
-        std::fs::read_to_string(root().join("../../tests/fixtures/tasks/mmlu_5shot.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(&want) {
-        assert_eq!(g, w);
-    }
+    assert_equals_lm_eval(&got, "mmlu_5shot");
 }
 
 #[test]
@@ -133,14 +120,5 @@ fn gsm8k_cot_uses_its_eight_fixed_exemplars_as_lm_eval() {
     assert_eq!(pool.len(), 8);
     let fs = mmreason_tasks::FewShot::for_task(&cfg, 8, &pool, false, 1234);
     let got = mmreason_tasks::requests_with(&cfg, &docs, Some(&fs)).unwrap();
-    let want: Vec<Request> =
-        std::fs::read_to_string(root().join("../../tests/fixtures/tasks/gsm8k_cot_8shot.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(&want) {
-        assert_eq!(g, w);
-    }
+    assert_equals_lm_eval(&got, "gsm8k_cot_8shot");
 }
