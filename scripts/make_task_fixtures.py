@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import lm_eval
-import yaml
 from lm_eval.tasks._yaml_loader import load_yaml
 from lm_eval.api.task import ConfigurableTask
 
@@ -42,14 +41,23 @@ a = ap.parse_args()
 out_dir = Path(a.fixtures) / "tasks"
 out_dir.mkdir(exist_ok=True)
 root = Path(lm_eval.__file__).parent / "tasks"
-for rel, data, split in TASKS:
-    # lm-eval's own loader: resolves `include` and `!function` (hellaswag's process_docs).
+datasets = Path(a.fixtures).resolve() / "datasets"
+
+
+def local_config(rel, files):
+    """lm-eval's task YAML (its own loader: `include`, `!function`) pointed at local JSONL files
+    ({split: path})."""
     cfg = load_yaml(root / rel)
-    cfg.update(OVERRIDES.get(cfg["task"], {}))
     cfg.pop("tag", None)
     cfg.pop("dataset_name", None)
     cfg["dataset_path"] = "json"
-    cfg["dataset_kwargs"] = {"data_files": {split: str(Path(a.fixtures).resolve() / "datasets" / data / f"{split}.jsonl")}}
+    cfg["dataset_kwargs"] = {"data_files": {k: str(v) for k, v in files.items()}}
+    return cfg
+
+
+for rel, data, split in TASKS:
+    cfg = local_config(rel, {split: datasets / data / f"{split}.jsonl"})
+    cfg.update(OVERRIDES.get(cfg["task"], {}))
     for k in ("training_split", "validation_split", "fewshot_split"):
         cfg.pop(k, None)
     cfg["test_split"] = split
@@ -71,11 +79,7 @@ for rel, data, split in TASKS:
 # Few-shot: 3 examples drawn from the evaluated split itself (so the document is excluded), seed 1234 as
 # lm-eval's evaluator sets it.
 for rel, data, split in TASKS[:2]:
-    cfg = yaml.safe_load(open(root / rel))
-    cfg.pop("tag", None)
-    cfg.pop("dataset_name", None)
-    cfg["dataset_path"] = "json"
-    cfg["dataset_kwargs"] = {"data_files": {split: str(Path(a.fixtures).resolve() / "datasets" / data / f"{split}.jsonl")}}
+    cfg = local_config(rel, {split: datasets / data / f"{split}.jsonl"})
     for k in ("training_split", "validation_split"):
         cfg.pop(k, None)
     cfg["test_split"] = split
@@ -93,13 +97,9 @@ for rel, data, split in TASKS[:2]:
 
 # MMLU 5-shot: lm-eval's first_n sampler over the subject's dev split (here: the dev sample's abstract_algebra
 # rows, which come first).
-cfg = load_yaml(root / "mmlu/default/mmlu_abstract_algebra.yaml")
-cfg.pop("tag", None)
-cfg.pop("dataset_name", None)
+cfg = local_config("mmlu/default/mmlu_abstract_algebra.yaml",
+                   {"test": datasets / "mmlu/test.jsonl", "dev": datasets / "mmlu/dev.jsonl"})
 cfg["task"] = "mmlu"
-cfg["dataset_path"] = "json"
-fx = Path(a.fixtures).resolve() / "datasets" / "mmlu"
-cfg["dataset_kwargs"] = {"data_files": {"test": str(fx / "test.jsonl"), "dev": str(fx / "dev.jsonl")}}
 cfg["num_fewshot"] = 5
 task = ConfigurableTask(config=cfg)
 task.set_fewshot_seed(1234)
@@ -111,11 +111,7 @@ lines = [json.dumps({"task": "mmlu", "doc_id": i.doc_id, "request_type": i.reque
 print("mmlu 5-shot", len(lines), "requests")
 
 # gsm8k_cot: lm-eval's 8 fixed exemplars (fewshot_config.samples, first_n).
-cfg = load_yaml(root / "gsm8k/gsm8k-cot.yaml")
-cfg.pop("tag", None)
-cfg.pop("dataset_name", None)
-cfg["dataset_path"] = "json"
-cfg["dataset_kwargs"] = {"data_files": {"test": str(Path(a.fixtures).resolve() / "datasets/gsm8k/test.jsonl")}}
+cfg = local_config("gsm8k/gsm8k-cot.yaml", {"test": datasets / "gsm8k/test.jsonl"})
 task = ConfigurableTask(config=cfg)
 task.set_fewshot_seed(1234)
 task.build_all_requests(rank=0, world_size=1)
@@ -130,11 +126,7 @@ print("gsm8k_cot 8-shot", len(lines), "requests")
 # Multiple-choice scoring: lm-eval's process_results on synthetic log-likelihoods (acc, acc_norm, acc_bytes).
 scored = []
 for rel, data, split in TASKS[:2]:
-    cfg = yaml.safe_load(open(root / rel))
-    cfg.pop("tag", None)
-    cfg.pop("dataset_name", None)
-    cfg["dataset_path"] = "json"
-    cfg["dataset_kwargs"] = {"data_files": {split: str(Path(a.fixtures).resolve() / "datasets" / data / f"{split}.jsonl")}}
+    cfg = local_config(rel, {split: datasets / data / f"{split}.jsonl"})
     for k in ("training_split", "validation_split", "fewshot_split"):
         cfg.pop(k, None)
     cfg["test_split"] = split
@@ -163,7 +155,7 @@ def chat_template(history, add_generation_prompt=True):
 
 
 chat_rows = []
-fx = Path(a.fixtures).resolve() / "datasets"
+fx = datasets
 for rel, name, split, shots, files in [
     ("arc/arc_easy.yaml", "arc_easy", "validation", 3, {"validation": fx / "arc_easy/validation.jsonl"}),
     ("mmlu/default/mmlu_abstract_algebra.yaml", "mmlu", "test", 2, {"test": fx / "mmlu/test.jsonl", "dev": fx / "mmlu/dev.jsonl"}),
@@ -171,12 +163,8 @@ for rel, name, split, shots, files in [
     ("gsm8k/gsm8k-cot.yaml", "gsm8k_cot", "test", 8, {"test": fx / "gsm8k/test.jsonl"}),
 ]:
     for multiturn in (False, True):
-        cfg = load_yaml(root / rel)
-        cfg.pop("tag", None)
-        cfg.pop("dataset_name", None)
+        cfg = local_config(rel, files)
         cfg["task"] = name
-        cfg["dataset_path"] = "json"
-        cfg["dataset_kwargs"] = {"data_files": {k: str(v) for k, v in files.items()}}
         for k in ("training_split", "validation_split"):
             cfg.pop(k, None)
         cfg["test_split"] = split
