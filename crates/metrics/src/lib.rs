@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod choice;
 pub mod error;
 pub mod exact_match;
+pub mod math;
 pub mod paired;
 pub mod python_random;
 pub mod vision;
