@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 SAMPLES = [("arc_easy", "validation"), ("hellaswag", "validation"), ("mmlu", "test"), ("boolq", "validation"),
            ("strategyqa", "test"), ("gsm8k", "test"), ("winogrande", "validation"), ("commonsense_qa", "validation"),
            ("arc_challenge", "test"), ("openbookqa", "test"), ("piqa", "validation"), ("social_iqa", "validation"),
-           ("mmlu", "dev")]
+           ("mmlu", "dev"), ("math", "test")]
 ROWS = 50
 
 ap = argparse.ArgumentParser()

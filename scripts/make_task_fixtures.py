@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Zero-shot requests rendered by lm-evaluation-harness 0.4.13 for some tasks on the dataset samples in
+"""Requests rendered by lm-evaluation-harness 0.4.13 for every bundled task on the dataset samples in
 tests/fixtures/datasets (each task's own YAML from lm-eval, pointed at the local JSONL), in mmreason's dry-run
 format: {"task","doc_id","request_type","context","continuation"} or {..., "until": [...], "max_gen_toks": N}.
 
-    HF_DATASETS_OFFLINE=1 /work/venv/bin/python scripts/make_task_fixtures.py --fixtures tests/fixtures
+    pip download bigbench==1.0.0 --no-deps --no-binary :all: -d /tmp/bb && tar xzf /tmp/bb/bigbench-1.0.0.tar.gz -C /tmp/bb
+    HF_DATASETS_OFFLINE=1 /work/venv/bin/python scripts/make_task_fixtures.py --fixtures tests/fixtures \
+        --bigbench-src /tmp/bb/bigbench-1.0.0 --strategyqa-task ../shared/data/datasets/strategyqa/task.json
+
+The BIG-bench source (Apache-2.0) is only imported, with its TensorFlow/T5 imports stubbed out: its `JsonTask`
+turns strategyqa's examples into the formatted examples the Hugging Face `bigbench` dataset (and so lm-eval's
+hails/bigbench) was built from.
 """
 import argparse
 import json
@@ -37,6 +43,8 @@ OVERRIDES = {"boolq": {"doc_to_target": "{{ answer|int }}"},
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--fixtures", default="tests/fixtures")
+ap.add_argument("--bigbench-src", default="/tmp/bb/bigbench-1.0.0", help="the extracted bigbench 1.0.0 sdist")
+ap.add_argument("--strategyqa-task", default="../shared/data/datasets/strategyqa/task.json")
 a = ap.parse_args()
 out_dir = Path(a.fixtures) / "tasks"
 out_dir.mkdir(exist_ok=True)
@@ -75,6 +83,69 @@ for rel, data, split in TASKS:
         lines.append(json.dumps(row, ensure_ascii=False))
     (out_dir / f"{cfg['task']}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(cfg["task"], len(lines), "requests")
+
+# bigbench_strategyqa: the sample rows (BIG-bench task.json examples) through BIG-bench's own JsonTask (duplicates
+# dropped, default "\nQ: "/"\nA: " prefixes) and the Hugging Face conversion (bigbench_bridge
+# `_parse_for_huggingface`, then datasets' `bigbench.py` strips every string), then lm-eval's multiple-choice
+# template b on the result, as on hails/bigbench `strategyqa_zero_shot`.
+import sys
+import tempfile
+import types
+
+sys.path.insert(0, a.bigbench_src)
+stubbed = [n for n in ["tensorflow", "tensorflow.compat", "tensorflow.compat.v1", "tensorflow.compat.v2", "t5",
+                       "t5.evaluation", "t5.evaluation.metrics", "bigbench.api.results", "bigbench.benchmark_tasks",
+                       "sklearn", "sklearn.metrics", "datasets"] if n not in sys.modules or n == "datasets"]
+saved = {n: sys.modules.get(n) for n in stubbed}
+for name in stubbed:
+    sys.modules[name] = types.ModuleType(name)
+sys.modules["t5.evaluation"].metrics = sys.modules["t5.evaluation.metrics"]
+sys.modules["sklearn.metrics"].f1_score = None
+sys.modules["datasets"].load_metric = None
+from bigbench.api import json_task  # noqa: E402
+for name in stubbed:  # the stubs must not leak into transformers' import below
+    if saved[name] is None:
+        del sys.modules[name]
+    else:
+        sys.modules[name] = saved[name]
+
+header = {k: v for k, v in json.load(open(a.strategyqa_task, encoding="utf-8")).items() if k != "examples"}
+examples = [json.loads(l) for l in open(datasets / "strategyqa/test.jsonl", encoding="utf-8")]
+bb = json_task.JsonTask(task_data={**header, "examples": examples})
+hf_rows = [{"idx": i, "inputs": (bb.task_prefix + ex["input"]).strip(), "targets": [t.strip() for t in ex["target"]],
+            "multiple_choice_targets": [k.strip() for k in ex["target_scores"]],
+            "multiple_choice_scores": list(ex["target_scores"].values())} for i, ex in enumerate(bb._ds)]
+with tempfile.TemporaryDirectory() as tmp:
+    hf = Path(tmp) / "default.jsonl"
+    hf.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in hf_rows), encoding="utf-8")
+    cfg = local_config("bigbench/multiple_choice/strategyqa.yaml", {"default": hf})
+    cfg["task"] = "bigbench_strategyqa"
+    task = ConfigurableTask(config=cfg)
+    task.build_all_requests(rank=0, world_size=1)
+    lines = [json.dumps({"task": "bigbench_strategyqa", "doc_id": i.doc_id, "request_type": i.request_type,
+                         "context": i.arguments[0], "continuation": i.arguments[1]}, ensure_ascii=False)
+             for i in sorted(task.instances, key=lambda i: (i.doc_id, i.idx))]
+(out_dir / "bigbench_strategyqa.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+print("bigbench_strategyqa", len(lines), "requests")
+
+# minerva_math: lm-eval's 4 fixed Minerva exemplars (first_n) before each of the first 50 MATH test problems
+# (all algebra, so lm-eval's minerva_math_algebra task).
+cfg = local_config("minerva_math/minerva_math_algebra.yaml", {"test": datasets / "math/test.jsonl"})
+cfg.pop("training_split", None)
+cfg["task"] = "minerva_math"
+task = ConfigurableTask(config=cfg)
+task.set_fewshot_seed(1234)
+task.build_all_requests(rank=0, world_size=1)
+lines = []
+for i in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
+    ctx, kw = i.arguments
+    lines.append(json.dumps({"task": "minerva_math", "doc_id": i.doc_id, "request_type": i.request_type, "context": ctx,
+                             "until": kw["until"], "max_gen_toks": kw.get("max_gen_toks", 256)}, ensure_ascii=False))
+(out_dir / "minerva_math_4shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+print("minerva_math 4-shot", len(lines), "requests")
+# The documents lm-eval scores: process_docs' problem/solution/answer.
+(out_dir / "minerva_math_docs.jsonl").write_text(
+    "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in task.test_docs()), encoding="utf-8")
 
 # Few-shot: 3 examples drawn from the evaluated split itself (so the document is excluded), seed 1234 as
 # lm-eval's evaluator sets it.

@@ -190,10 +190,27 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
                         "metrics": metrics.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
                         "doc_hash": sha256(&doc_json), "prompt_hash": sha256(prompt), "target_hash": sha256(&target),
                     });
+                    // A task's own scorer (lm-eval's `process_results`) gives its metrics from the filtered answer.
+                    let own = match t.cfg.process_results.as_deref() {
+                        Some(f) => Some(mmreason_tasks::process::process_results(
+                            task, f, doc, doc_id, &filtered,
+                        )?),
+                        None => None,
+                    };
                     for (name, spec) in &metrics {
-                        let v = match name.as_str() {
-                            "exact_match" => exact_match_of(spec, task)?.score(&filtered, &target),
-                            other => {
+                        let from_own = own
+                            .as_ref()
+                            .map(|o| o.iter().find(|(m, _)| m == name).map(|(_, v)| *v));
+                        let v = match (from_own, name.as_str()) {
+                            (Some(Some(v)), _) => v,
+                            (Some(None), other) => {
+                                return Err(EvalError::Input(format!(
+                                    "task `{task}`: process_results `{}` gives no metric `{other}`",
+                                    t.cfg.process_results.as_deref().unwrap_or_default()
+                                )));
+                            }
+                            (None, "exact_match") => exact_match_of(spec, task)?.score(&filtered, &target),
+                            (None, other) => {
                                 return Err(EvalError::Input(format!(
                                     "task `{task}`: metric `{other}` is not supported for generate_until"
                                 )));

@@ -331,3 +331,34 @@ fn every_bundled_task_with_committed_data_runs_end_to_end() {
         assert!(values.iter().all(|v| (0.0..=1.0).contains(v)), "{t}: {values:?}");
     }
 }
+
+#[test]
+fn minerva_math_is_scored_by_its_own_answer_checker() {
+    // Answers put in the journal beforehand are scored as if the model had given them: the first is the gold
+    // answer 2 written as 2.0, which only the minerva_math checker (not plain exact_match) accepts.
+    let tmp = tempfile::tempdir().unwrap();
+    let journal = [
+        r#"{"key":"minerva_math#0","text":" The asymptotes are at 2 and -3.\nFinal Answer: The final answer is $2.0$. I hope it is correct.\n\n"}"#,
+        r#"{"key":"minerva_math#1","text":" Final Answer: The final answer is 11. I hope it is correct."}"#,
+    ];
+    std::fs::write(tmp.path().join("journal.jsonl"), journal.join("\n") + "\n").unwrap();
+    let mut o = opts(tmp.path(), 2);
+    o.tasks = vec!["minerva_math".into()];
+    o.limit = Some(2);
+    o.num_fewshot = None;
+    evaluate(&o).unwrap();
+    let r = results(tmp.path());
+    assert_eq!(r["minerva_math"]["exact_match,none"], 0.5, "{r}");
+    let samples: Vec<Value> = std::fs::read_to_string(tmp.path().join("samples_minerva_math.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len(), 2);
+    assert_eq!(samples[0]["target"], "2");
+    assert_eq!(samples[0]["exact_match"], 1.0);
+    assert_eq!(samples[1]["exact_match"], 0.0);
+    // The 4 Minerva exemplars precede the problem.
+    let prompt = samples[0]["arguments"]["gen_args_0"]["arg_0"].as_str().unwrap();
+    assert_eq!(prompt.matches("Problem:\n").count(), 5, "{prompt}");
+}

@@ -1,7 +1,7 @@
-//! Task definitions (in progress, see the README's status table): local evaluation data in the Hugging Face
-//! layouts (`data`) and lm-evaluation-harness YAML tasks rendered to zero-shot requests and dry runs (`task`,
-//! definitions in `tasks/*.yaml`); few-shot sampling, chat templates, filters and metrics wiring arrive with the
-//! rest of the tasks issue. This crate knows no model.
+//! Task definitions: local evaluation data in the Hugging Face layouts (`data`), lm-evaluation-harness YAML
+//! tasks (`task`, bundled definitions in `tasks/*.yaml`, looked up by `registry`) rendered to requests and dry
+//! runs, lm-eval's Python hooks as named Rust functions (`process`), and its answer filters (`filters`). This
+//! crate knows no model.
 
 pub mod data;
 pub mod error;

@@ -10,21 +10,33 @@ use serde_json::{Value, json};
 use crate::data::Doc;
 use crate::error::{Result, TasksError};
 
+/// The `process_docs` functions mmreason knows.
+pub const PROCESS_DOCS: &[&str] = &["hellaswag", "winogrande", "race", "bigbench", "minerva_math"];
+
+/// The `process_results` functions mmreason knows (lm-eval's Python scorers, by task family).
+pub const PROCESS_RESULTS: &[&str] = &["minerva_math"];
+
+fn unknown(task: &str, what: &str, name: &str, known: &[&str]) -> TasksError {
+    TasksError::Template {
+        task: task.into(),
+        doc_id: 0,
+        what: what.into(),
+        message: format!("unknown function `{name}` (known: {})", known.join(", ")),
+    }
+}
+
 /// Applies the task's `process_docs` function (if any) to every document.
 pub fn process_docs(task: &str, name: Option<&str>, docs: Vec<Doc>) -> Result<Vec<Doc>> {
     let Some(name) = name else { return Ok(docs) };
+    if name == "bigbench" {
+        return bigbench(task, docs);
+    }
     let f: fn(&Doc) -> std::result::Result<Doc, String> = match name {
         "hellaswag" => hellaswag,
         "winogrande" => winogrande,
         "race" => race,
-        other => {
-            return Err(TasksError::Template {
-                task: task.into(),
-                doc_id: 0,
-                what: "process_docs".into(),
-                message: format!("unknown function `{other}` (known: hellaswag, winogrande, race)"),
-            });
-        }
+        "minerva_math" => minerva_math,
+        other => return Err(unknown(task, "process_docs", other, PROCESS_DOCS)),
     };
     docs.iter()
         .enumerate()
@@ -37,6 +49,41 @@ pub fn process_docs(task: &str, name: Option<&str>, docs: Vec<Doc>) -> Result<Ve
             })
         })
         .collect()
+}
+
+/// Checks that a task's `process_results` names a known function (before any model runs).
+pub fn check_process_results(task: &str, name: Option<&str>) -> Result<()> {
+    match name {
+        Some(n) if !PROCESS_RESULTS.contains(&n) => Err(unknown(task, "process_results", n, PROCESS_RESULTS)),
+        _ => Ok(()),
+    }
+}
+
+/// A generation's per-document metrics by the task's `process_results` function (lm-eval's Python scorer):
+/// `minerva_math` gives `exact_match` (the model's "Final Answer" against the document's normalised `answer`;
+/// lm-eval's second metric, `math_verify`, needs the math-verify library and is not computed).
+pub fn process_results(
+    task: &str,
+    name: &str,
+    doc: &Doc,
+    doc_id: usize,
+    generation: &str,
+) -> Result<Vec<(&'static str, f64)>> {
+    match name {
+        "minerva_math" => {
+            let gold = str_field(doc, "answer").map_err(|message| TasksError::Template {
+                task: task.into(),
+                doc_id,
+                what: "process_results minerva_math".into(),
+                message,
+            })?;
+            Ok(vec![(
+                "exact_match",
+                mmreason_metrics::math::minerva_exact_match(generation, gold),
+            )])
+        }
+        other => Err(unknown(task, "process_results", other, PROCESS_RESULTS)),
+    }
 }
 
 /// A document's string field, or the message naming it.
@@ -87,6 +134,112 @@ fn hellaswag(doc: &Doc) -> std::result::Result<Doc, String> {
     );
     out.insert("choices".into(), json!(choices));
     out.insert("gold".into(), json!(label));
+    Ok(out)
+}
+
+/// lm-eval's minerva_math `process_docs`: adds the normalised final `answer` (the last `\boxed{…}` of the
+/// solution) to the document.
+fn minerva_math(doc: &Doc) -> std::result::Result<Doc, String> {
+    let answer = mmreason_metrics::math::gold_answer(str_field(doc, "solution")?)
+        .ok_or("the solution has no complete `\\boxed{…}` answer")?;
+    str_field(doc, "problem")?;
+    let mut out = doc.clone();
+    out.insert("answer".into(), json!(answer));
+    Ok(out)
+}
+
+/// BIG-bench JSON task examples (`input`, `target_scores`, `target`, as in a task's `task.json`) in the Hugging
+/// Face `bigbench` layout lm-eval reads (hails/bigbench `<task>_zero_shot`, split `default`), made as BIG-bench's
+/// own conversion makes it: exact duplicates dropped (BIG-bench's `JsonTask` does, keeping the first), `inputs`
+/// = "Q: <input>\nA:" (the default example prefixes, stripped), `targets` = the target(s) stripped,
+/// `multiple_choice_targets`/`multiple_choice_scores` = the `target_scores` keys and values in file order, `idx`
+/// = the position. Documents already in that layout pass through. As lm-eval's `filter_multiple_choice`,
+/// examples without choices are left out; every document left out is counted in a warning.
+fn bigbench(task: &str, docs: Vec<Doc>) -> Result<Vec<Doc>> {
+    use mmreason_metrics::vision::py_strip;
+    let err = |doc_id: usize, message: String| TasksError::Template {
+        task: task.into(),
+        doc_id,
+        what: "process_docs bigbench".into(),
+        message,
+    };
+    let mut seen = std::collections::HashSet::new();
+    let (mut duplicates, mut no_choices) = (Vec::new(), Vec::new());
+    let mut out = Vec::with_capacity(docs.len());
+    for (row, doc) in docs.into_iter().enumerate() {
+        if doc.contains_key("inputs") && doc.contains_key("multiple_choice_targets") {
+            if doc["multiple_choice_targets"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+            {
+                no_choices.push(row);
+            } else {
+                out.push(doc);
+            }
+            continue;
+        }
+        if !seen.insert(serde_json::to_string(&doc).expect("documents serialise")) {
+            duplicates.push(row);
+            continue;
+        }
+        let input = str_field(&doc, "input").map_err(|m| err(row, m))?;
+        let targets: Vec<String> = match doc.get("target") {
+            Some(Value::String(t)) => vec![py_strip(t).to_string()],
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .map(|t| t.as_str().map(|t| py_strip(t).to_string()))
+                .collect::<Option<_>>()
+                .ok_or_else(|| err(row, "field `target` holds a non-string".into()))?,
+            None => Vec::new(),
+            Some(other) => return Err(err(row, format!("field `target` is {other}, not text"))),
+        };
+        let (mut choices, mut scores) = (Vec::new(), Vec::new());
+        match doc.get("target_scores") {
+            Some(Value::Object(ts)) => {
+                for (k, v) in ts {
+                    let score = v
+                        .as_i64()
+                        .ok_or_else(|| err(row, format!("target_scores[`{k}`] = {v} is not an integer")))?;
+                    choices.push(py_strip(k).to_string());
+                    scores.push(score);
+                }
+            }
+            None => {}
+            Some(other) => {
+                return Err(err(
+                    row,
+                    format!("field `target_scores` is {other}, not an object"),
+                ));
+            }
+        }
+        if targets.is_empty() && choices.is_empty() {
+            return Err(err(row, "neither `target` nor `target_scores` is present".into()));
+        }
+        if choices.is_empty() {
+            no_choices.push(row);
+            continue;
+        }
+        let mut d = Doc::new();
+        d.insert("idx".into(), json!(out.len()));
+        d.insert("inputs".into(), json!(py_strip(&format!("\nQ: {input}\nA: "))));
+        d.insert("targets".into(), json!(targets));
+        d.insert("multiple_choice_targets".into(), json!(choices));
+        d.insert("multiple_choice_scores".into(), json!(scores));
+        out.push(d);
+    }
+    if !duplicates.is_empty() || !no_choices.is_empty() {
+        tracing::warn!(
+            task,
+            duplicates = duplicates.len(),
+            without_choices = no_choices.len(),
+            "BIG-bench rows left out as BIG-bench and lm-eval leave them out (rows {:?} are duplicates, rows {:?} have no choices)",
+            duplicates,
+            no_choices
+        );
+    }
+    if out.is_empty() {
+        return Err(err(0, "no document has multiple-choice targets".into()));
+    }
     Ok(out)
 }
 
@@ -398,5 +551,81 @@ mod literal_tests {
         assert_eq!(b[2], PyLit::Str("éA".into()));
         assert_eq!(py_get(&items[0], "n").unwrap(), &PyLit::Int(-3));
         assert!(literal_eval("[1, 2").unwrap_err().contains("character"));
+    }
+
+    fn doc(json: &str) -> Doc {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn bigbench_examples_become_the_hugging_face_layout() {
+        let ex = r#"{"input":"Is it so? ","target_scores":{"Yes":1,"No":0},"target":" Yes. Because. "}"#;
+        let other = r#"{"input":"Or not?","target_scores":{"Yes":0,"No":1},"target":"No."}"#;
+        let docs = vec![doc(ex), doc(other), doc(ex)];
+        let out = process_docs("t", Some("bigbench"), docs).unwrap();
+        // The exact duplicate (row 2) is dropped, as BIG-bench's JsonTask drops it.
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            serde_json::to_string(&out[0]).unwrap(),
+            r#"{"idx":0,"inputs":"Q: Is it so? \nA:","targets":["Yes. Because."],"multiple_choice_targets":["Yes","No"],"multiple_choice_scores":[1,0]}"#
+        );
+        assert_eq!(out[1]["idx"], 1);
+        // Rows already in the layout pass through; ones without choices are left out (lm-eval's filter).
+        let hf = process_docs("t", Some("bigbench"), out.clone()).unwrap();
+        assert_eq!(hf, out);
+        let mut empty = out[0].clone();
+        empty.insert("multiple_choice_targets".into(), json!([]));
+        assert_eq!(
+            process_docs("t", Some("bigbench"), vec![empty, out[1].clone()])
+                .unwrap()
+                .len(),
+            1
+        );
+        for (bad, what) in [
+            (r#"{"target":"x"}"#, "`input`"),
+            (r#"{"input":"q","target_scores":{"Yes":"1"}}"#, "not an integer"),
+            (r#"{"input":"q"}"#, "neither"),
+            (
+                r#"{"input":"q","target":"only free text"}"#,
+                "no document has multiple-choice targets",
+            ),
+        ] {
+            let e = process_docs("strategyqa", Some("bigbench"), vec![doc(bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what) && e.contains("strategyqa"), "{e}");
+        }
+    }
+
+    #[test]
+    fn minerva_math_needs_a_boxed_answer_and_process_results_a_known_name() {
+        let ok = doc(r#"{"problem":"p","solution":"so $\\boxed{\\frac12}$"}"#);
+        let out = process_docs("m", Some("minerva_math"), vec![ok.clone()]).unwrap();
+        assert_eq!(out[0]["answer"], "\\frac{1}{2}");
+        let e = process_docs(
+            "m",
+            Some("minerva_math"),
+            vec![ok, doc(r#"{"problem":"p","solution":"none"}"#)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("document 1") && e.contains("boxed"), "{e}");
+        let r = process_results(
+            "m",
+            "minerva_math",
+            &out[0],
+            0,
+            "Final Answer: The final answer is 0.5. I hope it is correct.",
+        );
+        assert_eq!(r.unwrap(), vec![("exact_match", 1.0)]);
+        let e = check_process_results("m", Some("nope")).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown function `nope`") && e.contains("minerva_math"),
+            "{e}"
+        );
+        let e = process_results("m", "minerva_math", &doc(r#"{"problem":"p"}"#), 3, "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("document 3") && e.contains("answer"), "{e}");
     }
 }

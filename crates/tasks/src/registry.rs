@@ -9,11 +9,16 @@ use crate::task::TaskConfig;
 const BUILTIN: &[(&str, &str)] = &[
     ("arc_challenge", include_str!("../tasks/arc_challenge.yaml")),
     ("arc_easy", include_str!("../tasks/arc_easy.yaml")),
+    (
+        "bigbench_strategyqa",
+        include_str!("../tasks/bigbench_strategyqa.yaml"),
+    ),
     ("boolq", include_str!("../tasks/boolq.yaml")),
     ("commonsense_qa", include_str!("../tasks/commonsense_qa.yaml")),
     ("gsm8k", include_str!("../tasks/gsm8k.yaml")),
     ("gsm8k_cot", include_str!("../tasks/gsm8k_cot.yaml")),
     ("hellaswag", include_str!("../tasks/hellaswag.yaml")),
+    ("minerva_math", include_str!("../tasks/minerva_math.yaml")),
     ("mmlu", include_str!("../tasks/mmlu.yaml")),
     ("openbookqa", include_str!("../tasks/openbookqa.yaml")),
     ("piqa", include_str!("../tasks/piqa.yaml")),

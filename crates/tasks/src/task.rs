@@ -2,8 +2,8 @@
 //! rendered as lm-eval's `apply_template` does (StrictUndefined, trailing newlines kept, Python string methods);
 //! a `doc_to_*` value that names a document field takes the field itself.
 //!
-//! Implemented so far: zero-shot `multiple_choice` and `generate_until` requests and the dry run. Few-shot
-//! sampling, chat templates, filters and metrics wiring are the rest of the tasks issue.
+//! `multiple_choice` (also multiple-input) and `generate_until` requests, zero- or few-shot (seeded random,
+//! `first_n`, fixed samples), plain or through a chat template, and the dry run.
 
 use std::path::Path;
 
@@ -64,6 +64,9 @@ pub struct TaskConfig {
     /// A named Rust preprocessing function (`process`), where lm-eval names a Python one.
     #[serde(default)]
     pub process_docs: Option<String>,
+    /// A named Rust scorer for generations (`process::PROCESS_RESULTS`), where lm-eval names a Python one.
+    #[serde(default)]
+    pub process_results: Option<String>,
     /// lm-eval's `metadata` (its `version` goes into results.json's `versions`).
     #[serde(default)]
     pub metadata: Option<Value>,
@@ -130,6 +133,7 @@ impl TaskConfig {
 
     /// The documents as the task sees them (after its `process_docs` function, if any).
     pub fn process(&self, docs: Vec<Doc>) -> Result<Vec<Doc>> {
+        crate::process::check_process_results(&self.task, self.process_results.as_deref())?;
         crate::process::process_docs(&self.task, self.process_docs.as_deref(), docs)
     }
 

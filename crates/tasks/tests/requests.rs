@@ -38,6 +38,7 @@ fn requests_are_byte_identical_to_lm_eval() {
         "mmlu",
         "winogrande",
         "race",
+        "bigbench_strategyqa",
     ] {
         let cfg = TaskConfig::from_file(&root().join("tasks").join(format!("{task}.yaml"))).unwrap();
         let split = if task == "arc_easy" {
@@ -121,4 +122,30 @@ fn gsm8k_cot_uses_its_eight_fixed_exemplars_as_lm_eval() {
     let fs = mmreason_tasks::FewShot::for_task(&cfg, 8, &pool, false, 1234);
     let got = mmreason_tasks::requests_with(&cfg, &docs, Some(&fs)).unwrap();
     assert_equals_lm_eval(&got, "gsm8k_cot_8shot");
+}
+
+#[test]
+fn minerva_math_uses_its_four_exemplars_and_lm_eval_answers() {
+    let cfg = mmreason_tasks::registry::task("minerva_math").unwrap();
+    let data = load_split(&root().join("../../tests/fixtures/datasets"), "math", "test").unwrap();
+    let docs = cfg.process(data.docs).unwrap();
+    // lm-eval's process_docs: every field kept, the normalised boxed answer added.
+    let want: Vec<serde_json::Value> =
+        std::fs::read_to_string(root().join("../../tests/fixtures/tasks/minerva_math_docs.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(docs.len(), want.len());
+    for (d, w) in docs.iter().zip(&want) {
+        assert_eq!(
+            serde_json::to_string(d).unwrap(),
+            serde_json::to_string(w).unwrap()
+        );
+    }
+    let pool = cfg.fewshot_samples().unwrap();
+    assert_eq!(pool.len(), 4);
+    let fs = mmreason_tasks::FewShot::for_task(&cfg, 4, &pool, false, 1234);
+    let got = mmreason_tasks::requests_with(&cfg, &docs, Some(&fs)).unwrap();
+    assert_equals_lm_eval(&got, "minerva_math_4shot");
 }
