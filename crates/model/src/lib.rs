@@ -3,6 +3,7 @@
 //! LLaVA 1.5/NeXT arrive with their own issue (see the README's status table).
 
 pub mod anyres;
+pub mod attention;
 pub mod backend;
 pub mod chat;
 pub mod clip;

@@ -113,6 +113,11 @@ pub struct RmsNorm<B: Backend> {
 }
 
 impl<B: Backend> RmsNorm<B> {
+    /// A norm with this weight `[hidden]` and ε.
+    pub fn new(weight: Tensor<B, 1>, eps: f64) -> Self {
+        Self { weight, eps }
+    }
+
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         // Statistics in f32, the normalised value back in the input dtype before the weight, as
         // `LlamaRMSNorm` (a no-op cast for f32 models).
@@ -458,21 +463,7 @@ impl<B: Backend> Decoder<B> {
         let k = rope::apply(heads(qkv.clone().narrow(2, nh * d, nkv * d), nkv), cos, sin);
         let v = heads(qkv.narrow(2, (nh + nkv) * d, nkv * d), nkv);
         let (k, v) = cache.append(l, k, v);
-        let t = k.dims()[2];
-        let (rep, g) = (nh / nkv, b * nkv);
-        // Query heads sharing a key/value head are consecutive (head h reads kv head h / rep), so stacking them
-        // as the rows of one matrix per (sequence, kv head) is grouped-query attention without repeating keys
-        // and values. Scores and softmax in f32 (transformers: softmax(..., dtype=float32)), probabilities back
-        // in the activations' dtype.
-        let dtype = q.dtype();
-        let scores = gemm::bmm_nt(q.reshape([g, rep * s, d]), k.reshape([g, t, d]))
-            .reshape([b, nh, s, t])
-            .cast(DType::F32)
-            * (1.0 / (d as f64).sqrt())
-            + mask.clone();
-        let probs = activation::softmax(scores, 3).cast(dtype);
-        let out = gemm::bmm_nn(probs.reshape([g, rep * s, t]), v.reshape([g, t, d]))
-            .reshape([b, nh, s, d])
+        let out = crate::attention::grouped_query_attention(q, k, v, mask)
             .swap_dims(1, 2)
             .reshape([b, s, nh * d]);
         layer.o.forward(out)

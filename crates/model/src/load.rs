@@ -16,7 +16,8 @@ pub enum WeightDtype {
 }
 
 impl WeightDtype {
-    pub(crate) fn burn(self) -> DType {
+    /// The burn dtype tensors of this weight type have.
+    pub fn burn(self) -> DType {
         match self {
             WeightDtype::F32 => DType::F32,
             WeightDtype::F16 => DType::F16,

@@ -1,0 +1,202 @@
+//! The decoder's kernels one by one, on any compiled backend: the GEMM of a linear layer (mmreason's
+//! `linear_nt` — cuBLAS on CUDA — against burn's matmul on the same operands), causal grouped-query attention
+//! for prefill and for one decode step over a cache, RMSNorm, RoPE and SiLU·mul.
+//!
+//!     cargo bench --bench kernels                                            # CPU, scaled-down shapes
+//!     MMREASON_BENCH_BACKEND=cuda cargo bench --features cuda --bench kernels  # Mistral-7B shapes, bf16
+//!
+//! `MMREASON_BENCH_BACKEND` = cpu | wgpu | cuda, `MMREASON_BENCH_DTYPE` = f32 | bf16 | f16 (default: f32 on the
+//! CPU, bf16 on a GPU). GPU shapes are Mistral-7B's (hidden 4096, 32 query / 8 key-value heads of 128, MLP
+//! 14336; prefill 8×512, decode over 512 cached positions); CPU shapes are an eighth of the width so a run takes
+//! minutes. GEMM and attention report FLOP/s ("elements" = floating-point operations), the memory-bound kernels
+//! bytes moved per second. Every iteration ends with the backend's `sync`, so GPU time is counted in full.
+
+use burn::tensor::{DType, Distribution, Tensor, TensorData, activation, backend::Backend};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mmreason::model::attention::grouped_query_attention;
+use mmreason::model::gemm::linear_nt;
+use mmreason::model::llama::RmsNorm;
+use mmreason::model::load::WeightDtype;
+use mmreason::model::{BackendKind, rope};
+
+/// Model and batch sizes of one run.
+struct Shapes {
+    batch: usize,
+    seq: usize,
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    intermediate: usize,
+    cached: usize,
+}
+
+impl Shapes {
+    fn for_backend(kind: BackendKind) -> Self {
+        let full = Shapes {
+            batch: 8,
+            seq: 512,
+            hidden: 4096,
+            heads: 32,
+            kv_heads: 8,
+            head_dim: 128,
+            intermediate: 14336,
+            cached: 512,
+        };
+        match kind {
+            BackendKind::Cpu => Shapes {
+                batch: 2,
+                seq: 128,
+                hidden: full.hidden / 8,
+                heads: full.heads / 8,
+                kv_heads: full.kv_heads / 8,
+                head_dim: full.head_dim,
+                intermediate: full.intermediate / 8,
+                cached: 128,
+            },
+            _ => full,
+        }
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn random<B: Backend, const D: usize>(
+    shape: [usize; D],
+    std: f64,
+    dtype: DType,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::<B, D>::random(shape, Distribution::Normal(0.0, std), device).cast(dtype)
+}
+
+/// Causal additive mask `[b, 1, s, past + s]` in f32, as the decoder builds it.
+fn causal_mask<B: Backend>(b: usize, s: usize, past: usize, device: &B::Device) -> Tensor<B, 4> {
+    let t = past + s;
+    let m: Vec<f32> = (0..b * s * t)
+        .map(|i| {
+            let (q, k) = ((i / t) % s + past, i % t);
+            if k <= q { 0.0 } else { f32::MIN }
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(m, [b, 1, s, t]), device)
+}
+
+fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype, device: &B::Device) {
+    let sh = Shapes::for_backend(kind);
+    let dt = dtype.burn();
+    let bytes = |elems: usize| (elems * dt.size()) as u64;
+    let sync = || B::sync(device).expect("backend sync");
+    let tag = format!("{}-{}", kind.name(), dtype.name());
+    let tokens = sh.batch * sh.seq;
+
+    let mut g = c.benchmark_group(format!("gemm/{tag}"));
+    g.sample_size(10);
+    let w = random::<B, 2>([sh.intermediate, sh.hidden], 0.02, dt, device);
+    for (name, m) in [("prefill", tokens), ("decode", sh.batch)] {
+        let x = random::<B, 2>([m, sh.hidden], 1.0, dt, device);
+        g.throughput(Throughput::Elements((2 * m * sh.hidden * sh.intermediate) as u64));
+        let id = format!("{m}x{}x{}", sh.hidden, sh.intermediate);
+        g.bench_function(BenchmarkId::new(format!("{name}/linear_nt"), &id), |b| {
+            b.iter(|| {
+                std::hint::black_box(linear_nt(x.clone(), &w));
+                sync();
+            })
+        });
+        g.bench_function(BenchmarkId::new(format!("{name}/burn_matmul"), &id), |b| {
+            b.iter(|| {
+                std::hint::black_box(x.clone().matmul(w.clone().transpose()));
+                sync();
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("attention/{tag}"));
+    g.sample_size(10);
+    let (nh, nkv, d) = (sh.heads, sh.kv_heads, sh.head_dim);
+    for (name, s, past) in [("prefill", sh.seq, 0), ("decode", 1, sh.cached)] {
+        let t = past + s;
+        let q = random::<B, 4>([sh.batch, nh, s, d], 1.0, dt, device);
+        let k = random::<B, 4>([sh.batch, nkv, t, d], 1.0, dt, device);
+        let v = random::<B, 4>([sh.batch, nkv, t, d], 1.0, dt, device);
+        let mask = causal_mask::<B>(sh.batch, s, past, device);
+        g.throughput(Throughput::Elements((4 * sh.batch * nh * s * t * d) as u64));
+        let id = format!("b{}h{nh}kv{nkv}s{s}t{t}d{d}", sh.batch);
+        g.bench_function(BenchmarkId::new(name, id), |b| {
+            b.iter(|| {
+                std::hint::black_box(grouped_query_attention(q.clone(), k.clone(), v.clone(), &mask));
+                sync();
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("elementwise/{tag}"));
+    g.sample_size(10);
+    let x = random::<B, 3>([sh.batch, sh.seq, sh.hidden], 1.0, dt, device);
+    let norm = RmsNorm::new(random::<B, 1>([sh.hidden], 1.0, dt, device), 1e-5);
+    g.throughput(Throughput::Bytes(2 * bytes(tokens * sh.hidden)));
+    g.bench_function(
+        BenchmarkId::new("rms_norm", format!("{tokens}x{}", sh.hidden)),
+        |b| {
+            b.iter(|| {
+                std::hint::black_box(norm.forward(x.clone()));
+                sync();
+            })
+        },
+    );
+    let q = random::<B, 4>([sh.batch, nh, sh.seq, d], 1.0, dt, device);
+    let cos = random::<B, 4>([sh.batch, 1, sh.seq, d], 1.0, dt, device);
+    let sin = random::<B, 4>([sh.batch, 1, sh.seq, d], 1.0, dt, device);
+    g.throughput(Throughput::Bytes(2 * bytes(tokens * nh * d)));
+    g.bench_function(
+        BenchmarkId::new("rope", format!("b{}h{nh}s{}d{d}", sh.batch, sh.seq)),
+        |b| {
+            b.iter(|| {
+                std::hint::black_box(rope::apply(q.clone(), &cos, &sin));
+                sync();
+            })
+        },
+    );
+    let gate_up = random::<B, 3>([sh.batch, sh.seq, 2 * sh.intermediate], 1.0, dt, device);
+    let i = sh.intermediate;
+    g.throughput(Throughput::Bytes(3 * bytes(tokens * i)));
+    g.bench_function(BenchmarkId::new("silu_mul", format!("{tokens}x{i}")), |b| {
+        b.iter(|| {
+            std::hint::black_box(
+                activation::silu(gate_up.clone().narrow(2, 0, i)) * gate_up.clone().narrow(2, i, i),
+            );
+            sync();
+        })
+    });
+    g.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    let kind: BackendKind = env_or("MMREASON_BENCH_BACKEND", "cpu")
+        .parse()
+        .unwrap_or_else(|e| panic!("MMREASON_BENCH_BACKEND: {e}"));
+    let default_dtype = if kind == BackendKind::Cpu { "f32" } else { "bf16" };
+    let dtype: WeightDtype = env_or("MMREASON_BENCH_DTYPE", default_dtype)
+        .parse()
+        .unwrap_or_else(|e| panic!("MMREASON_BENCH_DTYPE: {e}"));
+    let r: Result<(), mmreason::model::ModelError> =
+        mmreason::model::on_backend!(kind, run_with(c, kind, dtype));
+    r.unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn run_with<B: Backend>(
+    c: &mut Criterion,
+    kind: BackendKind,
+    dtype: WeightDtype,
+    device: &B::Device,
+) -> Result<(), mmreason::model::ModelError> {
+    bench_on::<B>(c, kind, dtype, device);
+    Ok(())
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,31 @@
+//! Causal self-attention with grouped-query heads, as transformers' eager attention computes it: scores and
+//! softmax in f32, probabilities back in the activations' dtype. Both products go through [`crate::gemm`]
+//! (cuBLAS on CUDA).
+
+use burn::tensor::{DType, Tensor, activation, backend::Backend};
+
+use crate::gemm;
+
+/// `softmax(q·kᵀ/√d + mask)·v` for `q` `[b, nh, s, d]`, `k`/`v` `[b, nkv, t, d]` (`nh` a multiple of `nkv`) and an
+/// additive f32 `mask` broadcast from `[b, 1, s, t]`; returns `[b, nh, s, d]`.
+///
+/// Query heads sharing a key/value head are consecutive (head h reads kv head h / rep), so stacking them as the
+/// rows of one matrix per (sequence, kv head) is grouped-query attention without repeating keys and values.
+pub fn grouped_query_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let [b, nh, s, d] = q.dims();
+    let [_, nkv, t, _] = k.dims();
+    let (rep, g) = (nh / nkv, b * nkv);
+    let dtype = q.dtype();
+    let scores = gemm::bmm_nt(q.reshape([g, rep * s, d]), k.reshape([g, t, d]))
+        .reshape([b, nh, s, t])
+        .cast(DType::F32)
+        * (1.0 / (d as f64).sqrt())
+        + mask.clone();
+    let probs = activation::softmax(scores, 3).cast(dtype);
+    gemm::bmm_nn(probs.reshape([g, rep * s, t]), v.reshape([g, t, d])).reshape([b, nh, s, d])
+}
