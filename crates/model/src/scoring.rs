@@ -274,9 +274,12 @@ impl<B: Backend> TextModel<B> {
             .map(|(r, _)| SplitMix(r.sampling.map_or(0, |s| s.seed)))
             .collect();
         for _ in 0..max_new {
-            let logits = self.decoder.forward(&batch, &mut cache)?;
-            let [_, s, v] = logits.dims();
-            let last = logits.narrow(1, s - 1, 1);
+            // Only the last position's logits are needed: the head (hidden × vocabulary) runs on one row per
+            // sequence instead of the whole prompt.
+            let hidden = self.decoder.hidden(&batch, &mut cache)?;
+            let s = hidden.dims()[1];
+            let last = self.decoder.logits(hidden.narrow(1, s - 1, 1));
+            let v = last.dims()[2];
             let values = last
                 .into_data()
                 .convert::<f32>()
@@ -293,10 +296,9 @@ impl<B: Backend> TextModel<B> {
                 if !finished[r] {
                     generated[r].push(tok);
                     let eos = self.tokenizer.eos_id == Some(tok);
-                    let text = self.tokenizer.decode(&generated[r], true)?;
                     if eos
-                        || stop_position(&text, &req.until).is_some()
                         || generated[r].len() >= req.max_gen_toks
+                        || stop_in_tail(&self.tokenizer, &generated[r], &req.until)?
                     {
                         finished[r] = true;
                     }
@@ -346,6 +348,25 @@ impl<B: Backend> TextModel<B> {
             None => Ok((self.conversation.prompt(&msgs)?, true)),
         }
     }
+}
+
+/// How many trailing tokens certainly hold a just-completed stop string of `max_len` bytes: a token decodes to at
+/// least one byte (byte-fallback tokens to exactly one), so `max_len` tokens cover it; the margin keeps the
+/// window's first token — whose leading space a SentencePiece decoder drops, and which may start mid-character —
+/// away from it.
+pub fn stop_window(until: &[String]) -> usize {
+    until.iter().map(String::len).max().unwrap_or(0) + 8
+}
+
+/// Whether generated ids now contain a stop string. Only a tail window is decoded (a stop string that just
+/// appeared ends within it, and the tail's text is the full text's suffix but for its first token), so the
+/// check costs the same at token 10 and token 1000; the returned text is still cut on the full decode.
+pub fn stop_in_tail(tokenizer: &TextTokenizer, generated: &[u32], until: &[String]) -> Result<bool> {
+    if until.iter().all(String::is_empty) {
+        return Ok(false);
+    }
+    let tail = &generated[generated.len().saturating_sub(stop_window(until))..];
+    Ok(stop_position(&tokenizer.decode(tail, true)?, until).is_some())
 }
 
 /// Where generated text must be cut: the earliest occurrence of any non-empty stop string (lm-eval's
@@ -428,6 +449,27 @@ fn sample(logits: &[f32], s: Sampling, rng: &mut SplitMix) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stop_string_is_seen_in_the_tail_exactly_when_the_full_text_has_it() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/vicuna-base");
+        let tok = TextTokenizer::from_dir(&dir).unwrap();
+        let text = "Résumé: 12 × 3 = 36 ✓ — ok.\n\nQuestion: 東京 is 🗼? Answer: yes\n\nProblem: done";
+        let ids = tok.encode(text, false).unwrap();
+        for until in [
+            vec!["\n\n".to_string()],
+            vec!["Question:".into(), "🗼".into()],
+            vec!["Problem:".into()],
+            vec!["東京".into()],
+            vec!["absent".into()],
+        ] {
+            let full_first = (1..=ids.len())
+                .find(|&n| stop_position(&tok.decode(&ids[..n], true).unwrap(), &until).is_some());
+            let tail_first = (1..=ids.len()).find(|&n| stop_in_tail(&tok, &ids[..n], &until).unwrap());
+            assert_eq!(tail_first, full_first, "{until:?}");
+        }
+    }
+
     use super::*;
 
     #[test]
