@@ -1,6 +1,7 @@
 //! The decoder's kernels one by one, on any compiled backend: the GEMM of a linear layer (mmreason's
 //! `linear_nt` — cuBLAS on CUDA — against burn's matmul on the same operands), causal grouped-query attention
-//! for prefill and for one decode step over a cache, RMSNorm, RoPE and SiLU·mul.
+//! for prefill and for one decode step over a cache, RMSNorm, RoPE and SiLU·mul (the fused versions next to
+//! the op-by-op chains they replace).
 //!
 //!     cargo bench --bench kernels                                            # CPU, scaled-down shapes
 //!     MMREASON_BENCH_BACKEND=cuda cargo bench --features cuda --bench kernels  # Mistral-7B shapes, bf16
@@ -14,6 +15,7 @@
 use burn::tensor::{DType, Distribution, Tensor, TensorData, activation, backend::Backend};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mmreason::model::attention::grouped_query_attention;
+use mmreason::model::fused::{heads, silu_mul};
 use mmreason::model::gemm::linear_nt;
 use mmreason::model::llama::RmsNorm;
 use mmreason::model::load::WeightDtype;
@@ -138,33 +140,59 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
     g.sample_size(10);
     let x = random::<B, 3>([sh.batch, sh.seq, sh.hidden], 1.0, dt, device);
     let norm = RmsNorm::new(random::<B, 1>([sh.hidden], 1.0, dt, device), 1e-5);
+    let w = random::<B, 1>([sh.hidden], 1.0, dt, device);
     g.throughput(Throughput::Bytes(2 * bytes(tokens * sh.hidden)));
-    g.bench_function(
-        BenchmarkId::new("rms_norm", format!("{tokens}x{}", sh.hidden)),
-        |b| {
-            b.iter(|| {
-                std::hint::black_box(norm.forward(x.clone()));
-                sync();
-            })
-        },
-    );
-    let q = random::<B, 4>([sh.batch, nh, sh.seq, d], 1.0, dt, device);
+    let id = format!("{tokens}x{}", sh.hidden);
+    g.bench_function(BenchmarkId::new("rms_norm", &id), |b| {
+        b.iter(|| {
+            std::hint::black_box(norm.forward(x.clone()));
+            sync();
+        })
+    });
+    // The same chain op by op (what `fused` replaces where it can), measured as the peer.
+    g.bench_function(BenchmarkId::new("rms_norm_ops", &id), |b| {
+        b.iter(|| {
+            let xf = x.clone().cast(DType::F32);
+            let var = xf.clone().powi_scalar(2).mean_dim(2);
+            let y = (xf * (var + 1e-5).sqrt().recip()).cast(dt) * w.clone().unsqueeze::<3>();
+            std::hint::black_box(y);
+            sync();
+        })
+    });
+    // Query heads split out of the stacked q/k/v projection with RoPE applied: fused, and as split + rope::apply.
+    let qkv = random::<B, 3>([sh.batch, sh.seq, (nh + 2 * nkv) * d], 1.0, dt, device);
     let cos = random::<B, 4>([sh.batch, 1, sh.seq, d], 1.0, dt, device);
     let sin = random::<B, 4>([sh.batch, 1, sh.seq, d], 1.0, dt, device);
     g.throughput(Throughput::Bytes(2 * bytes(tokens * nh * d)));
-    g.bench_function(
-        BenchmarkId::new("rope", format!("b{}h{nh}s{}d{d}", sh.batch, sh.seq)),
-        |b| {
-            b.iter(|| {
-                std::hint::black_box(rope::apply(q.clone(), &cos, &sin));
-                sync();
-            })
-        },
-    );
+    let id = format!("b{}h{nh}s{}d{d}", sh.batch, sh.seq);
+    g.bench_function(BenchmarkId::new("heads_rope", &id), |b| {
+        b.iter(|| {
+            std::hint::black_box(heads(&qkv, 0, nh, d, Some((&cos, &sin))));
+            sync();
+        })
+    });
+    g.bench_function(BenchmarkId::new("heads_rope_ops", &id), |b| {
+        b.iter(|| {
+            let q = qkv
+                .clone()
+                .narrow(2, 0, nh * d)
+                .reshape([sh.batch, sh.seq, nh, d])
+                .swap_dims(1, 2);
+            std::hint::black_box(rope::apply(q, &cos, &sin));
+            sync();
+        })
+    });
     let gate_up = random::<B, 3>([sh.batch, sh.seq, 2 * sh.intermediate], 1.0, dt, device);
     let i = sh.intermediate;
     g.throughput(Throughput::Bytes(3 * bytes(tokens * i)));
-    g.bench_function(BenchmarkId::new("silu_mul", format!("{tokens}x{i}")), |b| {
+    let id = format!("{tokens}x{i}");
+    g.bench_function(BenchmarkId::new("silu_mul", &id), |b| {
+        b.iter(|| {
+            std::hint::black_box(silu_mul(gate_up.clone(), i));
+            sync();
+        })
+    });
+    g.bench_function(BenchmarkId::new("silu_mul_ops", &id), |b| {
         b.iter(|| {
             std::hint::black_box(
                 activation::silu(gate_up.clone().narrow(2, 0, i)) * gate_up.clone().narrow(2, i, i),

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod clip;
 pub mod describe;
 pub mod error;
+pub mod fused;
 pub mod gemm;
 pub mod gemm_bench;
 pub mod generate;

@@ -3,14 +3,14 @@
 //! embeddings, grouped-query attention with an additive mask (causal, left padding, Mistral's sliding window),
 //! SwiGLU MLP, untied or tied head.
 
-use burn::tensor::{DType, Distribution, Int, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{Distribution, Int, Tensor, TensorData, backend::Backend};
 use mmreason_checkpoint::{DecoderConfig, TensorView};
 
 use crate::error::{ModelError, Result};
-use crate::gemm;
 use crate::kv_cache::KvCache;
 use crate::load::{WeightDtype, load_float};
-use crate::rope::{self, Rope};
+use crate::rope::Rope;
+use crate::{fused, gemm};
 
 /// A linear layer, its weight as the checkpoint stores it (`[out, in]`): the product `x · wᵀ` goes through
 /// [`gemm::linear_nt`] (cuBLAS on CUDA, burn's matmul elsewhere).
@@ -121,11 +121,7 @@ impl<B: Backend> RmsNorm<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         // Statistics in f32, the normalised value back in the input dtype before the weight, as
         // `LlamaRMSNorm` (a no-op cast for f32 models).
-        let dtype = x.dtype();
-        let x = x.cast(DType::F32);
-        let var = x.clone().powi_scalar(2).mean_dim(2);
-        let x = (x * (var + self.eps).sqrt().recip()).cast(dtype);
-        x * self.weight.clone().unsqueeze::<3>()
+        fused::rms_norm(x, &self.weight, self.eps)
     }
 }
 
@@ -386,7 +382,7 @@ impl<B: Backend> Decoder<B> {
             let m = layer.down.forward({
                 let gu = layer.gate_up.forward(h);
                 let i = self.cfg.intermediate_size;
-                activation::silu(gu.clone().narrow(2, 0, i)) * gu.narrow(2, i, i)
+                fused::silu_mul(gu, i)
             });
             x = x + m;
         }
@@ -457,11 +453,10 @@ impl<B: Backend> Decoder<B> {
             self.cfg.num_key_value_heads,
             self.cfg.head_dim,
         );
-        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2);
         let qkv = layer.qkv.forward(x);
-        let q = rope::apply(heads(qkv.clone().narrow(2, 0, nh * d), nh), cos, sin);
-        let k = rope::apply(heads(qkv.clone().narrow(2, nh * d, nkv * d), nkv), cos, sin);
-        let v = heads(qkv.narrow(2, (nh + nkv) * d, nkv * d), nkv);
+        let q = fused::heads(&qkv, 0, nh, d, Some((cos, sin)));
+        let k = fused::heads(&qkv, nh, nkv, d, Some((cos, sin)));
+        let v = fused::heads(&qkv, nh + nkv, nkv, d, None);
         let (k, v) = cache.append(l, k, v);
         let out = crate::attention::grouped_query_attention(q, k, v, mask)
             .swap_dims(1, 2)

@@ -1,0 +1,258 @@
+//! The decoder's element-wise chains — RMSNorm, SiLU·mul, and splitting heads out of the stacked q/k/v
+//! projection with RoPE — as one pass each where the backend allows it,
+//! burn's op-by-op composition elsewhere. burn's CPU backend runs these chains at ≈0.45 GB/s (each op a full
+//! pass, broadcasts and strided halves on a slow path, a scalar `exp`), as slow as the GEMMs between them
+//! (`cargo bench --bench kernels`); on it, contiguous f32 tensors take a fused loop over rows in parallel. This
+//! is also the seam for fused GPU kernels.
+
+use burn::tensor::{DType, Tensor, activation, backend::Backend};
+
+/// `x · rsqrt(mean(x²) + ε) · w` over the last dimension, statistics in f32 (transformers' `LlamaRMSNorm`:
+/// normalised value back in the input dtype, then the weight).
+pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, 3> {
+    #[cfg(feature = "cpu")]
+    let x = match flex::rms_norm::<B>(x, weight, eps) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    let dtype = x.dtype();
+    let x = x.cast(DType::F32);
+    let var = x.clone().powi_scalar(2).mean_dim(2);
+    let x = (x * (var + eps).sqrt().recip()).cast(dtype);
+    x * weight.clone().unsqueeze::<3>()
+}
+
+/// `silu(gate) · up` for `gate_up` = `[…, gate | up]` (each half `i` wide on the last dimension).
+pub fn silu_mul<B: Backend>(gate_up: Tensor<B, 3>, i: usize) -> Tensor<B, 3> {
+    #[cfg(feature = "cpu")]
+    let gate_up = match flex::silu_mul::<B>(gate_up, i) {
+        Ok(y) => return y,
+        Err(t) => t,
+    };
+    activation::silu(gate_up.clone().narrow(2, 0, i)) * gate_up.narrow(2, i, i)
+}
+
+/// Heads `first..first + n` (each `d` wide) of the stacked projection `qkv` `[b, s, ·]` as `[b, n, s, d]`, with
+/// rotary embeddings applied when `cos`/`sin` (`[b, 1, s, d]`) are given — `rope::apply` on the split heads.
+pub fn heads<B: Backend>(
+    qkv: &Tensor<B, 3>,
+    first: usize,
+    n: usize,
+    d: usize,
+    rope: Option<(&Tensor<B, 4>, &Tensor<B, 4>)>,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "cpu")]
+    if let Some(t) = flex::heads::<B>(qkv, first, n, d, rope) {
+        return t;
+    }
+    let [b, s, _] = qkv.dims();
+    let x = qkv
+        .clone()
+        .narrow(2, first * d, n * d)
+        .reshape([b, s, n, d])
+        .swap_dims(1, 2);
+    match rope {
+        Some((cos, sin)) => crate::rope::apply(x, cos, sin),
+        None => x,
+    }
+}
+
+#[cfg(feature = "cpu")]
+mod flex {
+    use std::any::{Any, TypeId};
+
+    use burn::tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend};
+    use burn_flex::{Flex, FlexTensor};
+    use rayon::prelude::*;
+
+    /// Rows per parallel task: large enough that scheduling costs nothing next to the row work.
+    const MIN_ELEMS_PER_TASK: usize = 1 << 14;
+
+    /// The f32 values of a contiguous Flex tensor, or the tensor back when it is not one.
+    fn flex_f32<B: Backend, const D: usize>(
+        t: Tensor<B, D>,
+    ) -> Result<(FlexTensor, Vec<usize>), Tensor<B, D>> {
+        if TypeId::of::<B>() != TypeId::of::<Flex>() || t.dtype() != burn::tensor::DType::F32 {
+            return Err(t);
+        }
+        let dims = t.dims().to_vec();
+        let p: Box<dyn Any> = Box::new(t.into_primitive().tensor());
+        let ft = *p.downcast::<FlexTensor>().expect("B is Flex");
+        if ft.as_slice::<f32>().is_some() {
+            Ok((ft, dims))
+        } else {
+            let p: Box<dyn Any> = Box::new(ft);
+            let prim = *p.downcast::<B::FloatTensorPrimitive>().expect("B is Flex");
+            Err(Tensor::from_primitive(TensorPrimitive::Float(prim)))
+        }
+    }
+
+    fn to_tensor<B: Backend, const D: usize>(values: Vec<f32>, dims: [usize; D]) -> Tensor<B, D> {
+        let p: Box<dyn Any> = Box::new(FlexTensor::from_data(TensorData::new(values, dims)));
+        let prim = *p.downcast::<B::FloatTensorPrimitive>().expect("B is Flex");
+        Tensor::from_primitive(TensorPrimitive::Float(prim))
+    }
+
+    fn rows_per_task(width: usize) -> usize {
+        (MIN_ELEMS_PER_TASK / width.max(1)).max(1)
+    }
+
+    /// `f(k, chunk k of out)` over `chunk`-sized pieces: in parallel when there is more than one task's worth
+    /// of work, on this thread otherwise (handing a decode step's few rows to the thread pool costs more than
+    /// the rows).
+    fn for_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+        if out.len() <= MIN_ELEMS_PER_TASK {
+            out.chunks_mut(chunk).enumerate().for_each(|(k, o)| f(k, o));
+        } else {
+            out.par_chunks_mut(chunk).enumerate().for_each(|(k, o)| f(k, o));
+        }
+    }
+
+    pub(super) fn rms_norm<B: Backend>(
+        x: Tensor<B, 3>,
+        weight: &Tensor<B, 1>,
+        eps: f64,
+    ) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
+        let w = match flex_f32::<B, 1>(weight.clone()) {
+            Ok((w, _)) => w,
+            Err(_) => return Err(x),
+        };
+        let (xt, dims) = flex_f32::<B, 3>(x)?;
+        let (xs, ws) = (
+            xt.as_slice::<f32>().expect("checked"),
+            w.as_slice::<f32>().expect("checked"),
+        );
+        let h = dims[2];
+        let mut out = vec![0f32; xs.len()];
+        let per = rows_per_task(h);
+        for_chunks(&mut out, h * per, |k, o| {
+            let x = &xs[k * h * per..][..o.len()];
+            for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
+                let ms = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / h as f64;
+                let r = 1.0 / ((ms as f32) + eps as f32).sqrt();
+                for ((o, &v), &w) in o.iter_mut().zip(x).zip(ws) {
+                    *o = v * r * w;
+                }
+            }
+        });
+        Ok(to_tensor::<B, 3>(out, [dims[0], dims[1], h]))
+    }
+
+    pub(super) fn heads<B: Backend>(
+        qkv: &Tensor<B, 3>,
+        first: usize,
+        n: usize,
+        d: usize,
+        rope: Option<(&Tensor<B, 4>, &Tensor<B, 4>)>,
+    ) -> Option<Tensor<B, 4>> {
+        let (t, dims) = flex_f32::<B, 3>(qkv.clone()).ok()?;
+        let tables = match rope {
+            Some((cos, sin)) => {
+                let (c, _) = flex_f32::<B, 4>(cos.clone()).ok()?;
+                let (s, _) = flex_f32::<B, 4>(sin.clone()).ok()?;
+                Some((c, s))
+            }
+            None => None,
+        };
+        let (b, s, width) = (dims[0], dims[1], dims[2]);
+        let x = t.as_slice::<f32>().expect("checked");
+        let half = d / 2;
+        let mut out = vec![0f32; b * n * s * d];
+        // One task per (sequence, head): `s` rows of `d` values, read from the stacked rows.
+        for_chunks(&mut out, s * d, |bh, o| {
+            let (bi, h) = (bh / n, bh % n);
+            for (si, o) in o.chunks_mut(d).enumerate() {
+                let src = &x[(bi * s + si) * width + (first + h) * d..][..d];
+                match &tables {
+                    None => o.copy_from_slice(src),
+                    Some((c, sn)) => {
+                        let at = (bi * s + si) * d;
+                        let c = &c.as_slice::<f32>().expect("checked")[at..at + d];
+                        let sn = &sn.as_slice::<f32>().expect("checked")[at..at + d];
+                        for j in 0..d {
+                            let rot = if j < half { -src[j + half] } else { src[j - half] };
+                            o[j] = src[j] * c[j] + rot * sn[j];
+                        }
+                    }
+                }
+            }
+        });
+        Some(to_tensor::<B, 4>(out, [b, n, s, d]))
+    }
+
+    pub(super) fn silu_mul<B: Backend>(
+        gate_up: Tensor<B, 3>,
+        i: usize,
+    ) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
+        let (t, dims) = flex_f32::<B, 3>(gate_up)?;
+        let gu = t.as_slice::<f32>().expect("checked");
+        let rows = dims[0] * dims[1];
+        let mut out = vec![0f32; rows * i];
+        let per = rows_per_task(i);
+        for_chunks(&mut out, i * per, |k, o| {
+            let gu = &gu[k * 2 * i * per..][..2 * o.len()];
+            for (o, row) in o.chunks_mut(i).zip(gu.chunks(2 * i)) {
+                let (g, u) = row.split_at(i);
+                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+        });
+        Ok(to_tensor::<B, 3>(out, [dims[0], dims[1], i]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type Cpu = crate::backend::CpuBackend;
+
+    /// The fused loops equal burn's composition (what other backends run) on the CPU.
+    #[test]
+    fn fused_cpu_loops_equal_the_op_by_op_composition() {
+        let d = Default::default();
+        let x = Tensor::<Cpu, 3>::random([3, 5, 64], Distribution::Normal(0.0, 2.0), &d);
+        let w = Tensor::<Cpu, 1>::random([64], Distribution::Normal(1.0, 0.5), &d);
+        let want = {
+            let var = x.clone().powi_scalar(2).mean_dim(2);
+            x.clone() * (var + 1e-5).sqrt().recip() * w.clone().unsqueeze::<3>()
+        };
+        rms_norm(x.clone(), &w, 1e-5)
+            .into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::relative(1e-5));
+        let want = activation::silu(x.clone().narrow(2, 0, 32)) * x.clone().narrow(2, 32, 32);
+        silu_mul(x.clone(), 32)
+            .into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::relative(1e-5));
+        // Heads split out of a stacked projection, with and without RoPE.
+        let qkv = Tensor::<Cpu, 3>::random([2, 3, 5 * 8], Distribution::Normal(0.0, 1.0), &d);
+        let cos = Tensor::<Cpu, 4>::random([2, 1, 3, 8], Distribution::Normal(0.0, 1.0), &d);
+        let sin = Tensor::<Cpu, 4>::random([2, 1, 3, 8], Distribution::Normal(0.0, 1.0), &d);
+        let split = qkv
+            .clone()
+            .narrow(2, 8, 3 * 8)
+            .reshape([2, 3, 3, 8])
+            .swap_dims(1, 2);
+        heads(&qkv, 1, 3, 8, Some((&cos, &sin)))
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &crate::rope::apply(split.clone(), &cos, &sin).into_data(),
+                Tolerance::relative(1e-6),
+            );
+        heads(&qkv, 1, 3, 8, None)
+            .into_data()
+            .assert_approx_eq::<f32>(&split.into_data(), Tolerance::relative(0.0));
+        assert!(flex::heads::<Cpu>(&qkv, 1, 3, 8, None).is_some());
+        // Contiguous f32 takes the fused loop; a strided input (not one buffer) the composition, same answer.
+        assert!(flex::silu_mul::<Cpu>(x.clone(), 32).is_ok());
+        assert!(flex::rms_norm::<Cpu>(x.clone(), &w, 1e-5).is_ok());
+        let strided = x.clone().swap_dims(0, 1);
+        assert!(flex::silu_mul::<Cpu>(strided.clone(), 32).is_err());
+        let want = activation::silu(strided.clone().narrow(2, 0, 32)) * strided.clone().narrow(2, 32, 32);
+        silu_mul(strided, 32)
+            .into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::relative(1e-6));
+    }
+}
