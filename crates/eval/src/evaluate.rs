@@ -158,7 +158,19 @@ pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
     let chat = template.as_ref().map(|_| &chat);
     let mut out = Vec::new();
     for name in opts.tasks.iter().filter(|n| !vision::is_vision(n)) {
-        let cfg = registry::task(name)?;
+        let cfg = registry::task(name).map_err(|e| match e {
+            // Suggest from every task `evaluate` knows, vision ones included.
+            mmreason_tasks::TasksError::UnknownTask { name, .. } => {
+                let mut all = registry::names();
+                all.extend(vision::VISION_TASKS.iter().map(|(n, _, _)| *n));
+                mmreason_tasks::TasksError::UnknownTask {
+                    close: registry::close_matches(&name, &all),
+                    known: all.join(", "),
+                    name,
+                }
+            }
+            other => other,
+        })?;
         let data_err = |source| EvalError::TaskData {
             task: name.clone(),
             source,

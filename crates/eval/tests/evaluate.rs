@@ -173,6 +173,10 @@ fn bad_inputs_are_clear_errors() {
     o.tasks = vec!["comonsense_qa".into()];
     let e = evaluate(&o).unwrap_err().to_string();
     assert!(e.contains("did you mean commonsense_qa"), "{e}");
+    // Vision task names are suggested too.
+    o.tasks = vec!["pop".into()];
+    let e = evaluate(&o).unwrap_err().to_string();
+    assert!(e.contains("did you mean pope") && e.contains("textvqa"), "{e}");
 
     let mut o = opts(&tmp.path().join("b"), 1);
     o.data_dir = tmp.path().to_path_buf();
