@@ -5,9 +5,12 @@ set -euo pipefail
 cargo build --release --features cuda --example throughput --example gemm_bench
 test_bin=$(cargo test --release -p mmreason-model --features cuda --test backend_parity --no-run --message-format=json \
   | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "backend_parity"][-1])')
+bench_bin=$(cargo bench --features cuda --bench kernels --no-run --message-format=json \
+  | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "kernels"][-1])')
 rm -rf gpu-bin && mkdir gpu-bin
 cp target/release/examples/throughput target/release/examples/gemm_bench gpu-bin/
 cp "$test_bin" gpu-bin/backend_parity
+cp "$bench_bin" gpu-bin/kernels
 strip gpu-bin/*
 tar czf gpu-bin.tar.gz gpu-bin
 ls -l gpu-bin gpu-bin.tar.gz

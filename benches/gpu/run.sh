@@ -13,6 +13,8 @@
 #   3. throughput: mmreason with cuBLAS, with burn's matmul (MMREASON_GEMM=burn), and PyTorch + transformers on
 #      the same shapes (Mistral-7B and Llama-2-7B prefill b8×512 and b32×256, decode b1 and b32 with 128 new
 #      tokens; CLIP ViT-L/14-336 at batch 32) → throughput.jsonl, and the ratio table → table.md
+#   4. the kernel benches (criterion: GEMM, attention prefill/decode, RMSNorm, RoPE, SiLU·mul at Mistral-7B shapes,
+#      bf16) → kernels.log
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -26,8 +28,8 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral clip small burn llama
-STEPS=${STEPS:-parity gemm mistral clip small burn llama}
+# STEPS selects groups (default: all): parity gemm mistral clip small burn llama kernels
+STEPS=${STEPS:-parity gemm mistral clip small burn llama kernels}
 step() { # name seconds command...
   local name=$1 secs=$2; shift 2
   case " $STEPS " in *" ${name%%-*} "*) ;; *) echo "== $name skipped (STEPS)"; return;; esac
@@ -52,3 +54,4 @@ step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-
 step llama-cublas 80 bash -c "$BIN/throughput --config llama-2-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
 step llama-torch 70 bash -c "$PY benches/peers/torch_throughput.py --preset llama-2-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
 $PY benches/gpu/table.py "$TP" | tee "$OUT/table.md"
+step kernels 90 bash -c "CRITERION_HOME=$OUT/criterion MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench --warm-up-time 1 --measurement-time 2 2>&1 | tee $OUT/kernels.log | grep -E '^[a-z]+/|time:'"
