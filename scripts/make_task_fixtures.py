@@ -63,6 +63,21 @@ def local_config(rel, files):
     return cfg
 
 
+def write_requests(task, name, file, label=""):
+    """The task's requests, in document order, as dry-run rows in tasks/<file>.jsonl."""
+    lines = []
+    for inst in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
+        row = {"task": name, "doc_id": inst.doc_id, "request_type": inst.request_type}
+        if inst.request_type == "generate_until":
+            ctx, kwargs = inst.arguments
+            row.update(context=ctx, until=kwargs["until"], max_gen_toks=kwargs.get("max_gen_toks", 256))
+        else:
+            row.update(context=inst.arguments[0], continuation=inst.arguments[1])
+        lines.append(json.dumps(row, ensure_ascii=False))
+    (out_dir / f"{file}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(name, label, len(lines), "requests")
+
+
 for rel, data, split in TASKS:
     cfg = local_config(rel, {split: datasets / data / f"{split}.jsonl"})
     cfg.update(OVERRIDES.get(cfg["task"], {}))
@@ -72,17 +87,7 @@ for rel, data, split in TASKS:
     cfg["num_fewshot"] = 0
     task = ConfigurableTask(config=cfg)
     task.build_all_requests(rank=0, world_size=1)
-    lines = []
-    for inst in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
-        row = {"task": cfg["task"], "doc_id": inst.doc_id, "request_type": inst.request_type}
-        if inst.request_type == "generate_until":
-            ctx, kwargs = inst.arguments
-            row.update(context=ctx, until=kwargs["until"], max_gen_toks=kwargs.get("max_gen_toks", 256))
-        else:
-            row.update(context=inst.arguments[0], continuation=inst.arguments[1])
-        lines.append(json.dumps(row, ensure_ascii=False))
-    (out_dir / f"{cfg['task']}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(cfg["task"], len(lines), "requests")
+    write_requests(task, cfg["task"], cfg["task"])
 
 # bigbench_strategyqa: the sample rows (BIG-bench task.json examples) through BIG-bench's own JsonTask (duplicates
 # dropped, default "\nQ: "/"\nA: " prefixes) and the Hugging Face conversion (bigbench_bridge
@@ -122,11 +127,7 @@ with tempfile.TemporaryDirectory() as tmp:
     cfg["task"] = "bigbench_strategyqa"
     task = ConfigurableTask(config=cfg)
     task.build_all_requests(rank=0, world_size=1)
-    lines = [json.dumps({"task": "bigbench_strategyqa", "doc_id": i.doc_id, "request_type": i.request_type,
-                         "context": i.arguments[0], "continuation": i.arguments[1]}, ensure_ascii=False)
-             for i in sorted(task.instances, key=lambda i: (i.doc_id, i.idx))]
-(out_dir / "bigbench_strategyqa.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-print("bigbench_strategyqa", len(lines), "requests")
+    write_requests(task, "bigbench_strategyqa", "bigbench_strategyqa")
 
 # minerva_math: lm-eval's 4 fixed Minerva exemplars (first_n) before each of the first 50 MATH test problems
 # (all algebra, so lm-eval's minerva_math_algebra task).
@@ -136,13 +137,7 @@ cfg["task"] = "minerva_math"
 task = ConfigurableTask(config=cfg)
 task.set_fewshot_seed(1234)
 task.build_all_requests(rank=0, world_size=1)
-lines = []
-for i in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
-    ctx, kw = i.arguments
-    lines.append(json.dumps({"task": "minerva_math", "doc_id": i.doc_id, "request_type": i.request_type, "context": ctx,
-                             "until": kw["until"], "max_gen_toks": kw.get("max_gen_toks", 256)}, ensure_ascii=False))
-(out_dir / "minerva_math_4shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-print("minerva_math 4-shot", len(lines), "requests")
+write_requests(task, "minerva_math", "minerva_math_4shot", "4-shot")
 # The documents lm-eval scores: process_docs' problem/solution/answer.
 (out_dir / "minerva_math_docs.jsonl").write_text(
     "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in task.test_docs()), encoding="utf-8")
@@ -159,12 +154,7 @@ for rel, data, split in TASKS[:2]:
     task = ConfigurableTask(config=cfg)
     task.set_fewshot_seed(1234)
     task.build_all_requests(rank=0, world_size=1)
-    lines = []
-    for inst in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
-        lines.append(json.dumps({"task": cfg["task"], "doc_id": inst.doc_id, "request_type": inst.request_type,
-                                 "context": inst.arguments[0], "continuation": inst.arguments[1]}, ensure_ascii=False))
-    (out_dir / f"{cfg['task']}_3shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(cfg["task"], "3-shot", len(lines), "requests")
+    write_requests(task, cfg["task"], f"{cfg['task']}_3shot", "3-shot")
 
 # MMLU 5-shot: lm-eval's first_n sampler over the subject's dev split (here: the dev sample's abstract_algebra
 # rows, which come first).
@@ -175,24 +165,14 @@ cfg["num_fewshot"] = 5
 task = ConfigurableTask(config=cfg)
 task.set_fewshot_seed(1234)
 task.build_all_requests(rank=0, world_size=1)
-lines = [json.dumps({"task": "mmlu", "doc_id": i.doc_id, "request_type": i.request_type, "context": i.arguments[0],
-                     "continuation": i.arguments[1]}, ensure_ascii=False)
-         for i in sorted(task.instances, key=lambda i: (i.doc_id, i.idx))]
-(out_dir / "mmlu_5shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-print("mmlu 5-shot", len(lines), "requests")
+write_requests(task, "mmlu", "mmlu_5shot", "5-shot")
 
 # gsm8k_cot: lm-eval's 8 fixed exemplars (fewshot_config.samples, first_n).
 cfg = local_config("gsm8k/gsm8k-cot.yaml", {"test": datasets / "gsm8k/test.jsonl"})
 task = ConfigurableTask(config=cfg)
 task.set_fewshot_seed(1234)
 task.build_all_requests(rank=0, world_size=1)
-lines = []
-for i in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
-    ctx, kw = i.arguments
-    lines.append(json.dumps({"task": "gsm8k_cot", "doc_id": i.doc_id, "request_type": i.request_type, "context": ctx,
-                             "until": kw["until"], "max_gen_toks": kw.get("max_gen_toks", 256)}, ensure_ascii=False))
-(out_dir / "gsm8k_cot_8shot.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-print("gsm8k_cot 8-shot", len(lines), "requests")
+write_requests(task, "gsm8k_cot", "gsm8k_cot_8shot", "8-shot")
 
 # Multiple-choice scoring: lm-eval's process_results on synthetic log-likelihoods (acc, acc_norm, acc_bytes).
 scored = []
