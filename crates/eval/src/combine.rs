@@ -94,26 +94,37 @@ pub fn combine(shards: &[PathBuf], output: &Path) -> Result<()> {
                     .collect()
             })
             .unwrap_or_default();
-        let mut per_key: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        // A grouped task (mmlu, minerva_math) pools its stderr per subtask, as in the unsharded run.
+        let group: Option<mmreason_tasks::GroupStderr> = results["configs"][task]
+            .get("group_stderr")
+            .and_then(|g| serde_json::from_value(g.clone()).ok());
+        let mut per_key: BTreeMap<&str, (Vec<f64>, Vec<String>)> = BTreeMap::new();
         for k in &keys {
             let (metric, filter) = k.split_once(',').expect("has ','");
-            let xs = lines
+            let (xs, subtasks) = lines
                 .iter()
                 .filter(|(_, _, v)| v["filter"].as_str().unwrap_or("none") == filter)
-                .filter_map(|(_, _, v)| v[metric].as_f64())
-                .collect();
-            per_key.insert(k, xs);
+                .filter_map(|(_, _, v)| {
+                    let sub = group.as_ref().map_or(String::new(), |g| match &v["doc"][&g.by] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                    v[metric].as_f64().map(|x| (x, sub))
+                })
+                .unzip();
+            per_key.insert(k, (xs, subtasks));
         }
         let docs: std::collections::BTreeSet<u64> = lines.iter().map(|(id, _, _)| *id).collect();
         let entry = &mut results["results"][task];
-        for (k, xs) in &per_key {
+        for (k, (xs, subtasks)) in &per_key {
             let (metric, filter) = k.split_once(',').expect("has ','");
             entry[*k] = json!(mean(xs)?);
-            entry[format!("{metric}_stderr,{filter}")] = if xs.len() > 1 {
-                json!(mean_stderr(xs)?)
-            } else {
-                json!("N/A")
+            let stderr = match &group {
+                Some(g) => crate::results::group_stderr(xs, subtasks, g, task)?,
+                None if xs.len() > 1 => Some(mean_stderr(xs)?),
+                None => None,
             };
+            entry[format!("{metric}_stderr,{filter}")] = stderr.map_or(json!("N/A"), |s| json!(s));
         }
         results["n-samples"][task]["effective"] = json!(docs.len());
         let text: String = lines.iter().map(|(_, _, v)| v.to_string() + "\n").collect();

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mmreason_metrics::{ExactMatch, mean, mean_stderr, multiple_choice};
+use mmreason_metrics::{ExactMatch, mean, mean_stderr, multiple_choice, pooled_stderr};
 use mmreason_tasks::{Filter, Pipeline, doc_choices, doc_target, gold_index};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -229,16 +229,29 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
             }
         }
     }
+    // The subtask of each scored document, in scoring order, for a task standing for an lm-eval group.
+    let subtasks: Option<Vec<String>> = t.cfg.group_stderr.as_ref().map(|g| {
+        t.docs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| selected.contains(i))
+            .map(|(_, d)| match d.get(&g.by) {
+                Some(Value::String(v)) => v.clone(),
+                other => other.map(Value::to_string).unwrap_or_default(),
+            })
+            .collect()
+    });
     let metrics = values
         .into_iter()
         .map(|(metric, filter, xs)| {
+            let stderr = match (&t.cfg.group_stderr, &subtasks) {
+                (Some(g), Some(keys)) => group_stderr(&xs, keys, g, task)?,
+                _ if xs.len() > 1 => Some(mean_stderr(&xs)?),
+                _ => None,
+            };
             Ok(MetricValue {
                 value: mean(&xs)?,
-                stderr: if xs.len() > 1 {
-                    Some(mean_stderr(&xs)?)
-                } else {
-                    None
-                },
+                stderr,
                 metric,
                 filter,
                 per_doc: xs,
@@ -251,6 +264,60 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
         metrics,
         samples,
     })
+}
+
+/// lm-eval's stderr of a group of subtasks (`pooled_sample_stderr`, level by level): each subtask's closed-form
+/// stderr, pooled per category when there are categories, then pooled over all. `None` ("N/A") when a subtask
+/// has fewer than two documents, as lm-eval reports it.
+pub(crate) fn group_stderr(
+    xs: &[f64],
+    keys: &[String],
+    spec: &mmreason_tasks::GroupStderr,
+    task: &str,
+) -> Result<Option<f64>> {
+    let mut leaves: Vec<(&str, Vec<f64>)> = Vec::new();
+    for (x, k) in xs.iter().zip(keys) {
+        match leaves.iter_mut().find(|(name, _)| name == k) {
+            Some((_, v)) => v.push(*x),
+            None => leaves.push((k, vec![*x])),
+        }
+    }
+    if let Some(cats) = &spec.categories
+        && let Some((k, _)) = leaves
+            .iter()
+            .find(|(k, _)| !cats.values().any(|c| c.iter().any(|s| s == k)))
+    {
+        return Err(EvalError::Input(format!(
+            "task `{task}`: {} `{k}` is in none of group_stderr's categories",
+            spec.by
+        )));
+    }
+    if leaves.iter().any(|(_, v)| v.len() < 2) {
+        return Ok(None);
+    }
+    let pool = |parts: &[(f64, usize)]| -> Result<(f64, usize)> {
+        let (se, n): (Vec<f64>, Vec<usize>) = parts.iter().copied().unzip();
+        Ok((pooled_stderr(&se, &n)?, n.iter().sum()))
+    };
+    let leaf: Vec<(&str, (f64, usize))> = leaves
+        .iter()
+        .map(|(k, v)| Ok((*k, (mean_stderr(v)?, v.len()))))
+        .collect::<Result<_>>()?;
+    let top: Vec<(f64, usize)> = match &spec.categories {
+        None => leaf.iter().map(|(_, p)| *p).collect(),
+        Some(cats) => cats
+            .values()
+            .filter_map(|members| {
+                let parts: Vec<(f64, usize)> = leaf
+                    .iter()
+                    .filter(|(k, _)| members.iter().any(|m| m == k))
+                    .map(|(_, p)| *p)
+                    .collect();
+                (!parts.is_empty()).then(|| pool(&parts))
+            })
+            .collect::<Result<_>>()?,
+    };
+    Ok(Some(pool(&top)?.0))
 }
 
 /// What results.json says about one task besides its scores.
@@ -266,17 +333,22 @@ impl TaskEntry {
     /// A language task's entry (its YAML fields, as lm-eval's `configs`).
     pub(crate) fn language(t: &PreparedTask) -> Self {
         let name = &t.cfg.task;
+        let mut config = json!({
+            "task": name, "dataset_path": t.cfg.dataset_path, "output_type": t.cfg.output_type,
+            "test_split": t.cfg.test_split, "validation_split": t.cfg.validation_split,
+            "fewshot_split": t.cfg.fewshot_split, "doc_to_text": t.cfg.doc_to_text,
+            "doc_to_target": t.cfg.doc_to_target, "doc_to_choice": t.cfg.doc_to_choice,
+            "target_delimiter": t.cfg.target_delimiter, "fewshot_delimiter": t.cfg.fewshot_delimiter,
+            "num_fewshot": t.num_fewshot, "metric_list": t.cfg.metric_list,
+            "filter_list": t.cfg.filter_list, "generation_kwargs": t.cfg.generation_kwargs,
+            "metadata": t.cfg.metadata,
+        });
+        // How `combine` pools a grouped task's stderr again (mmreason's extension; absent for other tasks).
+        if let Some(g) = &t.cfg.group_stderr {
+            config["group_stderr"] = json!(g);
+        }
         Self {
-            config: json!({
-                "task": name, "dataset_path": t.cfg.dataset_path, "output_type": t.cfg.output_type,
-                "test_split": t.cfg.test_split, "validation_split": t.cfg.validation_split,
-                "fewshot_split": t.cfg.fewshot_split, "doc_to_text": t.cfg.doc_to_text,
-                "doc_to_target": t.cfg.doc_to_target, "doc_to_choice": t.cfg.doc_to_choice,
-                "target_delimiter": t.cfg.target_delimiter, "fewshot_delimiter": t.cfg.fewshot_delimiter,
-                "num_fewshot": t.num_fewshot, "metric_list": t.cfg.metric_list,
-                "filter_list": t.cfg.filter_list, "generation_kwargs": t.cfg.generation_kwargs,
-                "metadata": t.cfg.metadata,
-            }),
+            config,
             version: t.cfg.version(),
             num_fewshot: t.num_fewshot,
             n_original: t.n_original,

@@ -366,3 +366,78 @@ fn minerva_math_is_scored_by_its_own_answer_checker() {
     let prompt = samples[0]["arguments"]["gen_args_0"]["arg_0"].as_str().unwrap();
     assert_eq!(prompt.matches("Problem:\n").count(), 5, "{prompt}");
 }
+
+#[test]
+fn grouped_tasks_pool_their_stderr_as_lm_eval_groups() {
+    // Eight MMLU rows relabelled into two subjects of two categories (marketing: other, anatomy: stem).
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("mmlu")).unwrap();
+    let rows: Vec<String> = std::fs::read_to_string(fixtures().join("datasets/mmlu/test.jsonl"))
+        .unwrap()
+        .lines()
+        .take(8)
+        .enumerate()
+        .map(|(i, l)| {
+            let mut d: Value = serde_json::from_str(l).unwrap();
+            d["subject"] = Value::from(if i % 2 == 0 { "marketing" } else { "anatomy" });
+            d.to_string()
+        })
+        .collect();
+    std::fs::write(data.join("mmlu/test.jsonl"), rows.join("\n") + "\n").unwrap();
+    let mut o = opts(&tmp.path().join("out"), 4);
+    o.tasks = vec!["mmlu".into()];
+    o.data_dir = data.clone();
+    o.limit = None;
+    evaluate(&o).unwrap();
+    let r = results(&tmp.path().join("out"));
+    let got = r["mmlu"]["acc_stderr,none"].as_f64().unwrap();
+    let samples: Vec<Value> = std::fs::read_to_string(tmp.path().join("out/samples_mmlu.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let acc = |subject: &str| -> Vec<f64> {
+        samples
+            .iter()
+            .filter(|s| s["doc"]["subject"] == subject)
+            .map(|s| s["acc"].as_f64().unwrap())
+            .collect()
+    };
+    use mmreason_metrics::{mean_stderr, pooled_stderr};
+    let (m, a) = (acc("marketing"), acc("anatomy"));
+    // Each category holds one subject, so the categories' stderrs are the subjects'; then pooled over both.
+    let want = pooled_stderr(&[mean_stderr(&a).unwrap(), mean_stderr(&m).unwrap()], &[4, 4]).unwrap();
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    // Two shards combined pool the same way.
+    let shards: Vec<_> = (0..2)
+        .map(|i| {
+            let dir = tmp.path().join(format!("shard{i}"));
+            let mut o = opts(&dir, 4);
+            o.tasks = vec!["mmlu".into()];
+            o.data_dir = data.clone();
+            o.limit = None;
+            o.shard = Some((i, 2));
+            evaluate(&o).unwrap();
+            dir
+        })
+        .collect();
+    mmreason_eval::combine(&shards, &tmp.path().join("combined")).unwrap();
+    let c = results(&tmp.path().join("combined"))["mmlu"]["acc_stderr,none"]
+        .as_f64()
+        .unwrap();
+    assert!((c - got).abs() < 1e-12, "combined {c} vs {got}");
+    // A subject in no category is refused, naming it.
+    let bad = rows[0].replace("marketing", "astrology");
+    std::fs::write(
+        data.join("mmlu/test.jsonl"),
+        [bad, rows[1].clone(), rows[2].clone()].join("\n") + "\n",
+    )
+    .unwrap();
+    let mut o = opts(&tmp.path().join("out2"), 4);
+    o.tasks = vec!["mmlu".into()];
+    o.data_dir = data;
+    o.limit = None;
+    let e = evaluate(&o).unwrap_err().to_string();
+    assert!(e.contains("astrology") && e.contains("categories"), "{e}");
+}

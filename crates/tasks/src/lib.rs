@@ -16,6 +16,6 @@ pub use data::{Doc, Split, load_split};
 pub use error::{Result, TasksError};
 pub use filters::{Filter, Pipeline};
 pub use task::{
-    Chat, FewShot, Request, TaskConfig, doc_choices, doc_target, dry_run_jsonl, gold_index, requests,
-    requests_chat, requests_with,
+    Chat, FewShot, GroupStderr, Request, TaskConfig, doc_choices, doc_target, dry_run_jsonl, gold_index,
+    requests, requests_chat, requests_with,
 };

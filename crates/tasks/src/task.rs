@@ -57,6 +57,11 @@ pub struct TaskConfig {
     /// from its own subject's split.
     #[serde(default)]
     pub fewshot_group_by: Option<String>,
+    /// mmreason's extension for one task standing for an lm-eval group (MMLU's subjects, MATH's subjects): the
+    /// standard error is pooled as lm-eval pools its group's — per value of `by` (a subtask), then per category
+    /// when `categories` are given (MMLU's stem / other / social_sciences / humanities), then over all.
+    #[serde(default)]
+    pub group_stderr: Option<GroupStderr>,
     /// lm-eval's multiple-input mode (WinoGrande), which lm-eval infers from `doc_to_text` returning an int:
     /// `doc_to_text` gives the gold index, `doc_to_choice` the contexts, `doc_to_target` the one continuation.
     #[serde(default)]
@@ -70,6 +75,16 @@ pub struct TaskConfig {
     /// lm-eval's `metadata` (its `version` goes into results.json's `versions`).
     #[serde(default)]
     pub metadata: Option<Value>,
+}
+
+/// How an lm-eval group's subtasks are found in one task's documents (`group_stderr`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct GroupStderr {
+    /// The document field whose value names the subtask.
+    pub by: String,
+    /// Subtask values by category, when lm-eval nests the group one level deeper.
+    #[serde(default)]
+    pub categories: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 fn space() -> String {
