@@ -19,14 +19,8 @@ struct Args {
 fn main() -> ExitCode {
     mmreason::init_logging();
     let a = Args::parse();
-    match mmreason::eval::combine(&a.shards, &a.output) {
-        Ok(()) => {
-            println!("combined {} shards into {}", a.shards.len(), a.output.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    mmreason::exit_code(
+        mmreason::eval::combine(&a.shards, &a.output)
+            .map(|()| println!("combined {} shards into {}", a.shards.len(), a.output.display())),
+    )
 }

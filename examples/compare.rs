@@ -33,17 +33,10 @@ fn main() -> ExitCode {
         bootstrap_iters: a.bootstrap_iters,
         seed: a.seed,
     };
-    match compare_runs(&opts) {
-        Ok(c) => {
-            print!("{}", c.markdown());
-            if let Some(out) = &opts.out {
-                println!("\nwritten: {}/compare.{{md,csv,svg}}", out.display());
-            }
-            ExitCode::SUCCESS
+    mmreason::exit_code(compare_runs(&opts).map(|c| {
+        print!("{}", c.markdown());
+        if let Some(out) = &opts.out {
+            println!("\nwritten: {}/compare.{{md,csv,svg}}", out.display());
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    }))
 }

@@ -51,11 +51,5 @@ fn main() -> ExitCode {
         println!("{}{}", g.prompt, g.text);
         Ok(())
     };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    mmreason::exit_code(run())
 }

@@ -33,13 +33,7 @@ fn main() -> ExitCode {
             args.base.or(Some(fixtures.join("vicuna-base"))),
         ),
     };
-    match run(&model, base.as_deref(), args.json) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    mmreason::exit_code(run(&model, base.as_deref(), args.json))
 }
 
 fn run(

@@ -39,11 +39,5 @@ fn main() -> ExitCode {
         println!("logits {:?} -> {}", r.shape, r.out.display());
         Ok(())
     };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    mmreason::exit_code(run())
 }

@@ -75,13 +75,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    mmreason::exit_code(run(Args::parse()))
 }
 
 fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {

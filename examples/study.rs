@@ -94,11 +94,5 @@ fn main() -> ExitCode {
         );
         Ok(())
     };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    mmreason::exit_code(run())
 }
