@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mmreason_metrics::{mean, mean_stderr};
+use mmreason_metrics::mean;
 use serde_json::{Value, json};
 
 use crate::error::{EvalError, Result, io, read_json, write_atomic};
@@ -105,10 +105,9 @@ pub fn combine(shards: &[PathBuf], output: &Path) -> Result<()> {
                 .iter()
                 .filter(|(_, _, v)| v["filter"].as_str().unwrap_or("none") == filter)
                 .filter_map(|(_, _, v)| {
-                    let sub = group.as_ref().map_or(String::new(), |g| match &v["doc"][&g.by] {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    });
+                    let sub = group
+                        .as_ref()
+                        .map_or(String::new(), |g| crate::results::subtask_of(v["doc"].get(&g.by)));
                     v[metric].as_f64().map(|x| (x, sub))
                 })
                 .unzip();
@@ -119,11 +118,8 @@ pub fn combine(shards: &[PathBuf], output: &Path) -> Result<()> {
         for (k, (xs, subtasks)) in &per_key {
             let (metric, filter) = k.split_once(',').expect("has ','");
             entry[*k] = json!(mean(xs)?);
-            let stderr = match &group {
-                Some(g) => crate::results::group_stderr(xs, subtasks, g, task)?,
-                None if xs.len() > 1 => Some(mean_stderr(xs)?),
-                None => None,
-            };
+            let stderr =
+                crate::results::stderr_of(xs, group.as_ref().map(|g| (g, subtasks.as_slice())), task)?;
             entry[format!("{metric}_stderr,{filter}")] = stderr.map_or(json!("N/A"), |s| json!(s));
         }
         results["n-samples"][task]["effective"] = json!(docs.len());

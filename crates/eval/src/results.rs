@@ -235,23 +235,15 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
             .iter()
             .enumerate()
             .filter(|(i, _)| selected.contains(i))
-            .map(|(_, d)| match d.get(&g.by) {
-                Some(Value::String(v)) => v.clone(),
-                other => other.map(Value::to_string).unwrap_or_default(),
-            })
+            .map(|(_, d)| subtask_of(d.get(&g.by)))
             .collect()
     });
     let metrics = values
         .into_iter()
         .map(|(metric, filter, xs)| {
-            let stderr = match (&t.cfg.group_stderr, &subtasks) {
-                (Some(g), Some(keys)) => group_stderr(&xs, keys, g, task)?,
-                _ if xs.len() > 1 => Some(mean_stderr(&xs)?),
-                _ => None,
-            };
             Ok(MetricValue {
                 value: mean(&xs)?,
-                stderr,
+                stderr: stderr_of(&xs, t.cfg.group_stderr.as_ref().zip(subtasks.as_deref()), task)?,
                 metric,
                 filter,
                 per_doc: xs,
@@ -266,10 +258,32 @@ pub(crate) fn score_task(t: &PreparedTask, journal: &Journal) -> Result<TaskResu
     })
 }
 
+/// The subtask a document belongs to under `group_stderr`: its `by` field as text ("" when missing).
+pub(crate) fn subtask_of(field: Option<&Value>) -> String {
+    match field {
+        Some(Value::String(v)) => v.clone(),
+        other => other.map(Value::to_string).unwrap_or_default(),
+    }
+}
+
+/// A metric's stderr over per-document values: lm-eval's group stderr for a grouped task (`group` = its spec
+/// and each value's subtask), else the closed form; `None` ("N/A") for a single value.
+pub(crate) fn stderr_of(
+    xs: &[f64],
+    group: Option<(&mmreason_tasks::GroupStderr, &[String])>,
+    task: &str,
+) -> Result<Option<f64>> {
+    match group {
+        Some((g, keys)) => group_stderr(xs, keys, g, task),
+        None if xs.len() > 1 => Ok(Some(mean_stderr(xs)?)),
+        None => Ok(None),
+    }
+}
+
 /// lm-eval's stderr of a group of subtasks (`pooled_sample_stderr`, level by level): each subtask's closed-form
 /// stderr, pooled per category when there are categories, then pooled over all. `None` ("N/A") when a subtask
 /// has fewer than two documents, as lm-eval reports it.
-pub(crate) fn group_stderr(
+fn group_stderr(
     xs: &[f64],
     keys: &[String],
     spec: &mmreason_tasks::GroupStderr,
