@@ -81,16 +81,19 @@ mod flex {
         if ft.as_slice::<f32>().is_some() {
             Ok((ft, dims))
         } else {
-            let p: Box<dyn Any> = Box::new(ft);
-            let prim = *p.downcast::<B::FloatTensorPrimitive>().expect("B is Flex");
-            Err(Tensor::from_primitive(TensorPrimitive::Float(prim)))
+            Err(from_flex(ft))
         }
     }
 
-    fn to_tensor<B: Backend, const D: usize>(values: Vec<f32>, dims: [usize; D]) -> Tensor<B, D> {
-        let p: Box<dyn Any> = Box::new(FlexTensor::from_data(TensorData::new(values, dims)));
+    /// A Flex tensor as a `Tensor<B>` (`B` is Flex: checked by the caller through `flex_f32`).
+    fn from_flex<B: Backend, const D: usize>(ft: FlexTensor) -> Tensor<B, D> {
+        let p: Box<dyn Any> = Box::new(ft);
         let prim = *p.downcast::<B::FloatTensorPrimitive>().expect("B is Flex");
         Tensor::from_primitive(TensorPrimitive::Float(prim))
+    }
+
+    fn to_tensor<B: Backend, const D: usize>(values: Vec<f32>, dims: [usize; D]) -> Tensor<B, D> {
+        from_flex(FlexTensor::from_data(TensorData::new(values, dims)))
     }
 
     fn rows_per_task(width: usize) -> usize {
@@ -146,7 +149,7 @@ mod flex {
         rope: Option<(&Tensor<B, 4>, &Tensor<B, 4>)>,
     ) -> Option<Tensor<B, 4>> {
         let (t, dims) = flex_f32::<B, 3>(qkv.clone()).ok()?;
-        let tables = match rope {
+        let owners = match rope {
             Some((cos, sin)) => {
                 let (c, _) = flex_f32::<B, 4>(cos.clone()).ok()?;
                 let (s, _) = flex_f32::<B, 4>(sin.clone()).ok()?;
@@ -154,6 +157,12 @@ mod flex {
             }
             None => None,
         };
+        let tables = owners.as_ref().map(|(c, s)| {
+            (
+                c.as_slice::<f32>().expect("checked"),
+                s.as_slice::<f32>().expect("checked"),
+            )
+        });
         let (b, s, width) = (dims[0], dims[1], dims[2]);
         let x = t.as_slice::<f32>().expect("checked");
         let half = d / 2;
@@ -163,12 +172,11 @@ mod flex {
             let (bi, h) = (bh / n, bh % n);
             for (si, o) in o.chunks_mut(d).enumerate() {
                 let src = &x[(bi * s + si) * width + (first + h) * d..][..d];
-                match &tables {
+                match tables {
                     None => o.copy_from_slice(src),
                     Some((c, sn)) => {
                         let at = (bi * s + si) * d;
-                        let c = &c.as_slice::<f32>().expect("checked")[at..at + d];
-                        let sn = &sn.as_slice::<f32>().expect("checked")[at..at + d];
+                        let (c, sn) = (&c[at..at + d], &sn[at..at + d]);
                         for j in 0..d {
                             let rot = if j < half { -src[j + half] } else { src[j - half] };
                             o[j] = src[j] * c[j] + rot * sn[j];
