@@ -151,8 +151,7 @@ fn is_word(expr: &str) -> bool {
 
 /// `re.sub(rf"(?<!\\)\b{word}\b", "", s)`: whole-word occurrences not preceded by a backslash. A match is a whole
 /// word, so resuming after a skipped one misses nothing.
-fn remove_unit_word(s: &str, word: &str) -> String {
-    let r = Regex::new(&format!(r"\b{}\b", regex::escape(word))).expect("escaped word");
+fn remove_unit_word(s: &str, r: &Regex) -> String {
     let mut out = String::with_capacity(s.len());
     let mut last = 0;
     for m in r.find_iter(s) {
@@ -197,8 +196,17 @@ pub fn normalize_final_answer(answer: &str) -> String {
     static THOUSANDS: OnceLock<Regex> = OnceLock::new();
 
     let mut a = answer.rsplit('=').next().unwrap_or_default().to_string();
-    for expr in REMOVED_EXPRESSIONS.iter().filter(|e| is_word(e)) {
-        a = remove_unit_word(&a, expr);
+    // The whole-word patterns of the unit words, compiled once (this runs for every answer scored).
+    static UNIT_WORDS: OnceLock<Vec<Regex>> = OnceLock::new();
+    let unit_words = UNIT_WORDS.get_or_init(|| {
+        REMOVED_EXPRESSIONS
+            .iter()
+            .filter(|e| is_word(e))
+            .map(|w| Regex::new(&format!(r"\b{}\b", regex::escape(w))).expect("escaped word"))
+            .collect()
+    });
+    for r in unit_words {
+        a = remove_unit_word(&a, r);
     }
     for (before, after) in SUBSTITUTIONS {
         a = a.replace(before, after);
