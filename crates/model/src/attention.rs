@@ -2,9 +2,9 @@
 //! softmax in f32, probabilities back in the activations' dtype. Both products go through [`crate::gemm`]
 //! (cuBLAS on CUDA).
 
-use burn::tensor::{DType, Tensor, activation, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
-use crate::gemm;
+use crate::{fused, gemm};
 
 /// `softmax(q·kᵀ/√d + mask)·v` for `q` `[b, nh, s, d]`, `k`/`v` `[b, nkv, t, d]` (`nh` a multiple of `nkv`) and an
 /// additive f32 `mask` broadcast from `[b, 1, s, t]`; returns `[b, nh, s, d]`.
@@ -20,12 +20,7 @@ pub fn grouped_query_attention<B: Backend>(
     let [b, nh, s, d] = q.dims();
     let [_, nkv, t, _] = k.dims();
     let (rep, g) = (nh / nkv, b * nkv);
-    let dtype = q.dtype();
-    let scores = gemm::bmm_nt(q.reshape([g, rep * s, d]), k.reshape([g, t, d]))
-        .reshape([b, nh, s, t])
-        .cast(DType::F32)
-        * (1.0 / (d as f64).sqrt())
-        + mask.clone();
-    let probs = activation::softmax(scores, 3).cast(dtype);
+    let scores = gemm::bmm_nt(q.reshape([g, rep * s, d]), k.reshape([g, t, d])).reshape([b, nh, s, t]);
+    let probs = fused::softmax_f32(scores, Some(mask), 1.0 / (d as f64).sqrt());
     gemm::bmm_nn(probs.reshape([g, rep * s, t]), v.reshape([g, t, d])).reshape([b, nh, s, d])
 }

@@ -3,7 +3,7 @@
 //! `pre_layrnorm`, pre-norm encoder layers (attention with biases; `quick_gelu` or exact GELU MLP), and the
 //! hidden state after every layer (LLaVA takes the second to last).
 
-use burn::tensor::{DType, Tensor, activation, backend::Backend};
+use burn::tensor::{Tensor, activation, backend::Backend};
 use mmreason_checkpoint::ClipVisionConfig;
 
 use crate::error::{ModelError, Result};
@@ -20,14 +20,7 @@ pub struct LayerNorm<B: Backend> {
 
 impl<B: Backend> LayerNorm<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        // Statistics in f32 (no-op for f32 models), result in the input dtype.
-        let dtype = x.dtype();
-        let x = x.cast(DType::F32);
-        let mean = x.clone().mean_dim(2);
-        let centered = x - mean;
-        let var = centered.clone().powi_scalar(2).mean_dim(2);
-        let y = (centered * (var + self.eps).sqrt().recip()).cast(dtype);
-        y * self.weight.clone().unsqueeze::<3>() + self.bias.clone().unsqueeze::<3>()
+        crate::fused::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -174,15 +167,14 @@ impl<B: Backend> ClipVision<B> {
             let q = split(layer.q.forward(y.clone())) * (1.0 / (d as f64).sqrt());
             let k = split(layer.k.forward(y.clone()));
             let v = split(layer.v.forward(y));
-            let dtype = q.dtype();
             let flat = |z: Tensor<B, 4>| z.reshape([n * heads, t, d]);
-            let scores = crate::gemm::bmm_nt(flat(q), flat(k)).cast(DType::F32);
-            let probs = activation::softmax(scores, 2).cast(dtype);
+            let scores = crate::gemm::bmm_nt(flat(q), flat(k)).reshape([1, n * heads, t, t]);
+            let probs = crate::fused::softmax_f32(scores, None, 1.0).reshape([n * heads, t, t]);
             let a = crate::gemm::bmm_nn(probs, flat(v)).reshape([n, heads, t, d]);
             x = x + layer.out.forward(a.swap_dims(1, 2).reshape([n, t, h]));
             let y = layer.fc1.forward(layer.ln2.forward(x.clone()));
             let y = if self.cfg.hidden_act == "quick_gelu" {
-                y.clone() * activation::sigmoid(y * 1.702)
+                crate::fused::quick_gelu(y)
             } else {
                 activation::gelu(y)
             };

@@ -3,13 +3,32 @@
 //! burn's op-by-op composition elsewhere. burn's CPU backend runs these chains at ≈0.45 GB/s (each op a full
 //! pass, broadcasts and strided halves on a slow path, a scalar `exp`), as slow as the GEMMs between them
 //! (`cargo bench --bench kernels`); on it, contiguous f32 tensors take a fused loop over rows in parallel. This
-//! is also the seam for fused GPU kernels.
+//! On burn-cuda and burn-wgpu they are cubecl kernels ([`cube`]).
 
 use burn::tensor::{DType, Tensor, activation, backend::Backend};
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub(crate) mod cube;
+
+/// Returns from the calling function with the fused GPU kernel `cube::$f`'s result when `B` runs on a cubecl
+/// runtime (burn-cuda, burn-wgpu) that takes it.
+macro_rules! on_gpu {
+    ($f:ident::<$b:ty>($($arg:expr),* $(,)?)) => {
+        #[cfg(feature = "cuda")]
+        if let Some(y) = cube::$f::<$b, burn_cubecl::cubecl::cuda::CudaRuntime>($($arg),*) {
+            return y;
+        }
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = cube::$f::<$b, burn::backend::wgpu::WgpuRuntime>($($arg),*) {
+            return y;
+        }
+    };
+}
 
 /// `x · rsqrt(mean(x²) + ε) · w` over the last dimension, statistics in f32 (transformers' `LlamaRMSNorm`:
 /// normalised value back in the input dtype, then the weight).
 pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, 3> {
+    on_gpu!(rms_norm::<B>(&x, weight, eps));
     #[cfg(feature = "cpu")]
     let x = match flex::rms_norm::<B>(x, weight, eps) {
         Ok(y) => return y,
@@ -22,8 +41,50 @@ pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, weight: &Tensor<B, 1>, eps: f64) ->
     x * weight.clone().unsqueeze::<3>()
 }
 
+/// torch's LayerNorm over the last dimension with statistics in f32 (biased variance), the normalised value
+/// back in the input dtype, then `· weight + bias` — CLIP's layer norms.
+pub fn layer_norm<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: &Tensor<B, 1>,
+    bias: &Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, 3> {
+    on_gpu!(layer_norm::<B>(&x, weight, bias, eps));
+    let dtype = x.dtype();
+    let x = x.cast(DType::F32);
+    let mean = x.clone().mean_dim(2);
+    let centered = x - mean;
+    let var = centered.clone().powi_scalar(2).mean_dim(2);
+    let y = (centered * (var + eps).sqrt().recip()).cast(dtype);
+    y * weight.clone().unsqueeze::<3>() + bias.clone().unsqueeze::<3>()
+}
+
+/// CLIP's `quick_gelu`: `x · sigmoid(1.702·x)`.
+pub fn quick_gelu<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    on_gpu!(quick_gelu::<B>(&x));
+    x.clone() * activation::sigmoid(x * 1.702)
+}
+
+/// `softmax(f32(scores)·scale + mask)` back in the scores' dtype, over the last dimension (`mask`: additive,
+/// f32, `[b, 1, s, t]` for scores `[b, h, s, t]`) — transformers' eager attention.
+pub fn softmax_f32<B: Backend>(
+    scores: Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4>>,
+    scale: f64,
+) -> Tensor<B, 4> {
+    on_gpu!(masked_softmax::<B>(&scores, mask, scale));
+    let dtype = scores.dtype();
+    let x = scores.cast(DType::F32) * scale;
+    let x = match mask {
+        Some(m) => x + m.clone(),
+        None => x,
+    };
+    activation::softmax(x, 3).cast(dtype)
+}
+
 /// `silu(gate) · up` for `gate_up` = `[…, gate | up]` (each half `i` wide on the last dimension).
 pub fn silu_mul<B: Backend>(gate_up: Tensor<B, 3>, i: usize) -> Tensor<B, 3> {
+    on_gpu!(silu_mul::<B>(&gate_up, i));
     #[cfg(feature = "cpu")]
     let gate_up = match flex::silu_mul::<B>(gate_up, i) {
         Ok(y) => return y,
@@ -41,6 +102,7 @@ pub fn heads<B: Backend>(
     d: usize,
     rope: Option<(&Tensor<B, 4>, &Tensor<B, 4>)>,
 ) -> Tensor<B, 4> {
+    on_gpu!(heads::<B>(qkv, first, n, d, rope));
     #[cfg(feature = "cpu")]
     if let Some(t) = flex::heads::<B>(qkv, first, n, d, rope) {
         return t;

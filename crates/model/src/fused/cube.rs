@@ -1,0 +1,576 @@
+//! The decoder's element-wise chains as one GPU kernel each, written in cubecl so the same code runs on
+//! burn-cuda (CUDA through NVRTC) and burn-wgpu (Vulkan/Metal; CI runs it on Mesa's lavapipe). burn-cubecl runs
+//! each op of the composed chains as its own kernel — RMSNorm alone is eight launches and four full passes
+//! over the activations in f32 — and those chains, not the GEMMs, took most of a 7B prefill on an H100
+//! (benches/gpu/NOTES.md, run 2). The kernels run on burn's own stream, so they cost no host synchronisation.
+//!
+//! Numerics follow transformers, as the composed versions do: statistics and softmax in f32, results rounded
+//! to the activations' dtype where transformers rounds them.
+//!
+//! `MMREASON_FUSED=off` turns them off (burn's composition instead), to measure one against the other.
+
+use std::any::{Any, TypeId};
+use std::sync::OnceLock;
+
+use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
+use burn_cubecl::CubeRuntime;
+use burn_cubecl::cubecl;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+/// Units per cube of the row kernels (a power of two: the reductions halve it).
+const BLOCK: u32 = 256;
+/// Cubes along x before the grid wraps to y (wgpu allows 65 535 per dimension).
+const GRID_X: usize = 32_768;
+
+/// Whether the fused kernels are on (`MMREASON_FUSED=off` turns them off).
+fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("MMREASON_FUSED").as_deref(),
+            Ok("off" | "0" | "false" | "no")
+        )
+    })
+}
+
+/// Sum of `v` over the cube's units (all units get it). `smem` holds `CUBE_DIM` values.
+#[cube]
+fn cube_sum(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
+    let u = UNIT_POS as usize;
+    smem[u] = v;
+    sync_cube();
+    let mut stride = (CUBE_DIM / 2) as usize;
+    while stride > 0 {
+        if u < stride {
+            smem[u] = smem[u] + smem[u + stride];
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    let total = smem[0];
+    sync_cube();
+    total
+}
+
+/// Maximum of `v` over the cube's units (all units get it).
+#[cube]
+fn cube_max(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
+    let u = UNIT_POS as usize;
+    smem[u] = v;
+    sync_cube();
+    let mut stride = (CUBE_DIM / 2) as usize;
+    while stride > 0 {
+        if u < stride {
+            smem[u] = max(smem[u], smem[u + stride]);
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    let total = smem[0];
+    sync_cube();
+    total
+}
+
+/// One cube per row of `h` values: `w · F(x · rsqrt(mean(x²) + ε))`, the mean in f32.
+#[cube(launch_unchecked)]
+fn rms_norm_kernel<F: Float>(x: &Array<F>, w: &Array<F>, out: &mut Array<F>, rows: u32, h: u32, eps: f32) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let h = h as usize;
+    let base = row * h;
+    let mut acc = f32::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < h {
+        let v = f32::cast_from(x[base + i]);
+        acc += v * v;
+        i += CUBE_DIM as usize;
+    }
+    let total = cube_sum(acc, &mut smem);
+    let r = f32::new(1.0) / f32::sqrt(total / f32::cast_from(h) + eps);
+    let mut i = UNIT_POS as usize;
+    while i < h {
+        let v = f32::cast_from(x[base + i]);
+        out[base + i] = F::cast_from(v * r) * w[i];
+        i += CUBE_DIM as usize;
+    }
+}
+
+/// One cube per row of `h` values: torch's LayerNorm with statistics in f32 (biased variance), the normalised
+/// value rounded to `F`, then `· w + bias` in `F`.
+#[cube(launch_unchecked)]
+fn layer_norm_kernel<F: Float>(
+    x: &Array<F>,
+    w: &Array<F>,
+    bias: &Array<F>,
+    out: &mut Array<F>,
+    rows: u32,
+    h: u32,
+    eps: f32,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let h = h as usize;
+    let base = row * h;
+    let mut acc = f32::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < h {
+        acc += f32::cast_from(x[base + i]);
+        i += CUBE_DIM as usize;
+    }
+    let mean = cube_sum(acc, &mut smem) / f32::cast_from(h);
+    let mut acc = f32::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < h {
+        let c = f32::cast_from(x[base + i]) - mean;
+        acc += c * c;
+        i += CUBE_DIM as usize;
+    }
+    let r = f32::new(1.0) / f32::sqrt(cube_sum(acc, &mut smem) / f32::cast_from(h) + eps);
+    let mut i = UNIT_POS as usize;
+    while i < h {
+        let c = f32::cast_from(x[base + i]) - mean;
+        out[base + i] = F::cast_from(c * r) * w[i] + bias[i];
+        i += CUBE_DIM as usize;
+    }
+}
+
+/// CLIP's `quick_gelu`, `x · sigmoid(1.702·x)`, each step rounded to `F` as torch does.
+#[cube(launch_unchecked)]
+fn quick_gelu_kernel<F: Float>(x: &Array<F>, out: &mut Array<F>) {
+    let pos = ABSOLUTE_POS;
+    if pos >= out.len() {
+        terminate!();
+    }
+    let v = x[pos];
+    let a = f32::cast_from(F::cast_from(f32::cast_from(v) * f32::new(1.702)));
+    out[pos] = v * F::cast_from(f32::new(1.0) / (f32::new(1.0) + f32::exp(-a)));
+}
+
+/// `silu(gate) · up` for rows `[gate | up]` of `2i` values; silu in f32, rounded, then the product.
+#[cube(launch_unchecked)]
+fn silu_mul_kernel<F: Float>(gate_up: &Array<F>, out: &mut Array<F>, i: u32) {
+    let pos = ABSOLUTE_POS;
+    if pos >= out.len() {
+        terminate!();
+    }
+    let i = i as usize;
+    let row = pos / i;
+    let col = pos % i;
+    let g = f32::cast_from(gate_up[row * 2 * i + col]);
+    let s = F::cast_from(g / (f32::new(1.0) + f32::exp(-g)));
+    out[pos] = s * gate_up[row * 2 * i + i + col];
+}
+
+/// Heads `first..first + n` of `qkv` `[b, s, width]` as `[b, n, s, d]`, with RoPE (`x·cos + rotate_half(x)·sin`,
+/// tables `[b, s, d]`) when `rope` is 1.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn heads_kernel<F: Float>(
+    qkv: &Array<F>,
+    cos: &Array<F>,
+    sin: &Array<F>,
+    out: &mut Array<F>,
+    s: u32,
+    width: u32,
+    first: u32,
+    n: u32,
+    d: u32,
+    rope: u32,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= out.len() {
+        terminate!();
+    }
+    let (s, d, n) = (s as usize, d as usize, n as usize);
+    let di = pos % d;
+    let rest = pos / d;
+    let si = rest % s;
+    let rest = rest / s;
+    let hi = rest % n;
+    let bi = rest / n;
+    let token = bi * s + si;
+    let src = token * width as usize + (first as usize + hi) * d + di;
+    let x = qkv[src];
+    if rope == 1 {
+        let half = d / 2;
+        let rot = if di < half {
+            -qkv[src + half]
+        } else {
+            qkv[src - half]
+        };
+        out[pos] = x * cos[token * d + di] + rot * sin[token * d + di];
+    } else {
+        out[pos] = x;
+    }
+}
+
+/// One cube per row of attention scores `[b, h, s, t]`: `softmax(f32(score)·scale + mask)`, the additive f32
+/// mask `[b, s, t]` shared by the heads (`masked` 1; without a mask it is not read); probabilities rounded to
+/// `F`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn masked_softmax_kernel<F: Float>(
+    scores: &Array<F>,
+    mask: &Array<f32>,
+    out: &mut Array<F>,
+    rows: u32,
+    heads: u32,
+    s: u32,
+    t: u32,
+    scale: f32,
+    #[comptime] masked: bool,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let (s, t) = (s as usize, t as usize);
+    let base = row * t;
+    let batch = row / (heads as usize * s);
+    let mbase = (batch * s + row % s) * t;
+    let mut m = f32::new(-3.4028235e38);
+    let mut i = UNIT_POS as usize;
+    while i < t {
+        m = max(m, logit(scores, mask, base, mbase, i, scale, masked));
+        i += CUBE_DIM as usize;
+    }
+    let m = cube_max(m, &mut smem);
+    let mut acc = f32::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < t {
+        acc += f32::exp(logit(scores, mask, base, mbase, i, scale, masked) - m);
+        i += CUBE_DIM as usize;
+    }
+    let total = cube_sum(acc, &mut smem);
+    let mut i = UNIT_POS as usize;
+    while i < t {
+        let e = f32::exp(logit(scores, mask, base, mbase, i, scale, masked) - m);
+        out[base + i] = F::cast_from(e / total);
+        i += CUBE_DIM as usize;
+    }
+}
+
+/// `f32(score)·scale (+ mask)` of column `i`.
+#[cube]
+fn logit<F: Float>(
+    scores: &Array<F>,
+    mask: &Array<f32>,
+    base: usize,
+    mbase: usize,
+    i: usize,
+    scale: f32,
+    #[comptime] masked: bool,
+) -> f32 {
+    let v = f32::cast_from(scores[base + i]) * scale;
+    if masked { v + mask[mbase + i] } else { v }
+}
+
+/// The burn-cubecl tensor behind `t` when `B` runs on runtime `R`, contiguous.
+fn cube_of<B: Backend, R: CubeRuntime, const D: usize>(t: &Tensor<B, D>) -> Option<CubeTensor<R>> {
+    if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<CubeTensor<R>>() {
+        return None;
+    }
+    let p: Box<dyn Any> = Box::new(t.clone().into_primitive().tensor());
+    let c = *p.downcast::<CubeTensor<R>>().ok()?;
+    let c = into_contiguous(c);
+    // A contiguous view may still sit at an offset in a larger buffer; the kernels index from the
+    // binding's start, which carries the offset.
+    Some(c)
+}
+
+fn tensor_of<B: Backend, R: CubeRuntime, const D: usize>(c: CubeTensor<R>) -> Option<Tensor<B, D>> {
+    let p: Box<dyn Any> = Box::new(c);
+    let p = p.downcast::<B::FloatTensorPrimitive>().ok()?;
+    Some(Tensor::from_primitive(TensorPrimitive::Float(*p)))
+}
+
+fn float_dtype(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::F16 | DType::BF16)
+}
+
+fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>) -> CubeTensor<R> {
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape.into(), like.dtype)
+}
+
+fn array<R: CubeRuntime>(t: &CubeTensor<R>) -> ArrayArg<R> {
+    // SAFETY: `t` is contiguous (callers pass tensors through `cube_of`/`empty_like`), so its binding holds
+    // exactly `num_elements` values.
+    unsafe { ArrayArg::from_raw_parts(t.handle.clone(), t.meta.shape().num_elements()) }
+}
+
+/// A grid of `rows` cubes (wrapped onto y past `GRID_X`), for the one-cube-per-row kernels.
+fn row_grid(rows: usize) -> CubeCount {
+    let x = rows.clamp(1, GRID_X);
+    CubeCount::Static(x as u32, rows.div_ceil(x).max(1) as u32, 1)
+}
+
+fn u32_of(v: usize) -> Option<u32> {
+    u32::try_from(v).ok()
+}
+
+/// Runs `$kernel::launch_unchecked::<F, R>` with `F` picked from `$dtype` (f32, f16, bf16).
+macro_rules! launch_float {
+    ($dtype:expr, $kernel:ident, $($arg:expr),+ $(,)?) => {
+        // SAFETY: every index the kernels compute is bounded by the shapes checked by the caller.
+        unsafe {
+            match $dtype {
+                DType::F32 => $kernel::launch_unchecked::<f32, R>($($arg),+),
+                DType::F16 => $kernel::launch_unchecked::<half::f16, R>($($arg),+),
+                DType::BF16 => $kernel::launch_unchecked::<half::bf16, R>($($arg),+),
+                _ => return None,
+            }
+        }
+    };
+}
+
+/// [`super::rms_norm`] as one kernel; `None` when `B` is not on runtime `R` (or the kernels are off).
+pub fn rms_norm<B: Backend, R: CubeRuntime>(
+    x: &Tensor<B, 3>,
+    weight: &Tensor<B, 1>,
+    eps: f64,
+) -> Option<Tensor<B, 3>> {
+    if !enabled() {
+        return None;
+    }
+    let xc = cube_of::<B, R, 3>(x)?;
+    let wc = cube_of::<B, R, 1>(weight)?;
+    let [b, s, h] = x.dims();
+    if !float_dtype(xc.dtype) || wc.dtype != xc.dtype || weight.dims()[0] != h || h == 0 {
+        return None;
+    }
+    let rows = b * s;
+    let out = empty_like(&xc, vec![b, s, h]);
+    if rows > 0 {
+        let client = xc.client.clone();
+        launch_float!(
+            xc.dtype,
+            rms_norm_kernel,
+            &client,
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            array(&xc),
+            array(&wc),
+            array(&out),
+            u32_of(rows)?,
+            u32_of(h)?,
+            eps as f32,
+        );
+    }
+    tensor_of::<B, R, 3>(out)
+}
+
+/// [`crate::clip::LayerNorm`] as one kernel.
+pub fn layer_norm<B: Backend, R: CubeRuntime>(
+    x: &Tensor<B, 3>,
+    weight: &Tensor<B, 1>,
+    bias: &Tensor<B, 1>,
+    eps: f64,
+) -> Option<Tensor<B, 3>> {
+    if !enabled() {
+        return None;
+    }
+    let xc = cube_of::<B, R, 3>(x)?;
+    let (wc, bc) = (cube_of::<B, R, 1>(weight)?, cube_of::<B, R, 1>(bias)?);
+    let [b, s, h] = x.dims();
+    if !float_dtype(xc.dtype)
+        || wc.dtype != xc.dtype
+        || bc.dtype != xc.dtype
+        || weight.dims()[0] != h
+        || bias.dims()[0] != h
+        || h == 0
+    {
+        return None;
+    }
+    let rows = b * s;
+    let out = empty_like(&xc, vec![b, s, h]);
+    if rows > 0 {
+        let client = xc.client.clone();
+        launch_float!(
+            xc.dtype,
+            layer_norm_kernel,
+            &client,
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            array(&xc),
+            array(&wc),
+            array(&bc),
+            array(&out),
+            u32_of(rows)?,
+            u32_of(h)?,
+            eps as f32,
+        );
+    }
+    tensor_of::<B, R, 3>(out)
+}
+
+/// CLIP's `quick_gelu` as one kernel.
+pub fn quick_gelu<B: Backend, R: CubeRuntime>(x: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+    if !enabled() {
+        return None;
+    }
+    let xc = cube_of::<B, R, 3>(x)?;
+    if !float_dtype(xc.dtype) {
+        return None;
+    }
+    let out = empty_like(&xc, x.dims().to_vec());
+    let n = x.dims().iter().product::<usize>();
+    if n > 0 {
+        let client = xc.client.clone();
+        let dim = CubeDim::new(&client, n);
+        let count = cubecl::calculate_cube_count_elemwise(&client, n, dim);
+        launch_float!(
+            xc.dtype,
+            quick_gelu_kernel,
+            &client,
+            count,
+            dim,
+            array(&xc),
+            array(&out)
+        );
+    }
+    tensor_of::<B, R, 3>(out)
+}
+
+/// [`super::silu_mul`] as one kernel.
+pub fn silu_mul<B: Backend, R: CubeRuntime>(gate_up: &Tensor<B, 3>, i: usize) -> Option<Tensor<B, 3>> {
+    if !enabled() {
+        return None;
+    }
+    let gc = cube_of::<B, R, 3>(gate_up)?;
+    let [b, s, w] = gate_up.dims();
+    if !float_dtype(gc.dtype) || w != 2 * i || i == 0 {
+        return None;
+    }
+    let out = empty_like(&gc, vec![b, s, i]);
+    let n = b * s * i;
+    if n > 0 {
+        let client = gc.client.clone();
+        let dim = CubeDim::new(&client, n);
+        let count = cubecl::calculate_cube_count_elemwise(&client, n, dim);
+        launch_float!(
+            gc.dtype,
+            silu_mul_kernel,
+            &client,
+            count,
+            dim,
+            array(&gc),
+            array(&out),
+            u32_of(i)?
+        );
+    }
+    tensor_of::<B, R, 3>(out)
+}
+
+/// [`super::heads`] as one kernel.
+pub fn heads<B: Backend, R: CubeRuntime>(
+    qkv: &Tensor<B, 3>,
+    first: usize,
+    n: usize,
+    d: usize,
+    rope: Option<(&Tensor<B, 4>, &Tensor<B, 4>)>,
+) -> Option<Tensor<B, 4>> {
+    if !enabled() {
+        return None;
+    }
+    let qc = cube_of::<B, R, 3>(qkv)?;
+    let [b, s, width] = qkv.dims();
+    if !float_dtype(qc.dtype) || (first + n) * d > width || d == 0 || !d.is_multiple_of(2) {
+        return None;
+    }
+    let (cos, sin, on) = match rope {
+        Some((c, sn)) => {
+            if c.dims() != [b, 1, s, d] || sn.dims() != [b, 1, s, d] {
+                return None;
+            }
+            let (c, sn) = (cube_of::<B, R, 4>(c)?, cube_of::<B, R, 4>(sn)?);
+            if c.dtype != qc.dtype || sn.dtype != qc.dtype {
+                return None;
+            }
+            (c, sn, 1)
+        }
+        // Unused by the kernel without RoPE; any array of the right type will do.
+        None => (qc.clone(), qc.clone(), 0),
+    };
+    let out = empty_like(&qc, vec![b, n, s, d]);
+    let total = b * n * s * d;
+    if total > 0 {
+        let client = qc.client.clone();
+        let dim = CubeDim::new(&client, total);
+        let count = cubecl::calculate_cube_count_elemwise(&client, total, dim);
+        launch_float!(
+            qc.dtype,
+            heads_kernel,
+            &client,
+            count,
+            dim,
+            array(&qc),
+            array(&cos),
+            array(&sin),
+            array(&out),
+            u32_of(s)?,
+            u32_of(width)?,
+            u32_of(first)?,
+            u32_of(n)?,
+            u32_of(d)?,
+            on,
+        );
+    }
+    tensor_of::<B, R, 4>(out)
+}
+
+/// `softmax(f32(scores)·scale (+ mask))` rounded to the scores' dtype, for `scores` `[b, h, s, t]` and an
+/// optional f32 `mask` `[b, 1, s, t]`, as one kernel.
+pub fn masked_softmax<B: Backend, R: CubeRuntime>(
+    scores: &Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4>>,
+    scale: f64,
+) -> Option<Tensor<B, 4>> {
+    if !enabled() {
+        return None;
+    }
+    let [b, h, s, t] = scores.dims();
+    let sc = cube_of::<B, R, 4>(scores)?;
+    if !float_dtype(sc.dtype) {
+        return None;
+    }
+    let mc = match mask {
+        Some(m) if m.dims() == [b, 1, s, t] && m.dtype() == DType::F32 => cube_of::<B, R, 4>(m)?,
+        Some(_) => return None,
+        // Not read by the kernel; an f32 buffer of any size stands in for it.
+        None => {
+            empty_device_contiguous_dtype(sc.client.clone(), sc.device.clone(), vec![1].into(), DType::F32)
+        }
+    };
+    let out = empty_like(&sc, vec![b, h, s, t]);
+    let rows = b * h * s;
+    if rows > 0 && t > 0 {
+        let client = sc.client.clone();
+        launch_float!(
+            sc.dtype,
+            masked_softmax_kernel,
+            &client,
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            array(&sc),
+            array(&mc),
+            array(&out),
+            u32_of(rows)?,
+            u32_of(h)?,
+            u32_of(s)?,
+            u32_of(t)?,
+            scale as f32,
+            mask.is_some(),
+        );
+    }
+    tensor_of::<B, R, 4>(out)
+}

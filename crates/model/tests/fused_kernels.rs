@@ -1,0 +1,173 @@
+//! The fused GPU kernels (`fused::cube`: RMSNorm, LayerNorm, quick_gelu, SiLU·mul, heads + RoPE, softmax) against burn's
+//! op-by-op composition of the same formulas on the CPU, on shapes that are awkward for them: rows wider than
+//! a cube, widths that are not multiples of it, more rows than one grid dimension holds, heads taken from the
+//! middle of a stacked projection, fully masked rows. The model-level parity tests (`backend_parity`) check
+//! them against transformers as well; this test names the kernel that breaks.
+#![cfg(any(feature = "wgpu", feature = "cuda"))]
+
+use burn::tensor::{DType, Tensor, TensorData, activation, backend::Backend};
+use mmreason_model::{fused, rope};
+
+/// Deterministic values in [-2, 2) (a small LCG; no RNG state shared between backends).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+fn tensor<B: Backend, const D: usize>(v: Vec<f32>, shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(v, shape), (device, DType::F32))
+}
+
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().expect("f32 values")
+}
+
+/// Largest |a − b| relative to max(1, |b|).
+fn max_rel(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+type Cpu = burn::backend::Flex;
+
+fn check(what: &str, got: Vec<f32>, want: Vec<f32>) {
+    let e = max_rel(&got, &want);
+    assert!(e < 1e-5, "{what}: max relative difference {e:e} (want < 1e-5)");
+}
+
+fn kernels<B: Backend>(device: &B::Device) {
+    let cpu = Default::default();
+
+    // RMSNorm: rows of 300 (> one 256-unit cube, not a multiple of it).
+    let (x, w) = (values(3 * 5 * 300, 1), values(300, 2));
+    let got = fused::rms_norm(
+        tensor::<B, 3>(x.clone(), [3, 5, 300], device),
+        &tensor(w.clone(), [300], device),
+        1e-5,
+    );
+    let xc = tensor::<Cpu, 3>(x.clone(), [3, 5, 300], &cpu);
+    let var = xc.clone().powi_scalar(2).mean_dim(2);
+    let want = xc * (var + 1e-5).sqrt().recip() * tensor::<Cpu, 1>(w.clone(), [300], &cpu).unsqueeze::<3>();
+    check("rms_norm", host(got), host(want));
+
+    // LayerNorm (CLIP): the same rows, with a bias.
+    let bias = values(300, 7);
+    let got = fused::layer_norm(
+        tensor::<B, 3>(x.clone(), [3, 5, 300], device),
+        &tensor(w.clone(), [300], device),
+        &tensor(bias.clone(), [300], device),
+        1e-5,
+    );
+    let xc = tensor::<Cpu, 3>(x.clone(), [3, 5, 300], &cpu);
+    let centered = xc.clone() - xc.mean_dim(2);
+    let var = centered.clone().powi_scalar(2).mean_dim(2);
+    let want =
+        centered * (var + 1e-5).sqrt().recip() * tensor::<Cpu, 1>(w.clone(), [300], &cpu).unsqueeze::<3>()
+            + tensor::<Cpu, 1>(bias, [300], &cpu).unsqueeze::<3>();
+    check("layer_norm", host(got), host(want));
+
+    // quick_gelu (CLIP).
+    let got = fused::quick_gelu(tensor::<B, 3>(x.clone(), [3, 5, 300], device));
+    let xc = tensor::<Cpu, 3>(x.clone(), [3, 5, 300], &cpu);
+    check(
+        "quick_gelu",
+        host(got),
+        host(xc.clone() * activation::sigmoid(xc * 1.702)),
+    );
+
+    // SiLU·mul on [gate | up] rows of 2·77.
+    let gu = values(2 * 3 * 154, 3);
+    let got = fused::silu_mul(tensor::<B, 3>(gu.clone(), [2, 3, 154], device), 77);
+    let g = tensor::<Cpu, 3>(gu, [2, 3, 154], &cpu);
+    let want = activation::silu(g.clone().narrow(2, 0, 77)) * g.narrow(2, 77, 77);
+    check("silu_mul", host(got), host(want));
+
+    // Heads 4..6 (of q 4, k 2, v 2; d = 8) with RoPE, and heads 6..8 without.
+    let (b, s, d) = (2, 5, 8);
+    let qkv = values(b * s * 8 * d, 4);
+    let angles: Vec<f32> = (0..b * s * d)
+        .map(|k| ((k / d) % s) as f32 * 0.3 + (k % (d / 2)) as f32 * 0.1)
+        .collect();
+    let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+    let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+    let (qg, cg, sg) = (
+        tensor::<B, 3>(qkv.clone(), [b, s, 8 * d], device),
+        tensor::<B, 4>(cos.clone(), [b, 1, s, d], device),
+        tensor::<B, 4>(sin.clone(), [b, 1, s, d], device),
+    );
+    let (qc, cc, sc) = (
+        tensor::<Cpu, 3>(qkv, [b, s, 8 * d], &cpu),
+        tensor::<Cpu, 4>(cos, [b, 1, s, d], &cpu),
+        tensor::<Cpu, 4>(sin, [b, 1, s, d], &cpu),
+    );
+    let split = |first: usize, n: usize| {
+        qc.clone()
+            .narrow(2, first * d, n * d)
+            .reshape([b, s, n, d])
+            .swap_dims(1, 2)
+    };
+    let got = fused::heads(&qg, 4, 2, d, Some((&cg, &sg)));
+    check(
+        "heads + rope",
+        host(got),
+        host(rope::apply(split(4, 2), &cc, &sc)),
+    );
+    let got = fused::heads(&qg, 6, 2, d, None);
+    check("heads", host(got), host(split(6, 2)));
+
+    // Masked softmax: rows of 300 with a causal-and-padding mask (one row fully masked), and 40 002 rows of 3
+    // (more rows than the kernel's grid holds along x).
+    for (b, h, s, t, seed) in [(2, 3, 4, 300, 5), (1, 2, 20_001, 3, 6)] {
+        let scores = values(b * h * s * t, seed);
+        let mask: Vec<f32> = (0..b * s * t)
+            .map(|k| {
+                let (row, col) = ((k / t) % s, k % t);
+                if col > row + t - s.min(t) || (row == 0 && k / (s * t) == 0) {
+                    f32::MIN
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let got = fused::softmax_f32(
+            tensor::<B, 4>(scores.clone(), [b, h, s, t], device),
+            Some(&tensor::<B, 4>(mask.clone(), [b, 1, s, t], device)),
+            0.125,
+        );
+        let want = activation::softmax(
+            tensor::<Cpu, 4>(scores, [b, h, s, t], &cpu) * 0.125 + tensor::<Cpu, 4>(mask, [b, 1, s, t], &cpu),
+            3,
+        );
+        check(
+            &format!("masked_softmax [{b}, {h}, {s}, {t}]"),
+            host(got),
+            host(want),
+        );
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn fused_kernels_on_wgpu_match_the_composition() {
+    kernels::<mmreason_model::backend::WgpuBackend>(&Default::default());
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+fn fused_kernels_on_cuda_match_the_composition() {
+    mmreason_model::backend::check_cuda().expect("CUDA is available");
+    kernels::<mmreason_model::backend::CudaBackend>(&Default::default());
+}
