@@ -8,9 +8,11 @@
 #   OUT=/some/dir bash benches/gpu/run.sh
 #
 # It runs, each step under its own time limit so one slow step cannot eat the whole lease:
-#   1. the backend parity tests on CUDA (f32, bf16, f16; every model path) — PARITY lines → parity.log
+#   1. the backend parity tests on CUDA (f32, bf16, f16; every model path) — PARITY lines → parity.log — and
+#      the fused kernels against burn's composition (fused_kernels)
 #   2. the GEMM microbenchmark (burn's matmul vs cuBLAS on the same operands) → gemm.jsonl
-#   3. throughput: mmreason with cuBLAS, with burn's matmul (MMREASON_GEMM=burn), and PyTorch + transformers on
+#   3. throughput: mmreason with cuBLAS and the fused kernels, with burn's composed element-wise chains instead
+#      (MMREASON_FUSED=off), with burn's matmul (MMREASON_GEMM=burn), and PyTorch + transformers on
 #      the same shapes (Mistral-7B and Llama-2-7B prefill b8×512 and b32×256, decode b1 and b32 with 128 new
 #      tokens; CLIP ViT-L/14-336 at batch 32) → throughput.jsonl, and the ratio table → table.md
 #   4. the kernel benches (criterion: GEMM, attention prefill/decode, RMSNorm, RoPE, SiLU·mul at Mistral-7B shapes,
@@ -28,8 +30,8 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral clip small burn llama kernels
-STEPS=${STEPS:-parity gemm mistral clip small burn llama kernels}
+# STEPS selects groups (default: all): parity gemm mistral clip unfused small burn llama kernels
+STEPS=${STEPS:-parity gemm mistral clip unfused small burn llama kernels}
 step() { # name seconds command...
   local name=$1 secs=$2; shift 2
   case " $STEPS " in *" ${name%%-*} "*) ;; *) echo "== $name skipped (STEPS)"; return;; esac
@@ -40,6 +42,7 @@ step() { # name seconds command...
 }
 
 step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error' "
+step parity-fused 60 bash -c "$BIN/fused_kernels --include-ignored --nocapture 2>&1 | tee $OUT/fused_kernels.log | grep -E 'test |panicked|error' "
 step gemm-bf16 60 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --iters 10 | tee $OUT/gemm.jsonl"
 step gemm-f32 30 bash -c "$BIN/gemm_bench --backend cuda --dtype f32 --shapes 4096x4096x4096 --iters 5 | tee -a $OUT/gemm.jsonl"
 RUNS=8x512x0,32x256x0,1x128x128,32x128x128
@@ -48,6 +51,8 @@ step mistral-cublas 100 bash -c "$BIN/throughput --config mistral-7b --random-we
 step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mistral-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
+step unfused-mistral 70 bash -c "MMREASON_FUSED=off $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x128 --repeats 1 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-unfused\"/' | tee -a $TP"
+step unfused-clip 30 bash -c "MMREASON_FUSED=off $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-unfused\"/' | tee -a $TP"
 step small-mistral 60 bash -c "MMREASON_CUBLAS_MIN_WORK=16777216 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-min16M\"/' | tee -a $TP"
 step burn-mistral 90 bash -c "MMREASON_GEMM=burn $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x32 --repeats 1 --json | tee -a $TP"
 step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | tee -a $TP"

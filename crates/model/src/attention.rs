@@ -19,6 +19,11 @@ pub fn grouped_query_attention<B: Backend>(
 ) -> Tensor<B, 4> {
     let [b, nh, s, d] = q.dims();
     let [_, nkv, t, _] = k.dims();
+    if s == 1
+        && let Some(y) = fused::decode_attention(&q, &k, &v, mask, 1.0 / (d as f64).sqrt())
+    {
+        return y;
+    }
     let (rep, g) = (nh / nkv, b * nkv);
     let scores = gemm::bmm_nt(q.reshape([g, rep * s, d]), k.reshape([g, t, d])).reshape([b, nh, s, t]);
     let probs = fused::softmax_f32(scores, Some(mask), 1.0 / (d as f64).sqrt());

@@ -82,6 +82,29 @@ pub fn softmax_f32<B: Backend>(
     activation::softmax(x, 3).cast(dtype)
 }
 
+/// Attention of one query token over cached keys (`q` `[b, nh, 1, d]`, `k`/`v` `[b, nkv, t, d]`, additive f32
+/// `mask` `[b, 1, 1, t]`) as one GPU kernel (`cube::decode_attention`); `None` on other backends and shapes,
+/// where [`crate::attention::grouped_query_attention`] composes it.
+pub fn decode_attention<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    mask: &Tensor<B, 4>,
+    scale: f64,
+) -> Option<Tensor<B, 4>> {
+    #[cfg(feature = "cuda")]
+    if let Some(y) = cube::decode_attention::<B, burn_cubecl::cubecl::cuda::CudaRuntime>(q, k, v, mask, scale)
+    {
+        return Some(y);
+    }
+    #[cfg(feature = "wgpu")]
+    if let Some(y) = cube::decode_attention::<B, burn::backend::wgpu::WgpuRuntime>(q, k, v, mask, scale) {
+        return Some(y);
+    }
+    let _ = (q, k, v, mask, scale);
+    None
+}
+
 /// `silu(gate) · up` for `gate_up` = `[…, gate | up]` (each half `i` wide on the last dimension).
 pub fn silu_mul<B: Backend>(gate_up: Tensor<B, 3>, i: usize) -> Tensor<B, 3> {
     on_gpu!(silu_mul::<B>(&gate_up, i));

@@ -1,4 +1,5 @@
-//! The fused GPU kernels (`fused::cube`: RMSNorm, LayerNorm, quick_gelu, SiLU·mul, heads + RoPE, softmax) against burn's
+//! The fused GPU kernels (`fused::cube`: RMSNorm, LayerNorm, quick_gelu, SiLU·mul, heads + RoPE, softmax,
+//! decode attention) against burn's
 //! op-by-op composition of the same formulas on the CPU, on shapes that are awkward for them: rows wider than
 //! a cube, widths that are not multiples of it, more rows than one grid dimension holds, heads taken from the
 //! middle of a stacked projection, fully masked rows. The model-level parity tests (`backend_parity`) check
@@ -6,7 +7,7 @@
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 use burn::tensor::{DType, Tensor, TensorData, activation, backend::Backend};
-use mmreason_model::{fused, rope};
+use mmreason_model::{attention, fused, rope};
 
 /// Deterministic values in [-2, 2) (a small LCG; no RNG state shared between backends).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -151,10 +152,51 @@ fn kernels<B: Backend>(device: &B::Device) {
             3,
         );
         check(
-            &format!("masked_softmax [{b}, {h}, {s}, {t}]"),
+            &format!("masked softmax [{b}, {h}, {s}, {t}]"),
             host(got),
             host(want),
         );
+    }
+    // Without a mask (CLIP), scale 1.
+    let scores = values(2 * 577 * 5, 8);
+    let got = fused::softmax_f32(tensor::<B, 4>(scores.clone(), [1, 2, 5, 577], device), None, 1.0);
+    let want = activation::softmax(tensor::<Cpu, 4>(scores, [1, 2, 5, 577], &cpu), 3);
+    check("softmax", host(got), host(want));
+
+    // Decode attention: one query token over 300 cached keys (more than one cube-wide chunk) and over 5, with
+    // grouped-query heads (4 query heads on 2 kv heads) and masked keys; against the composition on the CPU.
+    for (t, seed) in [(300, 9), (5, 10)] {
+        let (b, nh, nkv, d) = (2, 4, 2, 8);
+        let (q, k, v) = (
+            values(b * nh * d, seed),
+            values(b * nkv * t * d, seed + 100),
+            values(b * nkv * t * d, seed + 200),
+        );
+        let mask: Vec<f32> = (0..b * t)
+            .map(|i| if i % 7 == 3 { f32::MIN } else { 0.0 })
+            .collect();
+        let gpu = |shape: [usize; 4], v: &[f32]| tensor::<B, 4>(v.to_vec(), shape, device);
+        let direct = fused::decode_attention(
+            &gpu([b, nh, 1, d], &q),
+            &gpu([b, nkv, t, d], &k),
+            &gpu([b, nkv, t, d], &v),
+            &gpu([b, 1, 1, t], &mask),
+            1.0 / (d as f64).sqrt(),
+        );
+        assert!(direct.is_some(), "the decode kernel did not take t = {t}");
+        let got = attention::grouped_query_attention(
+            gpu([b, nh, 1, d], &q),
+            gpu([b, nkv, t, d], &k),
+            gpu([b, nkv, t, d], &v),
+            &gpu([b, 1, 1, t], &mask),
+        );
+        let want = attention::grouped_query_attention(
+            tensor::<Cpu, 4>(q, [b, nh, 1, d], &cpu),
+            tensor::<Cpu, 4>(k, [b, nkv, t, d], &cpu),
+            tensor::<Cpu, 4>(v, [b, nkv, t, d], &cpu),
+            &tensor::<Cpu, 4>(mask, [b, 1, 1, t], &cpu),
+        );
+        check(&format!("decode attention t={t}"), host(got), host(want));
     }
 }
 

@@ -275,6 +275,91 @@ fn logit<F: Float>(
     if masked { v + mask[mbase + i] } else { v }
 }
 
+/// One cube per query head of a decode step (one query token): `softmax(q·Kᵀ·scale + mask)·V` over the `t`
+/// cached keys of its key/value head (grouped-query: query head `h` reads kv head `h / (nh / nkv)`), keys
+/// taken a cube-width at a time with a running maximum (flash-decoding's online softmax), everything in f32,
+/// the output rounded to `F`. Replaces two batched GEMMs and the softmax — and, on CUDA, the four host
+/// synchronisations of the two cuBLAS calls — per layer and token. Needs `d ≤ CUBE_DIM`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn decode_attention_kernel<F: Float>(
+    q: &Array<F>,
+    k: &Array<F>,
+    v: &Array<F>,
+    mask: &Array<f32>,
+    out: &mut Array<F>,
+    rows: u32,
+    nh: u32,
+    nkv: u32,
+    t: u32,
+    d: u32,
+    scale: f32,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let mut probs = SharedMemory::<f32>::new(BLOCK as usize);
+    let mut qs = SharedMemory::<f32>::new(BLOCK as usize);
+    let (nh, nkv, t, d) = (nh as usize, nkv as usize, t as usize, d as usize);
+    let bi = row / nh;
+    let kvh = (row % nh) / (nh / nkv);
+    let kv_base = (bi * nkv + kvh) * t * d;
+    let u = UNIT_POS as usize;
+    let width = CUBE_DIM as usize;
+    if u < d {
+        qs[u] = f32::cast_from(q[row * d + u]);
+    }
+    sync_cube();
+    let lowest = f32::new(-3.4028235e38);
+    let mut m = lowest;
+    let mut l = f32::new(0.0);
+    let mut acc = f32::new(0.0);
+    let mut c = 0usize;
+    while c < t {
+        let j = c + u;
+        let score = if j < t {
+            let kb = kv_base + j * d;
+            let mut dot = f32::new(0.0);
+            let mut e = 0usize;
+            while e < d {
+                dot += qs[e] * f32::cast_from(k[kb + e]);
+                e += 1;
+            }
+            dot * scale + mask[bi * t + j]
+        } else {
+            lowest
+        };
+        let m_new = max(m, cube_max(score, &mut smem));
+        let p = if j < t {
+            f32::exp(score - m_new)
+        } else {
+            f32::new(0.0)
+        };
+        probs[u] = p;
+        // `cube_sum` synchronises the cube, so every unit sees the chunk's `probs` after it.
+        let chunk_sum = cube_sum(p, &mut smem);
+        let correction = f32::exp(m - m_new);
+        l = l * correction + chunk_sum;
+        acc *= correction;
+        if u < d {
+            let n = min(width, t - c);
+            let mut jj = 0usize;
+            while jj < n {
+                acc += probs[jj] * f32::cast_from(v[kv_base + (c + jj) * d + u]);
+                jj += 1;
+            }
+        }
+        sync_cube();
+        m = m_new;
+        c += width;
+    }
+    if u < d {
+        out[row * d + u] = F::cast_from(acc / l);
+    }
+}
+
 /// The burn-cubecl tensor behind `t` when `B` runs on runtime `R`, contiguous.
 fn cube_of<B: Backend, R: CubeRuntime, const D: usize>(t: &Tensor<B, D>) -> Option<CubeTensor<R>> {
     if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<CubeTensor<R>>() {
@@ -570,6 +655,69 @@ pub fn masked_softmax<B: Backend, R: CubeRuntime>(
             u32_of(t)?,
             scale as f32,
             mask.is_some(),
+        );
+    }
+    tensor_of::<B, R, 4>(out)
+}
+
+/// [`crate::attention::grouped_query_attention`] for one query token (`q` `[b, nh, 1, d]`, `k`/`v`
+/// `[b, nkv, t, d]`, f32 `mask` `[b, 1, 1, t]`) as one kernel; `None` where it does not apply.
+pub fn decode_attention<B: Backend, R: CubeRuntime>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    mask: &Tensor<B, 4>,
+    scale: f64,
+) -> Option<Tensor<B, 4>> {
+    if !enabled() {
+        return None;
+    }
+    let [b, nh, s, d] = q.dims();
+    let [bk, nkv, t, dk] = k.dims();
+    if s != 1
+        || bk != b
+        || dk != d
+        || v.dims() != [b, nkv, t, d]
+        || mask.dims() != [b, 1, 1, t]
+        || mask.dtype() != DType::F32
+        || d == 0
+        || d > BLOCK as usize
+        || nkv == 0
+        || !nh.is_multiple_of(nkv)
+        || t == 0
+    {
+        return None;
+    }
+    let qc = cube_of::<B, R, 4>(q)?;
+    let (kc, vc, mc) = (
+        cube_of::<B, R, 4>(k)?,
+        cube_of::<B, R, 4>(v)?,
+        cube_of::<B, R, 4>(mask)?,
+    );
+    if !float_dtype(qc.dtype) || kc.dtype != qc.dtype || vc.dtype != qc.dtype {
+        return None;
+    }
+    let out = empty_like(&qc, vec![b, nh, 1, d]);
+    let rows = b * nh;
+    if rows > 0 {
+        let client = qc.client.clone();
+        launch_float!(
+            qc.dtype,
+            decode_attention_kernel,
+            &client,
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            array(&qc),
+            array(&kc),
+            array(&vc),
+            array(&mc),
+            array(&out),
+            u32_of(rows)?,
+            u32_of(nh)?,
+            u32_of(nkv)?,
+            u32_of(t)?,
+            u32_of(d)?,
+            scale as f32,
         );
     }
     tensor_of::<B, R, 4>(out)
