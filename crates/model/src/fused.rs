@@ -82,6 +82,21 @@ pub fn softmax_f32<B: Backend>(
     activation::softmax(x, 3).cast(dtype)
 }
 
+/// `x · wᵀ` for `x` of a few rows (`[m, k]`, `w` `[n, k]`) as one GPU kernel (`cube::skinny_linear`: decode
+/// steps at small batch); `None` on other backends and shapes.
+pub fn skinny_linear<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    #[cfg(feature = "cuda")]
+    if let Some(y) = cube::skinny_linear::<B, burn_cubecl::cubecl::cuda::CudaRuntime>(x, w) {
+        return Some(y);
+    }
+    #[cfg(feature = "wgpu")]
+    if let Some(y) = cube::skinny_linear::<B, burn::backend::wgpu::WgpuRuntime>(x, w) {
+        return Some(y);
+    }
+    let _ = (x, w);
+    None
+}
+
 /// Attention of one query token over cached keys (`q` `[b, nh, 1, d]`, `k`/`v` `[b, nkv, t, d]`, additive f32
 /// `mask` `[b, 1, 1, t]`) as one GPU kernel (`cube::decode_attention`); `None` on other backends and shapes,
 /// where [`crate::attention::grouped_query_attention`] composes it.

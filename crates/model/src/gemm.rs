@@ -48,6 +48,10 @@ impl GemmImpl {
 
 /// `x · wᵀ` for `x: [m, k]`, `w: [n, k]` → `[m, n]`.
 pub fn linear_nt<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
+    // A few rows (decoding at small batch): a memory-bound kernel on burn's stream, no cuBLAS synchronisation.
+    if let Some(y) = crate::fused::skinny_linear(&x, w) {
+        return y;
+    }
     #[cfg(feature = "cuda")]
     if GemmImpl::selected() == GemmImpl::Cublas
         && let Some(y) = cuda::product(&x, w, true)

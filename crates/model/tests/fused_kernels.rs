@@ -1,5 +1,5 @@
 //! The fused GPU kernels (`fused::cube`: RMSNorm, LayerNorm, quick_gelu, SiLU·mul, heads + RoPE, softmax,
-//! decode attention) against burn's
+//! decode attention, skinny products) against burn's
 //! op-by-op composition of the same formulas on the CPU, on shapes that are awkward for them: rows wider than
 //! a cube, widths that are not multiples of it, more rows than one grid dimension holds, heads taken from the
 //! middle of a stacked projection, fully masked rows. The model-level parity tests (`backend_parity`) check
@@ -162,6 +162,18 @@ fn kernels<B: Backend>(device: &B::Device) {
     let got = fused::softmax_f32(tensor::<B, 4>(scores.clone(), [1, 2, 5, 577], device), None, 1.0);
     let want = activation::softmax(tensor::<Cpu, 4>(scores, [1, 2, 5, 577], &cpu), 3);
     check("softmax", host(got), host(want));
+
+    // Skinny products (decode at small batch): 1 and 3 rows, k not a multiple of 4·32, n not of 8.
+    for (m, k, n, seed) in [(1, 300, 37, 11), (3, 1000, 10, 12)] {
+        let (x, w) = (values(m * k, seed), values(n * k, seed + 100));
+        let direct = fused::skinny_linear(
+            &tensor::<B, 2>(x.clone(), [m, k], device),
+            &tensor::<B, 2>(w.clone(), [n, k], device),
+        );
+        let got = direct.unwrap_or_else(|| panic!("the skinny kernel did not take m = {m}"));
+        let want = tensor::<Cpu, 2>(x, [m, k], &cpu).matmul(tensor::<Cpu, 2>(w, [n, k], &cpu).transpose());
+        check(&format!("skinny linear m={m} k={k} n={n}"), host(got), host(want));
+    }
 
     // Decode attention: one query token over 300 cached keys (more than one cube-wide chunk) and over 5, with
     // grouped-query heads (4 query heads on 2 kv heads) and masked keys; against the composition on the CPU.

@@ -360,6 +360,58 @@ fn decode_attention_kernel<F: Float>(
     }
 }
 
+/// `y = x · wᵀ` for a few rows of `x` (`[m, k]`, `w` `[n, k]` as checkpoints store it): eight output columns
+/// per cube, 32 units per column reading its weight row in coalesced strides (four loads in flight), the dot
+/// products in f32, reduced in shared memory. Decoding at batch 1 streams every weight once per token; this
+/// keeps those products on burn's stream (no cuBLAS call, so no host synchronisation) at memory speed.
+#[cube(launch_unchecked)]
+fn skinny_nt_kernel<F: Float>(x: &Array<F>, w: &Array<F>, out: &mut Array<F>, m: u32, n: u32, k: u32) {
+    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let lanes = CUBE_DIM_X as usize;
+    let lane = UNIT_POS_X as usize;
+    let me = UNIT_POS_Y as usize * lanes + lane;
+    let col = CUBE_POS * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
+    let (m, n, k) = (m as usize, n as usize, k as usize);
+    // Columns past `n` (the grid is rounded up) take part in the cube's synchronisations and write nothing.
+    let valid = col < n;
+    let wbase = col * k;
+    let mut mi = 0usize;
+    while mi < m {
+        let mut acc = f32::new(0.0);
+        if valid {
+            let xb = mi * k;
+            let mut kk = lane;
+            while kk + 3 * lanes < k {
+                let a0 = f32::cast_from(w[wbase + kk]) * f32::cast_from(x[xb + kk]);
+                let a1 = f32::cast_from(w[wbase + kk + lanes]) * f32::cast_from(x[xb + kk + lanes]);
+                let a2 = f32::cast_from(w[wbase + kk + 2 * lanes]) * f32::cast_from(x[xb + kk + 2 * lanes]);
+                let a3 = f32::cast_from(w[wbase + kk + 3 * lanes]) * f32::cast_from(x[xb + kk + 3 * lanes]);
+                acc += (a0 + a1) + (a2 + a3);
+                kk += 4 * lanes;
+            }
+            while kk < k {
+                acc += f32::cast_from(w[wbase + kk]) * f32::cast_from(x[xb + kk]);
+                kk += lanes;
+            }
+        }
+        smem[me] = acc;
+        sync_cube();
+        let mut stride = lanes / 2;
+        while stride > 0 {
+            if lane < stride {
+                smem[me] = smem[me] + smem[me + stride];
+            }
+            sync_cube();
+            stride /= 2;
+        }
+        if valid && lane == 0 {
+            out[mi * n + col] = F::cast_from(smem[me]);
+        }
+        sync_cube();
+        mi += 1;
+    }
+}
+
 /// The burn-cubecl tensor behind `t` when `B` runs on runtime `R`, contiguous.
 fn cube_of<B: Backend, R: CubeRuntime, const D: usize>(t: &Tensor<B, D>) -> Option<CubeTensor<R>> {
     if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<CubeTensor<R>>() {
@@ -721,4 +773,46 @@ pub fn decode_attention<B: Backend, R: CubeRuntime>(
         );
     }
     tensor_of::<B, R, 4>(out)
+}
+
+/// Rows of `x` up to which [`skinny_linear`] takes a product (`MMREASON_GEMV_MAX_M`, default 4; 0 turns it
+/// off).
+fn skinny_max_m() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("MMREASON_GEMV_MAX_M")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4)
+    })
+}
+
+/// [`crate::gemm::linear_nt`] for `x` of at most [`skinny_max_m`] rows, as one kernel.
+pub fn skinny_linear<B: Backend, R: CubeRuntime>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    let [m, k] = x.dims();
+    let [n, kw] = w.dims();
+    if !enabled() || m == 0 || m > skinny_max_m() || k != kw || n == 0 || k == 0 {
+        return None;
+    }
+    let xc = cube_of::<B, R, 2>(x)?;
+    let wc = cube_of::<B, R, 2>(w)?;
+    if !float_dtype(xc.dtype) || wc.dtype != xc.dtype {
+        return None;
+    }
+    let out = empty_like(&xc, vec![m, n]);
+    let client = xc.client.clone();
+    launch_float!(
+        xc.dtype,
+        skinny_nt_kernel,
+        &client,
+        row_grid(n.div_ceil(8)),
+        CubeDim::new_2d(32, 8),
+        array(&xc),
+        array(&wc),
+        array(&out),
+        u32_of(m)?,
+        u32_of(n)?,
+        u32_of(k)?,
+    );
+    tensor_of::<B, R, 2>(out)
 }
