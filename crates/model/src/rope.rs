@@ -47,14 +47,29 @@ impl Rope {
         let b = positions.len();
         let s = positions.first().map_or(0, Vec::len);
         let d = self.head_dim;
+        // One row of angles per distinct position (a batch repeats them: 8 prompts of 512 tokens have 512),
+        // each computed as before; the rows are then copied into place.
+        let mut distinct: Vec<i64> = positions.iter().flatten().copied().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let rows: Vec<(Vec<f32>, Vec<f32>)> = distinct
+            .iter()
+            .map(|&p| {
+                let angles: Vec<f32> = self.inv_freq.iter().map(|f| p as f32 * f).collect();
+                (
+                    angles.iter().map(|a| a.cos()).collect(),
+                    angles.iter().map(|a| a.sin()).collect(),
+                )
+            })
+            .collect();
         let mut cos = Vec::with_capacity(b * s * d);
         let mut sin = Vec::with_capacity(b * s * d);
         for row in positions {
-            for &p in row {
-                let angles: Vec<f32> = self.inv_freq.iter().map(|f| p as f32 * f).collect();
+            for p in row {
+                let (c, sn) = &rows[distinct.binary_search(p).expect("every position was collected")];
                 for _ in 0..2 {
-                    cos.extend(angles.iter().map(|a| a.cos()));
-                    sin.extend(angles.iter().map(|a| a.sin()));
+                    cos.extend_from_slice(c);
+                    sin.extend_from_slice(sn);
                 }
             }
         }

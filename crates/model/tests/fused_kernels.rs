@@ -44,8 +44,12 @@ fn max_rel(got: &[f32], want: &[f32]) -> f32 {
 type Cpu = burn::backend::Flex;
 
 fn check(what: &str, got: Vec<f32>, want: Vec<f32>) {
+    check_within(what, got, want, 1e-5);
+}
+
+fn check_within(what: &str, got: Vec<f32>, want: Vec<f32>, tol: f32) {
     let e = max_rel(&got, &want);
-    assert!(e < 1e-5, "{what}: max relative difference {e:e} (want < 1e-5)");
+    assert!(e < tol, "{what}: max relative difference {e:e} (want < {tol:e})");
 }
 
 fn kernels<B: Backend>(device: &B::Device) {
@@ -163,8 +167,9 @@ fn kernels<B: Backend>(device: &B::Device) {
     let want = activation::softmax(tensor::<Cpu, 4>(scores, [1, 2, 5, 577], &cpu), 3);
     check("softmax", host(got), host(want));
 
-    // Skinny products (decode at small batch): 1 and 3 rows, k not a multiple of 4·32, n not of 8.
-    for (m, k, n, seed) in [(1, 300, 37, 11), (3, 1000, 10, 12)] {
+    // Skinny products (decode at small batch): 1 to 3 rows, k not a multiple of what a cube reads at once (and
+    // once odd: one value per load), n not a multiple of 8. Sums of up to 1000 terms in another order: 1e-4.
+    for (m, k, n, seed) in [(1, 300, 37, 11), (3, 1000, 10, 12), (2, 301, 9, 13)] {
         let (x, w) = (values(m * k, seed), values(n * k, seed + 100));
         let direct = fused::skinny_linear(
             &tensor::<B, 2>(x.clone(), [m, k], device),
@@ -172,7 +177,12 @@ fn kernels<B: Backend>(device: &B::Device) {
         );
         let got = direct.unwrap_or_else(|| panic!("the skinny kernel did not take m = {m}"));
         let want = tensor::<Cpu, 2>(x, [m, k], &cpu).matmul(tensor::<Cpu, 2>(w, [n, k], &cpu).transpose());
-        check(&format!("skinny linear m={m} k={k} n={n}"), host(got), host(want));
+        check_within(
+            &format!("skinny linear m={m} k={k} n={n}"),
+            host(got),
+            host(want),
+            1e-4,
+        );
     }
 
     // Decode attention: one query token over 300 cached keys (more than one cube-wide chunk) and over 5, with

@@ -361,17 +361,26 @@ fn decode_attention_kernel<F: Float>(
 }
 
 /// `y = x · wᵀ` for a few rows of `x` (`[m, k]`, `w` `[n, k]` as checkpoints store it): eight output columns
-/// per cube, 32 units per column reading its weight row in coalesced strides (four loads in flight), the dot
-/// products in f32, reduced in shared memory. Decoding at batch 1 streams every weight once per token; this
+/// per cube, 32 units per column reading its weight row in coalesced vectors (16 bytes per load where the
+/// device allows, two loads in flight), the dot products in f32, reduced in shared memory. Decoding at batch 1 streams every weight once per token; this
 /// keeps those products on burn's stream (no cuBLAS call, so no host synchronisation) at memory speed.
 #[cube(launch_unchecked)]
-fn skinny_nt_kernel<F: Float>(x: &Array<F>, w: &Array<F>, out: &mut Array<F>, m: u32, n: u32, k: u32) {
+fn skinny_nt_kernel<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    w: &Array<Vector<F, N>>,
+    out: &mut Array<F>,
+    m: u32,
+    n: u32,
+    k: u32,
+) {
     let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let vs = w.vector_size().comptime();
     let lanes = CUBE_DIM_X as usize;
     let lane = UNIT_POS_X as usize;
     let me = UNIT_POS_Y as usize * lanes + lane;
     let col = CUBE_POS * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
-    let (m, n, k) = (m as usize, n as usize, k as usize);
+    // `k` in vectors of `vs` values.
+    let (m, n, k) = (m as usize, n as usize, k as usize / vs);
     // Columns past `n` (the grid is rounded up) take part in the cube's synchronisations and write nothing.
     let valid = col < n;
     let wbase = col * k;
@@ -381,16 +390,22 @@ fn skinny_nt_kernel<F: Float>(x: &Array<F>, w: &Array<F>, out: &mut Array<F>, m:
         if valid {
             let xb = mi * k;
             let mut kk = lane;
-            while kk + 3 * lanes < k {
-                let a0 = f32::cast_from(w[wbase + kk]) * f32::cast_from(x[xb + kk]);
-                let a1 = f32::cast_from(w[wbase + kk + lanes]) * f32::cast_from(x[xb + kk + lanes]);
-                let a2 = f32::cast_from(w[wbase + kk + 2 * lanes]) * f32::cast_from(x[xb + kk + 2 * lanes]);
-                let a3 = f32::cast_from(w[wbase + kk + 3 * lanes]) * f32::cast_from(x[xb + kk + 3 * lanes]);
-                acc += (a0 + a1) + (a2 + a3);
-                kk += 4 * lanes;
+            while kk + lanes < k {
+                let (w0, x0) = (w[wbase + kk], x[xb + kk]);
+                let (w1, x1) = (w[wbase + kk + lanes], x[xb + kk + lanes]);
+                #[unroll]
+                for j in 0..vs {
+                    acc += f32::cast_from(w0[j]) * f32::cast_from(x0[j]);
+                    acc += f32::cast_from(w1[j]) * f32::cast_from(x1[j]);
+                }
+                kk += 2 * lanes;
             }
             while kk < k {
-                acc += f32::cast_from(w[wbase + kk]) * f32::cast_from(x[xb + kk]);
+                let (w0, x0) = (w[wbase + kk], x[xb + kk]);
+                #[unroll]
+                for j in 0..vs {
+                    acc += f32::cast_from(w0[j]) * f32::cast_from(x0[j]);
+                }
                 kk += lanes;
             }
         }
@@ -801,12 +816,18 @@ pub fn skinny_linear<B: Backend, R: CubeRuntime>(x: &Tensor<B, 2>, w: &Tensor<B,
     }
     let out = empty_like(&xc, vec![m, n]);
     let client = xc.client.clone();
+    // The widest vector the device loads at once that divides the rows (buffers start aligned).
+    let vector = client
+        .io_optimized_vector_sizes(xc.dtype.size())
+        .find(|v| k.is_multiple_of(*v))
+        .unwrap_or(1);
     launch_float!(
         xc.dtype,
         skinny_nt_kernel,
         &client,
         row_grid(n.div_ceil(8)),
         CubeDim::new_2d(32, 8),
+        vector,
         array(&xc),
         array(&wc),
         array(&out),
