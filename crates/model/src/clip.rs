@@ -27,9 +27,8 @@ impl<B: Backend> LayerNorm<B> {
 #[derive(Debug, Clone)]
 struct EncoderLayer<B: Backend> {
     ln1: LayerNorm<B>,
-    q: Linear<B>,
-    k: Linear<B>,
-    v: Linear<B>,
+    /// q, k and v projections stacked into one product (`[3·hidden, hidden]`, biases likewise).
+    qkv: Linear<B>,
     out: Linear<B>,
     ln2: LayerNorm<B>,
     fc1: Linear<B>,
@@ -110,9 +109,15 @@ impl<B: Backend> ClipVision<B> {
             let lp = format!("{prefix}encoder.layers.{l}");
             layers.push(EncoderLayer {
                 ln1: layer_norm(&ld, &format!("{lp}.layer_norm1"), h, eps)?,
-                q: ld.linear(&format!("{lp}.self_attn.q_proj"), h, h, true)?,
-                k: ld.linear(&format!("{lp}.self_attn.k_proj"), h, h, true)?,
-                v: ld.linear(&format!("{lp}.self_attn.v_proj"), h, h, true)?,
+                qkv: ld.stacked_linear(
+                    &[
+                        (&format!("{lp}.self_attn.q_proj"), h),
+                        (&format!("{lp}.self_attn.k_proj"), h),
+                        (&format!("{lp}.self_attn.v_proj"), h),
+                    ],
+                    h,
+                    true,
+                )?,
                 out: ld.linear(&format!("{lp}.self_attn.out_proj"), h, h, true)?,
                 ln2: layer_norm(&ld, &format!("{lp}.layer_norm2"), h, eps)?,
                 fc1: ld.linear(&format!("{lp}.mlp.fc1"), h, cfg.intermediate_size, true)?,
@@ -163,13 +168,16 @@ impl<B: Backend> ClipVision<B> {
         let t = 1 + g * g;
         for layer in &self.layers {
             let y = layer.ln1.forward(x.clone());
-            let split = |z: Tensor<B, 3>| z.reshape([n, t, heads, d]).swap_dims(1, 2);
-            let q = split(layer.q.forward(y.clone())) * (1.0 / (d as f64).sqrt());
-            let k = split(layer.k.forward(y.clone()));
-            let v = split(layer.v.forward(y));
+            // One product for q, k and v; each split into heads `[n, heads, t, d]` by one kernel on the GPU.
+            let qkv = layer.qkv.forward(y);
+            let q = crate::fused::heads(&qkv, 0, heads, d, None);
+            let k = crate::fused::heads(&qkv, heads, heads, d, None);
+            let v = crate::fused::heads(&qkv, 2 * heads, heads, d, None);
             let flat = |z: Tensor<B, 4>| z.reshape([n * heads, t, d]);
+            // transformers' eager attention: scores · scale, softmax in f32, probabilities in the dtype.
             let scores = crate::gemm::bmm_nt(flat(q), flat(k)).reshape([1, n * heads, t, t]);
-            let probs = crate::fused::softmax_f32(scores, None, 1.0).reshape([n * heads, t, t]);
+            let probs =
+                crate::fused::softmax_f32(scores, None, 1.0 / (d as f64).sqrt()).reshape([n * heads, t, t]);
             let a = crate::gemm::bmm_nn(probs, flat(v)).reshape([n, heads, t, d]);
             x = x + layer.out.forward(a.swap_dims(1, 2).reshape([n, t, h]));
             let y = layer.fc1.forward(layer.ln2.forward(x.clone()));

@@ -369,9 +369,9 @@ fn skinny_nt_kernel<F: Float, N: Size>(
     x: &Array<Vector<F, N>>,
     w: &Array<Vector<F, N>>,
     out: &mut Array<F>,
-    m: u32,
-    n: u32,
-    k: u32,
+    rows: u32,
+    cols: u32,
+    depth: u32,
 ) {
     let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
     let vs = w.vector_size().comptime();
@@ -380,7 +380,7 @@ fn skinny_nt_kernel<F: Float, N: Size>(
     let me = UNIT_POS_Y as usize * lanes + lane;
     let col = CUBE_POS * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
     // `k` in vectors of `vs` values.
-    let (m, n, k) = (m as usize, n as usize, k as usize / vs);
+    let (m, n, k) = (rows as usize, cols as usize, depth as usize / vs);
     // Columns past `n` (the grid is rounded up) take part in the cube's synchronisations and write nothing.
     let valid = col < n;
     let wbase = col * k;
