@@ -97,7 +97,9 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
     let mut g = c.benchmark_group(format!("gemm/{tag}"));
     g.sample_size(10);
     let w = random::<B, 2>([sh.intermediate, sh.hidden], 0.02, dt, device);
-    for (name, m) in [("prefill", tokens), ("decode", sh.batch)] {
+    // decode1: one row, where `linear_nt` takes the skinny kernel on GPUs (memory-bound: the weight is
+    // 2·hidden·intermediate bytes in bf16); on CUDA cuBLAS on the same operands is measured beside it.
+    for (name, m) in [("prefill", tokens), ("decode", sh.batch), ("decode1", 1)] {
         let x = random::<B, 2>([m, sh.hidden], 1.0, dt, device);
         g.throughput(Throughput::Elements((2 * m * sh.hidden * sh.intermediate) as u64));
         let id = format!("{m}x{}x{}", sh.hidden, sh.intermediate);
@@ -107,6 +109,15 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
                 sync();
             })
         });
+        #[cfg(feature = "cuda")]
+        if mmreason::model::gemm::cuda::product(&x, &w, true).is_some() {
+            g.bench_function(BenchmarkId::new(format!("{name}/cublas"), &id), |b| {
+                b.iter(|| {
+                    std::hint::black_box(mmreason::model::gemm::cuda::product(&x, &w, true));
+                    sync();
+                })
+            });
+        }
         g.bench_function(BenchmarkId::new(format!("{name}/burn_matmul"), &id), |b| {
             b.iter(|| {
                 std::hint::black_box(x.clone().matmul(w.clone().transpose()));
