@@ -41,6 +41,37 @@ pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, weight: &Tensor<B, 1>, eps: f64) ->
     x * weight.clone().unsqueeze::<3>()
 }
 
+/// The residual sum `x + a` (in the activations' dtype) and its RMSNorm — the decoder's `residual + output`
+/// followed by the next layer's norm — as one GPU kernel where the backend allows it.
+pub fn add_rms_norm<B: Backend>(
+    x: Tensor<B, 3>,
+    a: Tensor<B, 3>,
+    weight: &Tensor<B, 1>,
+    eps: f64,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    on_gpu!(add_rms_norm::<B>(&x, &a, weight, eps));
+    let sum = x + a;
+    (sum.clone(), rms_norm(sum, weight, eps))
+}
+
+/// Queries, keys (both with RoPE) and values `[b, heads, s, d]` out of the stacked projection `qkv`
+/// `[b, s, (nh + 2·nkv)·d]`: one GPU kernel where the backend allows it, [`heads`] three times elsewhere.
+pub fn qkv_heads<B: Backend>(
+    qkv: &Tensor<B, 3>,
+    nh: usize,
+    nkv: usize,
+    d: usize,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    on_gpu!(qkv_heads::<B>(qkv, nh, nkv, d, cos, sin));
+    (
+        heads(qkv, 0, nh, d, Some((cos, sin))),
+        heads(qkv, nh, nkv, d, Some((cos, sin))),
+        heads(qkv, nh + nkv, nkv, d, None),
+    )
+}
+
 /// torch's LayerNorm over the last dimension with statistics in f32 (biased variance), the normalised value
 /// back in the input dtype, then `· weight + bias` — CLIP's layer norms.
 pub fn layer_norm<B: Backend>(

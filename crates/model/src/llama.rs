@@ -118,6 +118,11 @@ impl<B: Backend> RmsNorm<B> {
         Self { weight, eps }
     }
 
+    /// `(x + a, forward(x + a))`: a residual sum and its norm, in one kernel on the GPU backends.
+    pub fn add_forward(&self, x: Tensor<B, 3>, a: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        fused::add_rms_norm(x, a, &self.weight, self.eps)
+    }
+
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         // Statistics in f32, the normalised value back in the input dtype before the weight, as
         // `LlamaRMSNorm` (a no-op cast for f32 models).
@@ -374,20 +379,27 @@ impl<B: Backend> Decoder<B> {
             })
             .collect();
         let attn_mask = self.attention_mask(&keys, past, s);
+        let Some(first) = self.layers.first() else {
+            cache.mask = keys;
+            return Ok(self.norm.forward(x));
+        };
+        // Each residual sum is fused with the norm that follows it (the next layer's input norm, the final
+        // norm after the last layer): `h` is always the normed input of what comes next.
+        let mut h = first.input_norm.forward(x.clone());
         for (l, layer) in self.layers.iter().enumerate() {
-            let h = layer.input_norm.forward(x.clone());
             let a = self.attention(layer, h, &cos, &sin, &attn_mask, cache, l);
-            x = x + a;
-            let h = layer.post_norm.forward(x.clone());
+            let (sum, normed) = layer.post_norm.add_forward(x, a);
             let m = layer.down.forward({
-                let gu = layer.gate_up.forward(h);
+                let gu = layer.gate_up.forward(normed);
                 let i = self.cfg.intermediate_size;
                 fused::silu_mul(gu, i)
             });
-            x = x + m;
+            let next = self.layers.get(l + 1).map_or(&self.norm, |n| &n.input_norm);
+            (x, h) = next.add_forward(sum, m);
         }
+        drop(x);
         cache.mask = keys;
-        Ok(self.norm.forward(x))
+        Ok(h)
     }
 
     /// Hidden states → logits.
@@ -454,9 +466,7 @@ impl<B: Backend> Decoder<B> {
             self.cfg.head_dim,
         );
         let qkv = layer.qkv.forward(x);
-        let q = fused::heads(&qkv, 0, nh, d, Some((cos, sin)));
-        let k = fused::heads(&qkv, nh, nkv, d, Some((cos, sin)));
-        let v = fused::heads(&qkv, nh + nkv, nkv, d, None);
+        let (q, k, v) = fused::qkv_heads(&qkv, nh, nkv, d, cos, sin);
         let (k, v) = cache.append(l, k, v);
         let out = crate::attention::grouped_query_attention(q, k, v, mask)
             .swap_dims(1, 2)

@@ -1,4 +1,4 @@
-//! The fused GPU kernels (`fused::cube`: RMSNorm, LayerNorm, quick_gelu, SiLU·mul, heads + RoPE, softmax,
+//! The fused GPU kernels (`fused::cube`: RMSNorm (also after a residual sum), LayerNorm, quick_gelu, SiLU·mul, heads + RoPE, softmax,
 //! decode attention, skinny products) against burn's
 //! op-by-op composition of the same formulas on the CPU, on shapes that are awkward for them: rows wider than
 //! a cube, widths that are not multiples of it, more rows than one grid dimension holds, heads taken from the
@@ -67,6 +67,21 @@ fn kernels<B: Backend>(device: &B::Device) {
     let want = xc * (var + 1e-5).sqrt().recip() * tensor::<Cpu, 1>(w.clone(), [300], &cpu).unsqueeze::<3>();
     check("rms_norm", host(got), host(want));
 
+    // Residual sum + RMSNorm: the sum, and the norm of the sum.
+    let a = values(3 * 5 * 300, 14);
+    let (sum, normed) = fused::add_rms_norm(
+        tensor::<B, 3>(x.clone(), [3, 5, 300], device),
+        tensor::<B, 3>(a.clone(), [3, 5, 300], device),
+        &tensor(w.clone(), [300], device),
+        1e-5,
+    );
+    let sc = tensor::<Cpu, 3>(x.clone(), [3, 5, 300], &cpu) + tensor::<Cpu, 3>(a, [3, 5, 300], &cpu);
+    let var = sc.clone().powi_scalar(2).mean_dim(2);
+    let want =
+        sc.clone() * (var + 1e-5).sqrt().recip() * tensor::<Cpu, 1>(w.clone(), [300], &cpu).unsqueeze::<3>();
+    check("add_rms_norm sum", host(sum), host(sc));
+    check("add_rms_norm norm", host(normed), host(want));
+
     // LayerNorm (CLIP): the same rows, with a bias.
     let bias = values(300, 7);
     let got = fused::layer_norm(
@@ -131,6 +146,10 @@ fn kernels<B: Backend>(device: &B::Device) {
     );
     let got = fused::heads(&qg, 6, 2, d, None);
     check("heads", host(got), host(split(6, 2)));
+    let (q, k, v) = fused::qkv_heads(&qg, 4, 2, d, &cg, &sg);
+    check("qkv_heads q", host(q), host(rope::apply(split(0, 4), &cc, &sc)));
+    check("qkv_heads k", host(k), host(rope::apply(split(4, 2), &cc, &sc)));
+    check("qkv_heads v", host(v), host(split(6, 2)));
 
     // Masked softmax: rows of 300 with a causal-and-padding mask (one row fully masked), and 40 002 rows of 3
     // (more rows than the kernel's grid holds along x).

@@ -143,6 +143,47 @@ fn layer_norm_kernel<F: Float>(
     }
 }
 
+/// [`rms_norm_kernel`] of the residual sum `x + a` (rounded to `F`, as transformers adds in the activations'
+/// dtype), writing the sum too: the decoder's `residual + output` followed by the next norm, in one launch.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn add_rms_norm_kernel<F: Float>(
+    x: &Array<F>,
+    a: &Array<F>,
+    w: &Array<F>,
+    sum: &mut Array<F>,
+    out: &mut Array<F>,
+    rows: u32,
+    h: u32,
+    eps: f32,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let h = h as usize;
+    let base = row * h;
+    let mut acc = f32::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < h {
+        let v = x[base + i] + a[base + i];
+        sum[base + i] = v;
+        let v = f32::cast_from(v);
+        acc += v * v;
+        i += CUBE_DIM as usize;
+    }
+    let total = cube_sum(acc, &mut smem);
+    let r = f32::new(1.0) / f32::sqrt(total / f32::cast_from(h) + eps);
+    // Each unit reads back only the sums it wrote itself (recomputed: no cross-unit global-memory ordering).
+    let mut i = UNIT_POS as usize;
+    while i < h {
+        let v = f32::cast_from(x[base + i] + a[base + i]);
+        out[base + i] = F::cast_from(v * r) * w[i];
+        i += CUBE_DIM as usize;
+    }
+}
+
 /// CLIP's `quick_gelu`, `x · sigmoid(1.702·x)`, each step rounded to `F` as torch does.
 #[cube(launch_unchecked)]
 fn quick_gelu_kernel<F: Float>(x: &Array<F>, out: &mut Array<F>) {
@@ -210,6 +251,56 @@ fn heads_kernel<F: Float>(
         out[pos] = x * cos[token * d + di] + rot * sin[token * d + di];
     } else {
         out[pos] = x;
+    }
+}
+
+/// All heads of the stacked projection `qkv` `[b, s, (nh + 2·nkv)·d]` at once: queries `[b, nh, s, d]` and keys
+/// `[b, nkv, s, d]` with RoPE, values `[b, nkv, s, d]` as they are — [`heads_kernel`] three times in one launch.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn qkv_heads_kernel<F: Float>(
+    qkv: &Array<F>,
+    cos: &Array<F>,
+    sin: &Array<F>,
+    q: &mut Array<F>,
+    k: &mut Array<F>,
+    v: &mut Array<F>,
+    total: u32,
+    s: u32,
+    nh: u32,
+    nkv: u32,
+    d: u32,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= total as usize {
+        terminate!();
+    }
+    let (s, d, nh, nkv) = (s as usize, d as usize, nh as usize, nkv as usize);
+    let heads = nh + 2 * nkv;
+    let di = pos % d;
+    let rest = pos / d;
+    let si = rest % s;
+    let rest = rest / s;
+    let j = rest % heads;
+    let bi = rest / heads;
+    let token = bi * s + si;
+    let src = token * heads * d + j * d + di;
+    let x = qkv[src];
+    if j < nh + nkv {
+        let half = d / 2;
+        let rot = if di < half {
+            -qkv[src + half]
+        } else {
+            qkv[src - half]
+        };
+        let y = x * cos[token * d + di] + rot * sin[token * d + di];
+        if j < nh {
+            q[((bi * nh + j) * s + si) * d + di] = y;
+        } else {
+            k[((bi * nkv + j - nh) * s + si) * d + di] = y;
+        }
+    } else {
+        v[((bi * nkv + j - nh - nkv) * s + si) * d + di] = x;
     }
 }
 
@@ -519,6 +610,114 @@ pub fn rms_norm<B: Backend, R: CubeRuntime>(
         );
     }
     tensor_of::<B, R, 3>(out)
+}
+
+/// [`super::add_rms_norm`] as one kernel: `(x + a, rms_norm(x + a))`.
+pub fn add_rms_norm<B: Backend, R: CubeRuntime>(
+    x: &Tensor<B, 3>,
+    a: &Tensor<B, 3>,
+    weight: &Tensor<B, 1>,
+    eps: f64,
+) -> Option<(Tensor<B, 3>, Tensor<B, 3>)> {
+    if !enabled() {
+        return None;
+    }
+    let [b, s, h] = x.dims();
+    if a.dims() != [b, s, h] || weight.dims()[0] != h || h == 0 {
+        return None;
+    }
+    let (xc, ac, wc) = (
+        cube_of::<B, R, 3>(x)?,
+        cube_of::<B, R, 3>(a)?,
+        cube_of::<B, R, 1>(weight)?,
+    );
+    if !float_dtype(xc.dtype) || ac.dtype != xc.dtype || wc.dtype != xc.dtype {
+        return None;
+    }
+    let rows = b * s;
+    let (sum, out) = (empty_like(&xc, vec![b, s, h]), empty_like(&xc, vec![b, s, h]));
+    if rows > 0 {
+        let client = xc.client.clone();
+        launch_float!(
+            xc.dtype,
+            add_rms_norm_kernel,
+            &client,
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            array(&xc),
+            array(&ac),
+            array(&wc),
+            array(&sum),
+            array(&out),
+            u32_of(rows)?,
+            u32_of(h)?,
+            eps as f32,
+        );
+    }
+    Some((tensor_of::<B, R, 3>(sum)?, tensor_of::<B, R, 3>(out)?))
+}
+
+/// [`super::qkv_heads`] as one kernel.
+pub fn qkv_heads<B: Backend, R: CubeRuntime>(
+    qkv: &Tensor<B, 3>,
+    nh: usize,
+    nkv: usize,
+    d: usize,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Option<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
+    if !enabled() {
+        return None;
+    }
+    let [b, s, width] = qkv.dims();
+    if width != (nh + 2 * nkv) * d
+        || d == 0
+        || !d.is_multiple_of(2)
+        || cos.dims() != [b, 1, s, d]
+        || sin.dims() != [b, 1, s, d]
+    {
+        return None;
+    }
+    let (qc, cc, sc) = (
+        cube_of::<B, R, 3>(qkv)?,
+        cube_of::<B, R, 4>(cos)?,
+        cube_of::<B, R, 4>(sin)?,
+    );
+    if !float_dtype(qc.dtype) || cc.dtype != qc.dtype || sc.dtype != qc.dtype {
+        return None;
+    }
+    let q = empty_like(&qc, vec![b, nh, s, d]);
+    let k = empty_like(&qc, vec![b, nkv, s, d]);
+    let v = empty_like(&qc, vec![b, nkv, s, d]);
+    let total = b * s * width;
+    if total > 0 {
+        let client = qc.client.clone();
+        let dim = CubeDim::new(&client, total);
+        let count = cubecl::calculate_cube_count_elemwise(&client, total, dim);
+        launch_float!(
+            qc.dtype,
+            qkv_heads_kernel,
+            &client,
+            count,
+            dim,
+            array(&qc),
+            array(&cc),
+            array(&sc),
+            array(&q),
+            array(&k),
+            array(&v),
+            u32_of(total)?,
+            u32_of(s)?,
+            u32_of(nh)?,
+            u32_of(nkv)?,
+            u32_of(d)?,
+        );
+    }
+    Some((
+        tensor_of::<B, R, 4>(q)?,
+        tensor_of::<B, R, 4>(k)?,
+        tensor_of::<B, R, 4>(v)?,
+    ))
 }
 
 /// [`crate::clip::LayerNorm`] as one kernel.
