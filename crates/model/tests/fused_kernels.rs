@@ -204,6 +204,21 @@ fn kernels<B: Backend>(device: &B::Device) {
         );
     }
 
+    // A contiguous view at an offset in a larger buffer (the generation head reads the last position of the
+    // hidden states this way): the kernels must start at the view, not at the buffer.
+    let (k, n) = (64, 5);
+    let (full, w) = (values(3 * k, 15), values(n * k, 16));
+    let got = fused::skinny_linear(
+        &tensor::<B, 3>(full.clone(), [1, 3, k], device)
+            .narrow(1, 2, 1)
+            .reshape([1, k]),
+        &tensor::<B, 2>(w.clone(), [n, k], device),
+    )
+    .expect("the skinny kernel takes one row");
+    let want = tensor::<Cpu, 2>(full[2 * k..].to_vec(), [1, k], &cpu)
+        .matmul(tensor::<Cpu, 2>(w, [n, k], &cpu).transpose());
+    check_within("skinny linear on an offset view", host(got), host(want), 1e-4);
+
     // Decode attention: one query token over 300 cached keys (more than one cube-wide chunk) and over 5, with
     // grouped-query heads (4 query heads on 2 kv heads) and masked keys; against the composition on the CPU.
     for (t, seed) in [(300, 9), (5, 10)] {
