@@ -74,33 +74,6 @@ fn cube_max(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
     total
 }
 
-/// One cube per row of `h` values: `w · F(x · rsqrt(mean(x²) + ε))`, the mean in f32.
-#[cube(launch_unchecked)]
-fn rms_norm_kernel<F: Float>(x: &Array<F>, w: &Array<F>, out: &mut Array<F>, rows: u32, h: u32, eps: f32) {
-    let row = CUBE_POS;
-    if row >= rows as usize {
-        terminate!();
-    }
-    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
-    let h = h as usize;
-    let base = row * h;
-    let mut acc = f32::new(0.0);
-    let mut i = UNIT_POS as usize;
-    while i < h {
-        let v = f32::cast_from(x[base + i]);
-        acc += v * v;
-        i += CUBE_DIM as usize;
-    }
-    let total = cube_sum(acc, &mut smem);
-    let r = f32::new(1.0) / f32::sqrt(total / f32::cast_from(h) + eps);
-    let mut i = UNIT_POS as usize;
-    while i < h {
-        let v = f32::cast_from(x[base + i]);
-        out[base + i] = F::cast_from(v * r) * w[i];
-        i += CUBE_DIM as usize;
-    }
-}
-
 /// One cube per row of `h` values: torch's LayerNorm with statistics in f32 (biased variance), the normalised
 /// value rounded to `F`, then `· w + bias` in `F`.
 #[cube(launch_unchecked)]
@@ -143,11 +116,12 @@ fn layer_norm_kernel<F: Float>(
     }
 }
 
-/// [`rms_norm_kernel`] of the residual sum `x + a` (rounded to `F`, as transformers adds in the activations'
-/// dtype), writing the sum too: the decoder's `residual + output` followed by the next norm, in one launch.
+/// One cube per row of `h` values: `w · F(v · rsqrt(mean(v²) + ε))`, the mean in f32, for `v = x` or — with
+/// `residual` — for the residual sum `v = x + a` (rounded to `F`, as transformers adds in the activations'
+/// dtype), which is written to `sum` too: the decoder's `residual + output` and the next norm in one launch.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-fn add_rms_norm_kernel<F: Float>(
+fn rms_norm_kernel<F: Float>(
     x: &Array<F>,
     a: &Array<F>,
     w: &Array<F>,
@@ -156,6 +130,7 @@ fn add_rms_norm_kernel<F: Float>(
     rows: u32,
     h: u32,
     eps: f32,
+    #[comptime] residual: bool,
 ) {
     let row = CUBE_POS;
     if row >= rows as usize {
@@ -167,21 +142,29 @@ fn add_rms_norm_kernel<F: Float>(
     let mut acc = f32::new(0.0);
     let mut i = UNIT_POS as usize;
     while i < h {
-        let v = x[base + i] + a[base + i];
-        sum[base + i] = v;
+        let v = norm_input(x, a, base + i, residual);
+        if residual {
+            sum[base + i] = v;
+        }
         let v = f32::cast_from(v);
         acc += v * v;
         i += CUBE_DIM as usize;
     }
     let total = cube_sum(acc, &mut smem);
     let r = f32::new(1.0) / f32::sqrt(total / f32::cast_from(h) + eps);
-    // Each unit reads back only the sums it wrote itself (recomputed: no cross-unit global-memory ordering).
+    // Each unit reads only what it summed itself (recomputed: no cross-unit global-memory ordering).
     let mut i = UNIT_POS as usize;
     while i < h {
-        let v = f32::cast_from(x[base + i] + a[base + i]);
+        let v = f32::cast_from(norm_input(x, a, base + i, residual));
         out[base + i] = F::cast_from(v * r) * w[i];
         i += CUBE_DIM as usize;
     }
+}
+
+/// `x[i]`, or `x[i] + a[i]` with `residual`.
+#[cube]
+fn norm_input<F: Float>(x: &Array<F>, a: &Array<F>, i: usize, #[comptime] residual: bool) -> F {
+    if residual { x[i] + a[i] } else { x[i] }
 }
 
 /// CLIP's `quick_gelu`, `x · sigmoid(1.702·x)`, each step rounded to `F` as torch does.
@@ -615,23 +598,25 @@ macro_rules! launch_float {
     };
 }
 
-/// [`super::rms_norm`] as one kernel; `None` when `B` is not on runtime `R` (or the kernels are off).
-pub fn rms_norm<B: Backend, R: CubeRuntime>(
-    x: &Tensor<B, 3>,
-    weight: &Tensor<B, 1>,
+/// RMSNorm over the rows of `x` `[b, s, h]` — of `x + a` when `a` is given, whose sum is returned too.
+fn rms_norm_rows<R: CubeRuntime>(
+    xc: &CubeTensor<R>,
+    a: Option<&CubeTensor<R>>,
+    wc: &CubeTensor<R>,
+    [b, s, h]: [usize; 3],
     eps: f64,
-) -> Option<Tensor<B, 3>> {
-    if !enabled() {
-        return None;
-    }
-    let xc = cube_of::<B, R, 3>(x)?;
-    let wc = cube_of::<B, R, 1>(weight)?;
-    let [b, s, h] = x.dims();
-    if !float_dtype(xc.dtype) || wc.dtype != xc.dtype || weight.dims()[0] != h || h == 0 {
+) -> Option<(CubeTensor<R>, CubeTensor<R>)> {
+    if !float_dtype(xc.dtype) || wc.dtype != xc.dtype || a.is_some_and(|a| a.dtype != xc.dtype) || h == 0 {
         return None;
     }
     let rows = b * s;
-    let out = empty_like(&xc, vec![b, s, h]);
+    let out = empty_like(xc, vec![b, s, h]);
+    // Without a residual, `a` and `sum` are not touched; one-value stand-ins (not `x` itself: wgpu rejects a
+    // buffer bound both read-only and read-write).
+    let (ac, sum) = match a {
+        Some(a) => (a.clone(), empty_like(xc, vec![b, s, h])),
+        None => (empty_like(xc, vec![1]), empty_like(xc, vec![1])),
+    };
     if rows > 0 {
         let client = xc.client.clone();
         launch_float!(
@@ -640,14 +625,31 @@ pub fn rms_norm<B: Backend, R: CubeRuntime>(
             &client,
             row_grid(rows),
             CubeDim::new_1d(BLOCK),
-            array(&xc),
-            array(&wc),
+            array(xc),
+            array(&ac),
+            array(wc),
+            array(&sum),
             array(&out),
             u32_of(rows)?,
             u32_of(h)?,
             eps as f32,
+            a.is_some(),
         );
     }
+    Some((sum, out))
+}
+
+/// [`super::rms_norm`] as one kernel; `None` when `B` is not on runtime `R` (or the kernels are off).
+pub fn rms_norm<B: Backend, R: CubeRuntime>(
+    x: &Tensor<B, 3>,
+    weight: &Tensor<B, 1>,
+    eps: f64,
+) -> Option<Tensor<B, 3>> {
+    if !enabled() || weight.dims()[0] != x.dims()[2] {
+        return None;
+    }
+    let (xc, wc) = (cube_of::<B, R, 3>(x)?, cube_of::<B, R, 1>(weight)?);
+    let (_, out) = rms_norm_rows(&xc, None, &wc, x.dims(), eps)?;
     tensor_of::<B, R, 3>(out)
 }
 
@@ -658,11 +660,7 @@ pub fn add_rms_norm<B: Backend, R: CubeRuntime>(
     weight: &Tensor<B, 1>,
     eps: f64,
 ) -> Option<(Tensor<B, 3>, Tensor<B, 3>)> {
-    if !enabled() {
-        return None;
-    }
-    let [b, s, h] = x.dims();
-    if a.dims() != [b, s, h] || weight.dims()[0] != h || h == 0 {
+    if !enabled() || a.dims() != x.dims() || weight.dims()[0] != x.dims()[2] {
         return None;
     }
     let (xc, ac, wc) = (
@@ -670,29 +668,7 @@ pub fn add_rms_norm<B: Backend, R: CubeRuntime>(
         cube_of::<B, R, 3>(a)?,
         cube_of::<B, R, 1>(weight)?,
     );
-    if !float_dtype(xc.dtype) || ac.dtype != xc.dtype || wc.dtype != xc.dtype {
-        return None;
-    }
-    let rows = b * s;
-    let (sum, out) = (empty_like(&xc, vec![b, s, h]), empty_like(&xc, vec![b, s, h]));
-    if rows > 0 {
-        let client = xc.client.clone();
-        launch_float!(
-            xc.dtype,
-            add_rms_norm_kernel,
-            &client,
-            row_grid(rows),
-            CubeDim::new_1d(BLOCK),
-            array(&xc),
-            array(&ac),
-            array(&wc),
-            array(&sum),
-            array(&out),
-            u32_of(rows)?,
-            u32_of(h)?,
-            eps as f32,
-        );
-    }
+    let (sum, out) = rms_norm_rows(&xc, Some(&ac), &wc, x.dims(), eps)?;
     Some((tensor_of::<B, R, 3>(sum)?, tensor_of::<B, R, 3>(out)?))
 }
 
