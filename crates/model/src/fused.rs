@@ -1,9 +1,9 @@
-//! The decoder's element-wise chains — RMSNorm, SiLU·mul, and splitting heads out of the stacked q/k/v
-//! projection with RoPE — as one pass each where the backend allows it,
-//! burn's op-by-op composition elsewhere. burn's CPU backend runs these chains at ≈0.45 GB/s (each op a full
-//! pass, broadcasts and strided halves on a slow path, a scalar `exp`), as slow as the GEMMs between them
-//! (`cargo bench --bench kernels`); on it, contiguous f32 tensors take a fused loop over rows in parallel. This
-//! On burn-cuda and burn-wgpu they are cubecl kernels ([`cube`]).
+//! The models' element-wise chains — RMSNorm (also after a residual sum), LayerNorm, quick_gelu, SiLU·mul,
+//! splitting heads out of the stacked q/k/v projection with RoPE, the attention softmax — and the decode-time
+//! attention and few-row products, as one pass each where the backend allows it, burn's op-by-op composition
+//! elsewhere. On burn's CPU backend, which runs such chains at ≈0.45 GB/s (each op a full pass, broadcasts and
+//! strided halves on a slow path, a scalar `exp`), contiguous f32 tensors take a fused loop over rows in
+//! parallel (`flex`); on burn-cuda and burn-wgpu they are cubecl kernels ([`cube`]).
 
 use burn::tensor::{DType, Tensor, activation, backend::Backend};
 

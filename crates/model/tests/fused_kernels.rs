@@ -1,9 +1,9 @@
-//! The fused GPU kernels (`fused::cube`: RMSNorm (also after a residual sum), LayerNorm, quick_gelu, SiLU·mul, heads + RoPE, softmax,
-//! decode attention, skinny products) against burn's
-//! op-by-op composition of the same formulas on the CPU, on shapes that are awkward for them: rows wider than
-//! a cube, widths that are not multiples of it, more rows than one grid dimension holds, heads taken from the
-//! middle of a stacked projection, fully masked rows. The model-level parity tests (`backend_parity`) check
-//! them against transformers as well; this test names the kernel that breaks.
+//! The fused GPU kernels (`fused::cube`: RMSNorm (also after a residual sum), LayerNorm, quick_gelu, SiLU·mul,
+//! heads + RoPE, softmax, decode attention, skinny products) against burn's op-by-op composition of the same
+//! formulas on the CPU, on shapes that are awkward for them: rows wider than a cube, widths that are not
+//! multiples of it, more rows than one grid dimension holds, heads taken from the middle of a stacked
+//! projection, fully masked rows, a view at an offset in a larger buffer. The model-level parity tests
+//! (`backend_parity`) check them against transformers as well; this test names the kernel that breaks.
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 use burn::tensor::{DType, Tensor, TensorData, activation, backend::Backend};

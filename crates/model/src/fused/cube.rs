@@ -1,8 +1,9 @@
-//! The decoder's element-wise chains as one GPU kernel each, written in cubecl so the same code runs on
-//! burn-cuda (CUDA through NVRTC) and burn-wgpu (Vulkan/Metal; CI runs it on Mesa's lavapipe). burn-cubecl runs
-//! each op of the composed chains as its own kernel — RMSNorm alone is eight launches and four full passes
-//! over the activations in f32 — and those chains, not the GEMMs, took most of a 7B prefill on an H100
-//! (benches/gpu/NOTES.md, run 2). The kernels run on burn's own stream, so they cost no host synchronisation.
+//! The models' element-wise chains, the decode-time attention and the few-row products as one GPU kernel each,
+//! written in cubecl so the same code runs on burn-cuda (CUDA through NVRTC) and burn-wgpu (Vulkan/Metal; CI
+//! runs it on Mesa's lavapipe). burn-cubecl runs each op of a composed chain as its own kernel — RMSNorm alone
+//! is eight launches and four full passes over the activations in f32 — and those chains, not the GEMMs, took
+//! most of a 7B prefill on an H100 (benches/gpu/NOTES.md, run 2). The kernels run on burn's own stream, so they
+//! cost no host synchronisation (a cuBLAS call costs two: see `gemm`).
 //!
 //! Numerics follow transformers, as the composed versions do: statistics and softmax in f32, results rounded
 //! to the activations' dtype where transformers rounds them.
@@ -480,8 +481,9 @@ fn decode_attention_kernel<F: Float>(
 
 /// `y = x · wᵀ` for a few rows of `x` (`[m, k]`, `w` `[n, k]` as checkpoints store it): eight output columns
 /// per cube, 32 units per column reading its weight row in coalesced vectors (16 bytes per load where the
-/// device allows, two loads in flight), the dot products in f32, reduced in shared memory. Decoding at batch 1 streams every weight once per token; this
-/// keeps those products on burn's stream (no cuBLAS call, so no host synchronisation) at memory speed.
+/// device allows, two loads in flight), the dot products in f32, reduced in shared memory. Decoding at batch
+/// 1 streams every weight once per token; this keeps those products on burn's stream (no cuBLAS call, so no
+/// host synchronisation) near memory speed (1.77 TB/s on an H100, benches/gpu/NOTES.md run 6).
 #[cube(launch_unchecked)]
 fn skinny_nt_kernel<F: Float, N: Size>(
     x: &Array<Vector<F, N>>,
