@@ -19,9 +19,8 @@ pub fn grouped_query_attention<B: Backend>(
 ) -> Tensor<B, 4> {
     let [b, nh, s, d] = q.dims();
     let [_, nkv, t, _] = k.dims();
-    if s == 1
-        && let Some(y) = fused::decode_attention(&q, &k, &v, mask, 1.0 / (d as f64).sqrt())
-    {
+    // One query token (a decode step): one kernel on the GPU backends.
+    if let Some(y) = fused::decode_attention(&q, &k, &v, mask, 1.0 / (d as f64).sqrt()) {
         return y;
     }
     let (rep, g) = (nh / nkv, b * nkv);

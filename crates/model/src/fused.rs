@@ -11,16 +11,23 @@ use burn::tensor::{DType, Tensor, activation, backend::Backend};
 pub(crate) mod cube;
 
 /// Returns from the calling function with the fused GPU kernel `cube::$f`'s result when `B` runs on a cubecl
-/// runtime (burn-cuda, burn-wgpu) that takes it.
+/// runtime (burn-cuda, burn-wgpu) that takes it (`Some(result)` for the `Some:` form, whose callers return an
+/// `Option`).
 macro_rules! on_gpu {
     ($f:ident::<$b:ty>($($arg:expr),* $(,)?)) => {
+        on_gpu!(@wrap std::convert::identity, $f::<$b>($($arg),*))
+    };
+    (Some: $f:ident::<$b:ty>($($arg:expr),* $(,)?)) => {
+        on_gpu!(@wrap Some, $f::<$b>($($arg),*))
+    };
+    (@wrap $wrap:path, $f:ident::<$b:ty>($($arg:expr),*)) => {
         #[cfg(feature = "cuda")]
         if let Some(y) = cube::$f::<$b, burn_cubecl::cubecl::cuda::CudaRuntime>($($arg),*) {
-            return y;
+            return $wrap(y);
         }
         #[cfg(feature = "wgpu")]
         if let Some(y) = cube::$f::<$b, burn::backend::wgpu::WgpuRuntime>($($arg),*) {
-            return y;
+            return $wrap(y);
         }
     };
 }
@@ -116,14 +123,7 @@ pub fn softmax_f32<B: Backend>(
 /// `x · wᵀ` for `x` of a few rows (`[m, k]`, `w` `[n, k]`) as one GPU kernel (`cube::skinny_linear`: decode
 /// steps at small batch); `None` on other backends and shapes.
 pub fn skinny_linear<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-    #[cfg(feature = "cuda")]
-    if let Some(y) = cube::skinny_linear::<B, burn_cubecl::cubecl::cuda::CudaRuntime>(x, w) {
-        return Some(y);
-    }
-    #[cfg(feature = "wgpu")]
-    if let Some(y) = cube::skinny_linear::<B, burn::backend::wgpu::WgpuRuntime>(x, w) {
-        return Some(y);
-    }
+    on_gpu!(Some: skinny_linear::<B>(x, w));
     let _ = (x, w);
     None
 }
@@ -138,15 +138,7 @@ pub fn decode_attention<B: Backend>(
     mask: &Tensor<B, 4>,
     scale: f64,
 ) -> Option<Tensor<B, 4>> {
-    #[cfg(feature = "cuda")]
-    if let Some(y) = cube::decode_attention::<B, burn_cubecl::cubecl::cuda::CudaRuntime>(q, k, v, mask, scale)
-    {
-        return Some(y);
-    }
-    #[cfg(feature = "wgpu")]
-    if let Some(y) = cube::decode_attention::<B, burn::backend::wgpu::WgpuRuntime>(q, k, v, mask, scale) {
-        return Some(y);
-    }
+    on_gpu!(Some: decode_attention::<B>(q, k, v, mask, scale));
     let _ = (q, k, v, mask, scale);
     None
 }

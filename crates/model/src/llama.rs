@@ -379,13 +379,10 @@ impl<B: Backend> Decoder<B> {
             })
             .collect();
         let attn_mask = self.attention_mask(&keys, past, s);
-        let Some(first) = self.layers.first() else {
-            cache.mask = keys;
-            return Ok(self.norm.forward(x));
-        };
         // Each residual sum is fused with the norm that follows it (the next layer's input norm, the final
         // norm after the last layer): `h` is always the normed input of what comes next.
-        let mut h = first.input_norm.forward(x.clone());
+        let norm_before = |l: usize| self.layers.get(l).map_or(&self.norm, |n| &n.input_norm);
+        let mut h = norm_before(0).forward(x.clone());
         for (l, layer) in self.layers.iter().enumerate() {
             let a = self.attention(layer, h, &cos, &sin, &attn_mask, cache, l);
             let (sum, normed) = layer.post_norm.add_forward(x, a);
@@ -394,10 +391,8 @@ impl<B: Backend> Decoder<B> {
                 let i = self.cfg.intermediate_size;
                 fused::silu_mul(gu, i)
             });
-            let next = self.layers.get(l + 1).map_or(&self.norm, |n| &n.input_norm);
-            (x, h) = next.add_forward(sum, m);
+            (x, h) = norm_before(l + 1).add_forward(sum, m);
         }
-        drop(x);
         cache.mask = keys;
         Ok(h)
     }

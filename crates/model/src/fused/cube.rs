@@ -37,42 +37,44 @@ fn enabled() -> bool {
     })
 }
 
-/// Sum of `v` over the cube's units (all units get it). `smem` holds `CUBE_DIM` values.
+/// Sum (or, with `take_max`, maximum) of `v` over the `lanes` units of one segment `seg..seg + lanes` of the
+/// cube's shared memory, `lanes` a power of two. Every unit of the cube takes part in the barriers; each gets
+/// its own segment's result.
 #[cube]
-fn cube_sum(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
-    let u = UNIT_POS as usize;
-    smem[u] = v;
+fn reduce(
+    v: f32,
+    smem: &mut SharedMemory<f32>,
+    seg: usize,
+    lane: usize,
+    lanes: usize,
+    #[comptime] take_max: bool,
+) -> f32 {
+    smem[seg + lane] = v;
     sync_cube();
-    let mut stride = (CUBE_DIM / 2) as usize;
+    let mut stride = lanes / 2;
     while stride > 0 {
-        if u < stride {
-            smem[u] = smem[u] + smem[u + stride];
+        if lane < stride {
+            let (a, b) = (smem[seg + lane], smem[seg + lane + stride]);
+            smem[seg + lane] = if take_max { max(a, b) } else { a + b };
         }
         sync_cube();
         stride /= 2;
     }
-    let total = smem[0];
+    let total = smem[seg];
     sync_cube();
     total
 }
 
-/// Maximum of `v` over the cube's units (all units get it).
+/// Sum of `v` over all the cube's units (all units get it). `smem` holds `CUBE_DIM` values.
+#[cube]
+fn cube_sum(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
+    reduce(v, smem, 0, UNIT_POS as usize, CUBE_DIM as usize, false)
+}
+
+/// Maximum of `v` over all the cube's units (all units get it).
 #[cube]
 fn cube_max(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
-    let u = UNIT_POS as usize;
-    smem[u] = v;
-    sync_cube();
-    let mut stride = (CUBE_DIM / 2) as usize;
-    while stride > 0 {
-        if u < stride {
-            smem[u] = max(smem[u], smem[u + stride]);
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    let total = smem[0];
-    sync_cube();
-    total
+    reduce(v, smem, 0, UNIT_POS as usize, CUBE_DIM as usize, true)
 }
 
 /// One cube per row of `h` values: torch's LayerNorm with statistics in f32 (biased variance), the normalised
@@ -224,18 +226,32 @@ fn heads_kernel<F: Float>(
     let bi = rest / n;
     let token = bi * s + si;
     let src = token * width as usize + (first as usize + hi) * d + di;
-    let x = qkv[src];
     if rope == 1 {
-        let half = d / 2;
-        let rot = if di < half {
-            -qkv[src + half]
-        } else {
-            qkv[src - half]
-        };
-        out[pos] = x * cos[token * d + di] + rot * sin[token * d + di];
+        out[pos] = rope_at(qkv, cos, sin, src, token * d + di, di, d);
     } else {
-        out[pos] = x;
+        out[pos] = qkv[src];
     }
+}
+
+/// `x·cos + rotate_half(x)·sin` of the element `qkv[src]`, at position `di` of its head of `d` values, its
+/// table entry at `at`.
+#[cube]
+fn rope_at<F: Float>(
+    qkv: &Array<F>,
+    cos: &Array<F>,
+    sin: &Array<F>,
+    src: usize,
+    at: usize,
+    di: usize,
+    d: usize,
+) -> F {
+    let half = d / 2;
+    let rot = if di < half {
+        -qkv[src + half]
+    } else {
+        qkv[src - half]
+    };
+    qkv[src] * cos[at] + rot * sin[at]
 }
 
 /// All heads of the stacked projection `qkv` `[b, s, (nh + 2·nkv)·d]` at once: queries `[b, nh, s, d]` and keys
@@ -269,22 +285,15 @@ fn qkv_heads_kernel<F: Float>(
     let bi = rest / heads;
     let token = bi * s + si;
     let src = token * heads * d + j * d + di;
-    let x = qkv[src];
     if j < nh + nkv {
-        let half = d / 2;
-        let rot = if di < half {
-            -qkv[src + half]
-        } else {
-            qkv[src - half]
-        };
-        let y = x * cos[token * d + di] + rot * sin[token * d + di];
+        let y = rope_at(qkv, cos, sin, src, token * d + di, di, d);
         if j < nh {
             q[((bi * nh + j) * s + si) * d + di] = y;
         } else {
             k[((bi * nkv + j - nh) * s + si) * d + di] = y;
         }
     } else {
-        v[((bi * nkv + j - nh - nkv) * s + si) * d + di] = x;
+        v[((bi * nkv + j - nh - nkv) * s + si) * d + di] = qkv[src];
     }
 }
 
@@ -326,57 +335,20 @@ fn masked_softmax_kernel<F: Float>(
         m = max(m, logit(scores, mask, base, mbase, i, scale, masked));
         i += lanes;
     }
-    let m = lanes_max(m, &mut smem, seg, lane, lanes);
+    let m = reduce(m, &mut smem, seg, lane, lanes, true);
     let mut acc = f32::new(0.0);
     let mut i = lane;
     while i < width {
         acc += f32::exp(logit(scores, mask, base, mbase, i, scale, masked) - m);
         i += lanes;
     }
-    let total = lanes_sum(acc, &mut smem, seg, lane, lanes);
+    let total = reduce(acc, &mut smem, seg, lane, lanes, false);
     let mut i = lane;
     while i < width {
         let e = f32::exp(logit(scores, mask, base, mbase, i, scale, masked) - m);
         out[base + i] = F::cast_from(e / total);
         i += lanes;
     }
-}
-
-/// Sum of `v` over the `lanes` units of one segment `seg..seg + lanes` of the cube (every unit of the cube
-/// takes part in the barriers; each gets its own segment's sum).
-#[cube]
-fn lanes_sum(v: f32, smem: &mut SharedMemory<f32>, seg: usize, lane: usize, lanes: usize) -> f32 {
-    smem[seg + lane] = v;
-    sync_cube();
-    let mut stride = lanes / 2;
-    while stride > 0 {
-        if lane < stride {
-            smem[seg + lane] = smem[seg + lane] + smem[seg + lane + stride];
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    let total = smem[seg];
-    sync_cube();
-    total
-}
-
-/// Maximum of `v` over one segment of the cube, as [`lanes_sum`].
-#[cube]
-fn lanes_max(v: f32, smem: &mut SharedMemory<f32>, seg: usize, lane: usize, lanes: usize) -> f32 {
-    smem[seg + lane] = v;
-    sync_cube();
-    let mut stride = lanes / 2;
-    while stride > 0 {
-        if lane < stride {
-            smem[seg + lane] = max(smem[seg + lane], smem[seg + lane + stride]);
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    let total = smem[seg];
-    sync_cube();
-    total
 }
 
 /// `f32(score)·scale (+ mask)` of column `i`.
@@ -529,7 +501,7 @@ fn skinny_nt_kernel<F: Float, N: Size>(
                 kk += lanes;
             }
         }
-        let total = lanes_sum(acc, &mut smem, seg, lane, lanes);
+        let total = reduce(acc, &mut smem, seg, lane, lanes, false);
         if valid && lane == 0 {
             out[mi * n + col] = F::cast_from(total);
         }
@@ -537,9 +509,9 @@ fn skinny_nt_kernel<F: Float, N: Size>(
     }
 }
 
-/// The burn-cubecl tensor behind `t` when `B` runs on runtime `R`, contiguous.
+/// The burn-cubecl tensor behind `t` when `B` runs on runtime `R` and `t` holds f32, f16 or bf16, contiguous.
 fn cube_of<B: Backend, R: CubeRuntime, const D: usize>(t: &Tensor<B, D>) -> Option<CubeTensor<R>> {
-    if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<CubeTensor<R>>() {
+    if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<CubeTensor<R>>() || !float_dtype(t.dtype()) {
         return None;
     }
     // The kernels index in 32 bits: larger tensors (a long prompt's attention scores can pass 2³² values)
@@ -575,6 +547,12 @@ fn array<R: CubeRuntime>(t: &CubeTensor<R>) -> ArrayArg<R> {
     unsafe { ArrayArg::from_raw_parts(t.handle.clone(), t.meta.shape().num_elements()) }
 }
 
+/// Cube size and count for `n` elements, one unit each (the element-wise kernels).
+fn elementwise<R: CubeRuntime>(client: &ComputeClient<R>, n: usize) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new(client, n);
+    (cubecl::calculate_cube_count_elemwise(client, n, dim), dim)
+}
+
 /// A grid of `rows` cubes (wrapped onto y past `GRID_X`), for the one-cube-per-row kernels.
 fn row_grid(rows: usize) -> CubeCount {
     let x = rows.clamp(1, GRID_X);
@@ -608,7 +586,7 @@ fn rms_norm_rows<R: CubeRuntime>(
     [b, s, h]: [usize; 3],
     eps: f64,
 ) -> Option<(CubeTensor<R>, CubeTensor<R>)> {
-    if !float_dtype(xc.dtype) || wc.dtype != xc.dtype || a.is_some_and(|a| a.dtype != xc.dtype) || h == 0 {
+    if wc.dtype != xc.dtype || a.is_some_and(|a| a.dtype != xc.dtype) || h == 0 {
         return None;
     }
     let rows = b * s;
@@ -700,7 +678,7 @@ pub fn qkv_heads<B: Backend, R: CubeRuntime>(
         cube_of::<B, R, 4>(cos)?,
         cube_of::<B, R, 4>(sin)?,
     );
-    if !float_dtype(qc.dtype) || cc.dtype != qc.dtype || sc.dtype != qc.dtype {
+    if cc.dtype != qc.dtype || sc.dtype != qc.dtype {
         return None;
     }
     let q = empty_like(&qc, vec![b, nh, s, d]);
@@ -709,8 +687,7 @@ pub fn qkv_heads<B: Backend, R: CubeRuntime>(
     let total = b * s * width;
     if total > 0 {
         let client = qc.client.clone();
-        let dim = CubeDim::new(&client, total);
-        let count = cubecl::calculate_cube_count_elemwise(&client, total, dim);
+        let (count, dim) = elementwise(&client, total);
         launch_float!(
             qc.dtype,
             qkv_heads_kernel,
@@ -750,12 +727,7 @@ pub fn layer_norm<B: Backend, R: CubeRuntime>(
     let xc = cube_of::<B, R, 3>(x)?;
     let (wc, bc) = (cube_of::<B, R, 1>(weight)?, cube_of::<B, R, 1>(bias)?);
     let [b, s, h] = x.dims();
-    if !float_dtype(xc.dtype)
-        || wc.dtype != xc.dtype
-        || bc.dtype != xc.dtype
-        || weight.dims()[0] != h
-        || bias.dims()[0] != h
-        || h == 0
+    if wc.dtype != xc.dtype || bc.dtype != xc.dtype || weight.dims()[0] != h || bias.dims()[0] != h || h == 0
     {
         return None;
     }
@@ -787,15 +759,11 @@ pub fn quick_gelu<B: Backend, R: CubeRuntime>(x: &Tensor<B, 3>) -> Option<Tensor
         return None;
     }
     let xc = cube_of::<B, R, 3>(x)?;
-    if !float_dtype(xc.dtype) {
-        return None;
-    }
     let out = empty_like(&xc, x.dims().to_vec());
     let n = x.dims().iter().product::<usize>();
     if n > 0 {
         let client = xc.client.clone();
-        let dim = CubeDim::new(&client, n);
-        let count = cubecl::calculate_cube_count_elemwise(&client, n, dim);
+        let (count, dim) = elementwise(&client, n);
         launch_float!(
             xc.dtype,
             quick_gelu_kernel,
@@ -816,15 +784,14 @@ pub fn silu_mul<B: Backend, R: CubeRuntime>(gate_up: &Tensor<B, 3>, i: usize) ->
     }
     let gc = cube_of::<B, R, 3>(gate_up)?;
     let [b, s, w] = gate_up.dims();
-    if !float_dtype(gc.dtype) || w != 2 * i || i == 0 {
+    if w != 2 * i || i == 0 {
         return None;
     }
     let out = empty_like(&gc, vec![b, s, i]);
     let n = b * s * i;
     if n > 0 {
         let client = gc.client.clone();
-        let dim = CubeDim::new(&client, n);
-        let count = cubecl::calculate_cube_count_elemwise(&client, n, dim);
+        let (count, dim) = elementwise(&client, n);
         launch_float!(
             gc.dtype,
             silu_mul_kernel,
@@ -852,7 +819,7 @@ pub fn heads<B: Backend, R: CubeRuntime>(
     }
     let qc = cube_of::<B, R, 3>(qkv)?;
     let [b, s, width] = qkv.dims();
-    if !float_dtype(qc.dtype) || (first + n) * d > width || d == 0 || !d.is_multiple_of(2) {
+    if (first + n) * d > width || d == 0 || !d.is_multiple_of(2) {
         return None;
     }
     let (cos, sin, on) = match rope {
@@ -873,8 +840,7 @@ pub fn heads<B: Backend, R: CubeRuntime>(
     let total = b * n * s * d;
     if total > 0 {
         let client = qc.client.clone();
-        let dim = CubeDim::new(&client, total);
-        let count = cubecl::calculate_cube_count_elemwise(&client, total, dim);
+        let (count, dim) = elementwise(&client, total);
         launch_float!(
             qc.dtype,
             heads_kernel,
@@ -908,9 +874,6 @@ pub fn masked_softmax<B: Backend, R: CubeRuntime>(
     }
     let [b, h, s, t] = scores.dims();
     let sc = cube_of::<B, R, 4>(scores)?;
-    if !float_dtype(sc.dtype) {
-        return None;
-    }
     let mc = match mask {
         Some(m) if m.dims() == [b, 1, s, t] && m.dtype() == DType::F32 => cube_of::<B, R, 4>(m)?,
         Some(_) => return None,
@@ -977,7 +940,7 @@ pub fn decode_attention<B: Backend, R: CubeRuntime>(
         cube_of::<B, R, 4>(v)?,
         cube_of::<B, R, 4>(mask)?,
     );
-    if !float_dtype(qc.dtype) || kc.dtype != qc.dtype || vc.dtype != qc.dtype {
+    if kc.dtype != qc.dtype || vc.dtype != qc.dtype {
         return None;
     }
     let out = empty_like(&qc, vec![b, nh, 1, d]);
@@ -1028,7 +991,7 @@ pub fn skinny_linear<B: Backend, R: CubeRuntime>(x: &Tensor<B, 2>, w: &Tensor<B,
     }
     let xc = cube_of::<B, R, 2>(x)?;
     let wc = cube_of::<B, R, 2>(w)?;
-    if !float_dtype(xc.dtype) || wc.dtype != xc.dtype {
+    if wc.dtype != xc.dtype {
         return None;
     }
     let out = empty_like(&xc, vec![m, n]);
