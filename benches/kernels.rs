@@ -1,6 +1,6 @@
 //! The decoder's kernels one by one, on any compiled backend: the GEMM of a linear layer (mmreason's
 //! `linear_nt` — cuBLAS on CUDA — against burn's matmul on the same operands), causal grouped-query attention
-//! for prefill and for one decode step over a cache, RMSNorm, RoPE and SiLU·mul (the fused versions next to
+//! for prefill and for one decode step over a cache, a decode step's KV-cache write, RMSNorm, RoPE and SiLU·mul (the fused versions next to
 //! the op-by-op chains they replace).
 //!
 //!     cargo bench --bench kernels                                            # CPU, scaled-down shapes
@@ -19,7 +19,7 @@ use mmreason::model::fused::{heads, silu_mul};
 use mmreason::model::gemm::linear_nt;
 use mmreason::model::llama::RmsNorm;
 use mmreason::model::load::WeightDtype;
-use mmreason::model::{BackendKind, rope};
+use mmreason::model::{BackendKind, KvCache, rope};
 
 /// Model and batch sizes of one run.
 struct Shapes {
@@ -145,6 +145,45 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
             })
         });
     }
+    g.finish();
+
+    // One decode step's write into one layer's KV cache of `cached` positions: concatenation (a new tensor,
+    // the whole cache copied) against the cache's in-place write into reserved storage.
+    let mut g = c.benchmark_group(format!("kv_cache/{tag}"));
+    g.sample_size(20);
+    let past = random::<B, 4>([sh.batch, nkv, sh.cached, d], 1.0, dt, device);
+    let token = random::<B, 4>([sh.batch, nkv, 1, d], 1.0, dt, device);
+    let id = format!("b{}kv{nkv}t{}d{d}", sh.batch, sh.cached);
+    g.bench_function(BenchmarkId::new("append_concat", &id), |b| {
+        b.iter_batched(
+            || (past.clone(), past.clone()),
+            |(pk, pv)| {
+                let kv = (
+                    Tensor::cat(vec![pk, token.clone()], 2),
+                    Tensor::cat(vec![pv, token.clone()], 2),
+                );
+                sync();
+                kv
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.bench_function(BenchmarkId::new("append_in_place", &id), |b| {
+        b.iter_batched(
+            || {
+                let mut cache = KvCache::<B>::with_capacity(1, sh.cached + 1);
+                cache.append(0, past.clone(), past.clone());
+                sync();
+                cache
+            },
+            |mut cache| {
+                let kv = cache.append(0, token.clone(), token.clone());
+                sync();
+                (cache, kv)
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
     g.finish();
 
     let mut g = c.benchmark_group(format!("elementwise/{tag}"));

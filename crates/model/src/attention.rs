@@ -7,7 +7,8 @@ use burn::tensor::{Tensor, backend::Backend};
 use crate::{fused, gemm};
 
 /// `softmax(q·kᵀ/√d + mask)·v` for `q` `[b, nh, s, d]`, `k`/`v` `[b, nkv, t, d]` (`nh` a multiple of `nkv`) and an
-/// additive f32 `mask` broadcast from `[b, 1, s, t]`; returns `[b, nh, s, d]`.
+/// additive f32 `mask` broadcast from `[b, 1, s, t]`; returns `[b, nh, s, d]`. Keys and values may hold more
+/// than `t` positions (a pre-allocated cache): only the first `t`, the mask's length, are read.
 ///
 /// Query heads sharing a key/value head are consecutive (head h reads kv head h / rep), so stacking them as the
 /// rows of one matrix per (sequence, kv head) is grouped-query attention without repeating keys and values.
@@ -18,11 +19,17 @@ pub fn grouped_query_attention<B: Backend>(
     mask: &Tensor<B, 4>,
 ) -> Tensor<B, 4> {
     let [b, nh, s, d] = q.dims();
-    let [_, nkv, t, _] = k.dims();
-    // One query token (a decode step): one kernel on the GPU backends.
+    let nkv = k.dims()[1];
+    let t = mask.dims()[3];
+    // One query token (a decode step): one kernel on the GPU backends, reading the cache's storage in place.
     if let Some(y) = fused::decode_attention(&q, &k, &v, mask, 1.0 / (d as f64).sqrt()) {
         return y;
     }
+    let (k, v) = if k.dims()[2] > t {
+        (k.narrow(2, 0, t), v.narrow(2, 0, t))
+    } else {
+        (k, v)
+    };
     let (rep, g) = (nh / nkv, b * nkv);
     let scores = gemm::bmm_nt(q.reshape([g, rep * s, d]), k.reshape([g, t, d])).reshape([b, nh, s, t]);
     let probs = fused::softmax_f32(scores, Some(mask), 1.0 / (d as f64).sqrt());

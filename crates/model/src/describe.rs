@@ -148,7 +148,7 @@ impl<B: Backend> VisionModel<B> {
         let mut ids = tok.encode(before, true)?;
         ids.extend(std::iter::repeat_n(cfg.image_token_index, image_tokens));
         ids.extend(tok.encode(after, false)?);
-        let mut cache = KvCache::new(llava.decoder.num_layers());
+        let mut cache = KvCache::with_capacity(llava.decoder.num_layers(), ids.len() + max_new_tokens);
         let mask = vec![vec![true; ids.len()]];
         let h = llava.forward_hidden(std::slice::from_ref(&ids), &mask, Some(pixels), &mut cache)?;
         let seq = h.dims()[1];

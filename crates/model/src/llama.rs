@@ -462,7 +462,8 @@ impl<B: Backend> Decoder<B> {
         );
         let qkv = layer.qkv.forward(x);
         let (q, k, v) = fused::qkv_heads(&qkv, nh, nkv, d, cos, sin);
-        let (k, v) = cache.append(l, k, v);
+        // The cache hands back its storage; attention reads the first `mask.dims()[3]` positions of it.
+        let (k, v, _) = cache.append(l, k, v);
         let out = crate::attention::grouped_query_attention(q, k, v, mask)
             .swap_dims(1, 2)
             .reshape([b, s, nh * d]);

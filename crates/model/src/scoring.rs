@@ -266,7 +266,9 @@ impl<B: Backend> TextModel<B> {
             ));
         }
         let mut batch = Batch::left_padded(&seqs, self.tokenizer.pad_id.unwrap_or(0));
-        let mut cache = KvCache::new(self.decoder.num_layers());
+        // Room for the prompt and every new token: decode steps write into the cache in place.
+        let width = batch.ids.first().map_or(0, Vec::len);
+        let mut cache = KvCache::with_capacity(self.decoder.num_layers(), width + max_new);
         let mut generated: Vec<Vec<u32>> = vec![Vec::new(); rows.len()];
         let mut finished = vec![false; rows.len()];
         let mut rngs: Vec<SplitMix> = rows

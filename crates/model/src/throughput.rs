@@ -213,7 +213,7 @@ fn measure<B: Backend>(
     };
     let (mut best_prefill, mut best_decode) = (0.0f64, 0.0f64);
     for _ in 0..opts.repeats.max(1) {
-        let mut cache = KvCache::new(decoder.num_layers());
+        let mut cache = KvCache::with_capacity(decoder.num_layers(), prompt_len + gen_len);
         let t0 = Instant::now();
         let logits = decoder.forward(&Batch::unpadded(prompt.clone())?, &mut cache)?;
         let mut next = sync(logits)?;

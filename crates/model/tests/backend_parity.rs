@@ -186,9 +186,10 @@ fn decoder<B: Backend>(case: Case, device: &B::Device) {
             &format!("{name} left-padded batch"),
             &stats(&full, &want, v, |p| flat[p]),
         );
-        // KV-cache decoding: a 4-token prefill, then one token per step, reassembled into [B, S, V].
+        // KV-cache decoding: a 4-token prefill, then one token per step, reassembled into [B, S, V]; storage
+        // reserved up front as generation does, so every step writes into it in place.
         let (b, s) = (ids.len(), ids[0].len());
-        let mut cache = KvCache::new(m.num_layers());
+        let mut cache = KvCache::with_capacity(m.num_layers(), s);
         let take = |from: usize, to: usize| Batch {
             ids: ids.iter().map(|r| r[from..to].to_vec()).collect(),
             mask: mask.iter().map(|r| r[from..to].to_vec()).collect(),

@@ -177,38 +177,44 @@ fn incremental_decoding_equals_the_full_forward() {
             .unwrap(),
         );
         let v = m.cfg.vocab_size;
-        let mut cache = KvCache::new(m.num_layers());
-        let split = 4;
-        let prefix = Batch {
-            ids: ids.iter().map(|r| r[..split].to_vec()).collect(),
-            mask: mask.iter().map(|r| r[..split].to_vec()).collect(),
-        };
-        let mut steps = vec![values(m.forward(&prefix, &mut cache).unwrap())];
-        for t in split..s {
-            let step = Batch {
-                ids: ids.iter().map(|r| vec![r[t]]).collect(),
-                mask: mask.iter().map(|r| vec![r[t]]).collect(),
+        // A cache that grows by doubling, one reserved for exactly the sequence, one reserved for more.
+        for reserve in [0, s, s + 5] {
+            let mut cache = KvCache::with_capacity(m.num_layers(), reserve);
+            let split = 4;
+            let prefix = Batch {
+                ids: ids.iter().map(|r| r[..split].to_vec()).collect(),
+                mask: mask.iter().map(|r| r[..split].to_vec()).collect(),
             };
-            steps.push(values(m.forward(&step, &mut cache).unwrap()));
-        }
-        // Reassemble [B, S, V] from the steps and compare on real positions.
-        let b = ids.len();
-        let mut inc = vec![0.0f32; b * s * v];
-        for row in 0..b {
-            for p in 0..s {
-                let (chunk, len, off) = if p < split {
-                    (&steps[0], split, p)
-                } else {
-                    (&steps[p - split + 1], 1, 0)
+            let mut steps = vec![values(m.forward(&prefix, &mut cache).unwrap())];
+            for t in split..s {
+                let step = Batch {
+                    ids: ids.iter().map(|r| vec![r[t]]).collect(),
+                    mask: mask.iter().map(|r| vec![r[t]]).collect(),
                 };
-                inc[(row * s + p) * v..(row * s + p + 1) * v]
-                    .copy_from_slice(&chunk[(row * len + off) * v..(row * len + off + 1) * v]);
+                steps.push(values(m.forward(&step, &mut cache).unwrap()));
             }
+            // Reassemble [B, S, V] from the steps and compare on real positions.
+            let b = ids.len();
+            let mut inc = vec![0.0f32; b * s * v];
+            for row in 0..b {
+                for p in 0..s {
+                    let (chunk, len, off) = if p < split {
+                        (&steps[0], split, p)
+                    } else {
+                        (&steps[p - split + 1], 1, 0)
+                    };
+                    inc[(row * s + p) * v..(row * s + p + 1) * v]
+                        .copy_from_slice(&chunk[(row * len + off) * v..(row * len + off + 1) * v]);
+                }
+            }
+            let flat_mask: Vec<bool> = mask.iter().flatten().copied().collect();
+            let e = rel_err(&inc, &full, v, |p| flat_mask[p]);
+            eprintln!("{name}: KV-cache decode (reserve {reserve}) vs full forward {e:e}");
+            assert!(
+                e <= 1e-5,
+                "{name}: KV-cache decode (reserve {reserve}) vs full forward {e:e}"
+            );
         }
-        let flat_mask: Vec<bool> = mask.iter().flatten().copied().collect();
-        let e = rel_err(&inc, &full, v, |p| flat_mask[p]);
-        eprintln!("{name}: KV-cache decode vs full forward {e:e}");
-        assert!(e <= 1e-5, "{name}: KV-cache decode vs full forward {e:e}");
     }
 }
 

@@ -220,30 +220,42 @@ fn kernels<B: Backend>(device: &B::Device) {
     check_within("skinny linear on an offset view", host(got), host(want), 1e-4);
 
     // Decode attention: one query token over 300 cached keys (more than one cube-wide chunk) and over 5, with
-    // grouped-query heads (4 query heads on 2 kv heads) and masked keys; against the composition on the CPU.
-    for (t, seed) in [(300, 9), (5, 10)] {
+    // grouped-query heads (4 query heads on 2 kv heads) and masked keys; and over 37 keys held in storage for
+    // 64 (a pre-allocated cache) whose unused positions are NaN, so reading one shows. Against the
+    // composition on the CPU over the cached positions alone.
+    for (t, cap, seed) in [(300, 300, 9), (5, 5, 10), (37, 64, 11)] {
         let (b, nh, nkv, d) = (2, 4, 2, 8);
-        let (q, k, v) = (
-            values(b * nh * d, seed),
+        let q = values(b * nh * d, seed);
+        let (k, v) = (
             values(b * nkv * t * d, seed + 100),
             values(b * nkv * t * d, seed + 200),
         );
+        // The cached positions of each (sequence, kv head) followed by unused storage.
+        let stored = |x: &[f32]| -> Vec<f32> {
+            x.chunks(t * d)
+                .flat_map(|c| {
+                    c.iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(f32::NAN, (cap - t) * d))
+                })
+                .collect()
+        };
         let mask: Vec<f32> = (0..b * t)
             .map(|i| if i % 7 == 3 { f32::MIN } else { 0.0 })
             .collect();
         let gpu = |shape: [usize; 4], v: &[f32]| tensor::<B, 4>(v.to_vec(), shape, device);
         let direct = fused::decode_attention(
             &gpu([b, nh, 1, d], &q),
-            &gpu([b, nkv, t, d], &k),
-            &gpu([b, nkv, t, d], &v),
+            &gpu([b, nkv, cap, d], &stored(&k)),
+            &gpu([b, nkv, cap, d], &stored(&v)),
             &gpu([b, 1, 1, t], &mask),
             1.0 / (d as f64).sqrt(),
         );
         assert!(direct.is_some(), "the decode kernel did not take t = {t}");
         let got = attention::grouped_query_attention(
             gpu([b, nh, 1, d], &q),
-            gpu([b, nkv, t, d], &k),
-            gpu([b, nkv, t, d], &v),
+            gpu([b, nkv, cap, d], &stored(&k)),
+            gpu([b, nkv, cap, d], &stored(&v)),
             &gpu([b, 1, 1, t], &mask),
         );
         let want = attention::grouped_query_attention(
@@ -252,7 +264,11 @@ fn kernels<B: Backend>(device: &B::Device) {
             tensor::<Cpu, 4>(v, [b, nkv, t, d], &cpu),
             &tensor::<Cpu, 4>(mask, [b, 1, 1, t], &cpu),
         );
-        check(&format!("decode attention t={t}"), host(got), host(want));
+        check(
+            &format!("decode attention t={t} in storage for {cap}"),
+            host(got),
+            host(want),
+        );
     }
 }
 

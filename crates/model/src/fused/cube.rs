@@ -383,6 +383,7 @@ fn decode_attention_kernel<F: Float>(
     nh: u32,
     nkv: u32,
     t: u32,
+    cap: u32,
     d: u32,
     scale: f32,
 ) {
@@ -396,7 +397,8 @@ fn decode_attention_kernel<F: Float>(
     let (nh, nkv, t, d) = (nh as usize, nkv as usize, t as usize, d as usize);
     let bi = row / nh;
     let kvh = (row % nh) / (nh / nkv);
-    let kv_base = (bi * nkv + kvh) * t * d;
+    // Each (sequence, kv head) holds `cap` positions of storage, the first `t` cached.
+    let kv_base = (bi * nkv + kvh) * (cap as usize) * d;
     let u = UNIT_POS as usize;
     let width = CUBE_DIM as usize;
     if u < d {
@@ -919,12 +921,14 @@ pub fn decode_attention<B: Backend, R: CubeRuntime>(
         return None;
     }
     let [b, nh, s, d] = q.dims();
-    let [bk, nkv, t, dk] = k.dims();
+    let [bk, nkv, cap, dk] = k.dims();
+    let t = mask.dims()[3];
     if s != 1
         || bk != b
         || dk != d
-        || v.dims() != [b, nkv, t, d]
+        || v.dims() != [b, nkv, cap, d]
         || mask.dims() != [b, 1, 1, t]
+        || t > cap
         || mask.dtype() != DType::F32
         || d == 0
         || d > BLOCK as usize
@@ -962,6 +966,7 @@ pub fn decode_attention<B: Backend, R: CubeRuntime>(
             u32_of(nh)?,
             u32_of(nkv)?,
             u32_of(t)?,
+            u32_of(cap)?,
             u32_of(d)?,
             scale as f32,
         );
