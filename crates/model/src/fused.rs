@@ -129,7 +129,8 @@ pub fn skinny_linear<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<T
 }
 
 /// Attention of one query token over cached keys (`q` `[b, nh, 1, d]`, `k`/`v` `[b, nkv, c, d]` of which the
-/// first `t` positions are read, additive f32 `mask` `[b, 1, 1, t]`, `t ≤ c`) as one GPU kernel (`cube::decode_attention`); `None` on other backends and shapes,
+/// first `t` positions are read, additive f32 `mask` `[b, 1, 1, t]`, `t ≤ c`) as one GPU kernel
+/// (`cube::decode_attention`); `None` on other backends and shapes,
 /// where [`crate::attention::grouped_query_attention`] composes it.
 pub fn decode_attention<B: Backend>(
     q: &Tensor<B, 4>,

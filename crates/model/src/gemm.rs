@@ -94,10 +94,19 @@ pub mod cuda {
     //! tensor whose last dimension is unit-stride maps to cuBLAS's leading dimension and batch stride. Others
     //! are made contiguous first.
     //!
-    //! Ordering: cubecl runs its kernels on its own non-blocking streams and does not expose them, so a cuBLAS
-    //! call waits for the device queue (`client.sync()`) and its own stream before returning. Two host
-    //! synchronisations per product cost little against a prefill GEMM, but they bound decoding at batch 1
-    //! (benches/gpu/NOTES.md measures by how much).
+    //! Ordering: cubecl runs its kernels on its own non-blocking streams and does not expose them. By default
+    //! (`MMREASON_CUBLAS_ORDER=host`) a cuBLAS call waits on the host for the device queue (`client.sync()`)
+    //! and for its own stream before returning: two host synchronisations per product, which cost little
+    //! against a prefill GEMM but bound decoding at batch 32 (benches/gpu/NOTES.md measures by how much).
+    //! `MMREASON_CUBLAS_ORDER=device` orders the two streams on the device instead, through two words of
+    //! device memory: a one-unit kernel on burn's stream sets word 0 to the call's number once all before it
+    //! has run; cuBLAS's stream waits for that value (`cuStreamWaitValue32`), runs the product and writes the
+    //! number to word 1 (`cuStreamWriteValue32`, after the product's writes); a one-unit kernel on burn's
+    //! stream spins until word 1 holds it, so what burn queues next reads the product. The host waits for
+    //! nothing. Inputs and output stay valid: burn frees or reuses their memory only in its stream's order,
+    //! which now runs after the product. Only the first thread that multiplies uses it (cubecl gives each
+    //! thread its own stream; the equality waits assume one stream's calls in order); others and devices
+    //! without stream memory operations keep the host order.
 
     use std::any::{Any, TypeId};
     use std::ffi::c_void;
@@ -118,6 +127,52 @@ pub mod cuda {
         ctx: dsys::CUcontext,
         stream: dsys::CUstream,
         handle: cb::cublasHandle_t,
+        /// Device-side ordering, set up by the first product when `MMREASON_CUBLAS_ORDER=device`.
+        flags: Option<Result<Flags, String>>,
+    }
+
+    /// The two ordering words (see the module's doc) and the number of the last call.
+    struct Flags {
+        handle: burn_cubecl::cubecl::server::Handle,
+        ptr: dsys::CUdeviceptr,
+        last: u32,
+        thread: std::thread::ThreadId,
+    }
+
+    /// How cuBLAS's stream is ordered with burn's (`MMREASON_CUBLAS_ORDER=host|device`, read once; host by
+    /// default until the device order has been measured on more machines).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Order {
+        Host,
+        Device,
+    }
+
+    impl Order {
+        pub fn selected() -> Order {
+            static SEL: OnceLock<Order> = OnceLock::new();
+            *SEL.get_or_init(|| match std::env::var("MMREASON_CUBLAS_ORDER").as_deref() {
+                Ok("device") => Order::Device,
+                _ => Order::Host,
+            })
+        }
+    }
+
+    /// Allocates the ordering words in cubecl's memory, so its kernels can bind them. (Whether the device
+    /// takes stream memory operations on them shows at the first wait: an error there turns the device order
+    /// off and that product falls back to burn.)
+    fn flags(client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>) -> Result<Flags, String> {
+        let handle = client.create_from_slice(&[0u8; 8]);
+        let ptr = client
+            .get_resource(handle.clone())
+            .map_err(|e| format!("flags resource: {e:?}"))?
+            .resource()
+            .ptr;
+        Ok(Flags {
+            handle,
+            ptr,
+            last: 0,
+            thread: std::thread::current().id(),
+        })
     }
 
     // SAFETY: the raw handles are only used under the mutex below, with the context made current first.
@@ -128,6 +183,11 @@ pub mod cuda {
     fn warn_once(msg: &str) {
         static WARNED: OnceLock<()> = OnceLock::new();
         WARNED.get_or_init(|| eprintln!("mmreason: cuBLAS not used, burn's matmul instead: {msg}"));
+    }
+
+    fn warn_order_once(msg: &str) {
+        static WARNED: OnceLock<()> = OnceLock::new();
+        WARNED.get_or_init(|| eprintln!("mmreason: cuBLAS ordered on the host, not the device: {msg}"));
     }
 
     fn init(ordinal: usize) -> Result<Mutex<Cublas>, String> {
@@ -155,6 +215,7 @@ pub mod cuda {
                 ctx,
                 stream,
                 handle,
+                flags: None,
             }))
         }
     }
@@ -289,7 +350,7 @@ pub mod cuda {
             .get_or_init(|| init(ordinal))
             .as_ref()
             .map_err(Clone::clone)?;
-        let st = state.lock().map_err(|_| "cuBLAS state poisoned".to_string())?;
+        let mut st = state.lock().map_err(|_| "cuBLAS state poisoned".to_string())?;
         if st.ordinal != ordinal {
             return Err(format!(
                 "cuBLAS is set up on device {}, not {ordinal}",
@@ -302,7 +363,28 @@ pub mod cuda {
         if batch == 0 || m == 0 || n == 0 {
             return Ok(y);
         }
-        block_on(client.sync()).map_err(|e| format!("sync: {e:?}"))?;
+        // Device order: the call's number, its words' address. Host order: wait for burn's queue here.
+        let device_order = if Order::selected() == Order::Device {
+            let f = st.flags.get_or_insert_with(|| flags(&client));
+            match f {
+                Ok(f) if f.thread == std::thread::current().id() => {
+                    // Never 0, the words' initial value.
+                    f.last = f.last.checked_add(1).unwrap_or(1);
+                    Some((f.handle.clone(), f.ptr, f.last))
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    warn_order_once(e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match &device_order {
+            Some((words, _, n)) => crate::fused::cube::set_flag(&client, words, 2, 0, *n),
+            None => block_on(client.sync()).map_err(|e| format!("sync: {e:?}"))?,
+        }
         let get = |t: &Cube| {
             client
                 .get_resource(t.handle.clone())
@@ -320,10 +402,25 @@ pub mod cuda {
         } else {
             cb::cublasOperation_t::CUBLAS_OP_N
         };
-        // SAFETY: pointers come from live resources whose layouts were checked above; the queue was
-        // synchronised before, and our stream is synchronised before the resources are released.
+        // SAFETY: pointers come from live resources whose layouts were checked above; burn's queue has run
+        // (host order) or our stream waits for it on the device (device order), and our stream is
+        // synchronised (host order) or burn's stream waits for it (device order) before anything burn queues
+        // next can touch the memory.
         unsafe {
             drv::ctx::set_current(st.ctx).map_err(|e| format!("set context: {e:?}"))?;
+            if let Some((_, ptr, n)) = device_order
+                && let Err(e) = dsys::cuStreamWaitValue32_v2(
+                    st.stream,
+                    ptr,
+                    n,
+                    dsys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ as u32,
+                )
+                .result()
+            {
+                let e = format!("cuStreamWaitValue32: {e:?}");
+                st.flags = Some(Err(e.clone()));
+                return Err(e);
+            }
             cb::cublasGemmStridedBatchedEx(
                 st.handle,
                 op_b,
@@ -351,7 +448,28 @@ pub mod cuda {
             )
             .result()
             .map_err(|e| format!("cublasGemmStridedBatchedEx: {e:?}"))?;
-            drv::stream::synchronize(st.stream).map_err(|e| format!("stream sync: {e:?}"))?;
+            match &device_order {
+                Some((words, ptr, n)) => {
+                    // The default flags order the product's writes before the word's.
+                    let written = dsys::cuStreamWriteValue32_v2(
+                        st.stream,
+                        ptr + 4,
+                        *n,
+                        dsys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
+                    )
+                    .result();
+                    if let Err(e) = written {
+                        // The product is queued but burn cannot be told: wait for it here before its
+                        // operands and output go back to burn's memory pool.
+                        let _ = drv::stream::synchronize(st.stream);
+                        let e = format!("cuStreamWriteValue32: {e:?}");
+                        st.flags = Some(Err(e.clone()));
+                        return Err(e);
+                    }
+                    crate::fused::cube::wait_flag(&client, words, 2, 1, *n);
+                }
+                None => drv::stream::synchronize(st.stream).map_err(|e| format!("stream sync: {e:?}"))?,
+            }
         }
         drop((ra, rb, ry));
         Ok(y)

@@ -1022,3 +1022,96 @@ pub fn skinny_linear<B: Backend, R: CubeRuntime>(x: &Tensor<B, 2>, w: &Tensor<B,
     );
     tensor_of::<B, R, 2>(out)
 }
+
+// Ordering words: how work on another CUDA stream (cuBLAS, `gemm::cuda`) is ordered with burn's stream on the
+// device, without the host waiting. A one-unit kernel on burn's stream sets a word once everything before it
+// has run; the other stream waits for that value (`cuStreamWaitValue32`), works, and writes a second word; a
+// one-unit kernel on burn's stream waits for that one, holding back what burn queues after it.
+
+/// `flags[slot] = value`, atomically (visible to the other stream's wait once this kernel runs).
+#[cube(launch_unchecked)]
+fn flag_set_kernel(flags: &mut Array<Atomic<u32>>, slot: u32, value: u32) {
+    if UNIT_POS == 0 {
+        flags[slot as usize].store(value);
+    }
+}
+
+/// Returns once `flags[slot] == value` (atomic loads, so each read goes to memory).
+#[cube(launch_unchecked)]
+fn flag_wait_kernel(flags: &mut Array<Atomic<u32>>, slot: u32, value: u32) {
+    if UNIT_POS == 0 {
+        loop {
+            if flags[slot as usize].load() == value {
+                break;
+            }
+        }
+    }
+}
+
+/// Queues on the current stream of `client` a kernel that sets word `slot` of `flags` (a buffer of `u32`s
+/// holding more than `slot`) to `value`.
+pub(crate) fn set_flag<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    flags: &cubecl::server::Handle,
+    words: usize,
+    slot: u32,
+    value: u32,
+) {
+    assert!((slot as usize) < words, "flag slot {slot} outside {words} words");
+    // SAFETY: one unit writes word `slot` of a buffer of `words` u32s (checked above).
+    unsafe {
+        flag_set_kernel::launch_unchecked::<R>(
+            client,
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(1),
+            ArrayArg::from_raw_parts(flags.clone(), words),
+            slot,
+            value,
+        )
+    }
+}
+
+/// Queues on the current stream of `client` a kernel that returns once word `slot` of `flags` equals
+/// `value`: what is queued after it waits for whoever writes that value.
+pub(crate) fn wait_flag<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    flags: &cubecl::server::Handle,
+    words: usize,
+    slot: u32,
+    value: u32,
+) {
+    assert!((slot as usize) < words, "flag slot {slot} outside {words} words");
+    // SAFETY: one unit reads word `slot` of a buffer of `words` u32s (checked above).
+    unsafe {
+        flag_wait_kernel::launch_unchecked::<R>(
+            client,
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(1),
+            ArrayArg::from_raw_parts(flags.clone(), words),
+            slot,
+            value,
+        )
+    }
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+    use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
+
+    #[test]
+    fn a_set_flag_releases_the_wait_for_its_value() {
+        let client = <WgpuRuntime as Runtime>::client(&WgpuDevice::default());
+        let flags = client.create_from_slice(&[0u8; 12]);
+        set_flag(&client, &flags, 3, 1, 7);
+        // Returns only if word 1 holds 7 by the time it runs (a wrong word or value would spin).
+        wait_flag(&client, &flags, 3, 1, 7);
+        set_flag(&client, &flags, 3, 2, 9);
+        let bytes = client.read_one(flags).expect("reading the flags");
+        let words: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(words, [0, 7, 9]);
+    }
+}
