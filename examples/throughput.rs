@@ -72,16 +72,20 @@ fn main() -> ExitCode {
                     images
                 );
             } else {
+                let share =
+                    |s: Option<f64>| s.map_or(String::new(), |s| format!(" (host {:.0}%)", 100.0 * s));
                 println!(
-                    "{} ({:.1} M params, {}): batch {} × prompt {} → prefill {:.0} tok/s; decode {} steps → {:.1} tok/s",
+                    "{} ({:.1} M params, {}): batch {} × prompt {} → prefill {:.0} tok/s{}; decode {} steps → {:.1} tok/s{}",
                     t.config,
                     t.params as f64 / 1e6,
                     t.backend,
                     t.batch,
                     t.prompt_len,
                     t.prefill_tok_s,
+                    share(t.prefill_host_share),
                     t.gen_len,
-                    t.decode_tok_s
+                    t.decode_tok_s,
+                    share(t.decode_host_share)
                 );
             }
         }

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Ratio table of a GPU run: reads the JSON lines that benches/gpu/run.sh collected (mmreason's `throughput`
 example with each GEMM implementation, and the PyTorch peer) and prints a Markdown table, mmreason / PyTorch.
+mmreason's cells add the share of the time the host spent issuing work ("h 93%": near 100 %, the host sets
+the pace) where the example reports it.
 
     python3 benches/gpu/table.py OUT/throughput.jsonl > OUT/table.md
 """
@@ -45,5 +47,7 @@ for (config, b, p, g), v in sorted(by.items()):
         for s in sides:
             m = v.get(s, {}).get(field)
             ratio = f"{m / t:.2f}×" if (m and t) else "—"
-            line += f"{cell(m)} | {ratio} | "
+            share = v.get(s, {}).get(field.replace("_tok_s", "_host_share")) if field.endswith("_tok_s") else None
+            host = f" (h {100 * share:.0f}%)" if m and share is not None else ""
+            line += f"{cell(m)}{host} | {ratio} | "
         print(line + TARGETS.get(tkey, "") + " |")
