@@ -79,6 +79,37 @@ pub fn qkv_heads<B: Backend>(
     )
 }
 
+/// [`qkv_heads`] with keys and values written straight into a KV cache's storage (`stores`, each
+/// `[b, nkv, cap, d]`) at positions `at..at + s`, in place: a decode step's cache write costs no launch of its
+/// own. Returns the queries and the stores; `Err` hands the stores back untouched where there is no such kernel
+/// (CPU) or it cannot write them (shapes, dtype, a store shared with another tensor) — the caller then appends.
+#[allow(clippy::type_complexity)]
+pub fn qkv_heads_into<B: Backend>(
+    qkv: &Tensor<B, 3>,
+    [nh, nkv, d]: [usize; 3],
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+    stores: (Tensor<B, 4>, Tensor<B, 4>),
+    at: usize,
+) -> Result<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>), (Tensor<B, 4>, Tensor<B, 4>)> {
+    #[cfg(feature = "cuda")]
+    let stores = match cube::qkv_heads_into::<B, burn_cubecl::cubecl::cuda::CudaRuntime>(
+        qkv, nh, nkv, d, cos, sin, stores, at,
+    ) {
+        Ok(done) => return Ok(done),
+        Err(stores) => stores,
+    };
+    #[cfg(feature = "wgpu")]
+    let stores = match cube::qkv_heads_into::<B, burn::backend::wgpu::WgpuRuntime>(
+        qkv, nh, nkv, d, cos, sin, stores, at,
+    ) {
+        Ok(done) => return Ok(done),
+        Err(stores) => stores,
+    };
+    let _ = (qkv, nh, nkv, d, cos, sin, at);
+    Err(stores)
+}
+
 /// torch's LayerNorm over the last dimension with statistics in f32 (biased variance), the normalised value
 /// back in the input dtype, then `· weight + bias` — CLIP's layer norms.
 pub fn layer_norm<B: Backend>(

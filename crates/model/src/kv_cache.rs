@@ -126,6 +126,39 @@ impl<B: Backend> KvCache<B> {
         out
     }
 
+    /// Layer `layer`'s storage, taken out of the cache, when it has room for `s` more positions: (keys,
+    /// values, the first free position). Whoever takes it writes the new positions and hands it back with
+    /// [`KvCache::put`]; `None` (no storage yet, or full) means [`KvCache::append`] instead.
+    pub(crate) fn take_room(
+        &mut self,
+        layer: usize,
+        s: usize,
+    ) -> Option<(Tensor<B, 4>, Tensor<B, 4>, usize)> {
+        let c = self.layers.get(layer)?.as_ref()?;
+        if c.len + s > c.k.dims()[2] {
+            return None;
+        }
+        let c = self.layers[layer].take()?;
+        Some((c.k, c.v, c.len))
+    }
+
+    /// Hands storage back to layer `layer` with its first `len` positions cached; returns it as
+    /// [`KvCache::append`] does.
+    pub(crate) fn put(
+        &mut self,
+        layer: usize,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        len: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, usize) {
+        self.layers[layer] = Some(LayerKv {
+            k: k.clone(),
+            v: v.clone(),
+            len,
+        });
+        (k, v, len)
+    }
+
     /// Zeroed storage for `positions` positions shaped and typed like `like` (`[B, kv_heads, ·, D]`).
     fn storage(&self, like: &Tensor<B, 4>, positions: usize) -> Tensor<B, 4> {
         let [b, h, _, d] = like.dims();

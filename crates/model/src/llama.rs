@@ -461,12 +461,38 @@ impl<B: Backend> Decoder<B> {
             self.cfg.head_dim,
         );
         let qkv = layer.qkv.forward(x);
-        let (q, k, v) = fused::qkv_heads(&qkv, nh, nkv, d, cos, sin);
-        // The cache hands back its storage; attention reads the first `mask.dims()[3]` positions of it.
-        let (k, v, _) = cache.append(l, k, v);
+        // The cache hands back its storage; attention reads the first `mask.dims()[3]` positions of it. With
+        // room in the storage (decode steps), the heads kernel writes the new keys and values there itself.
+        let (q, k, v) = match cache.take_room(l, s) {
+            Some((ks, vs, at)) => match fused::qkv_heads_into(&qkv, [nh, nkv, d], cos, sin, (ks, vs), at) {
+                Ok((q, ks, vs)) => {
+                    let (k, v, _) = cache.put(l, ks, vs, at + s);
+                    (q, k, v)
+                }
+                Err((ks, vs)) => {
+                    cache.put(l, ks, vs, at);
+                    Self::heads_appended(&qkv, [nh, nkv, d], cos, sin, cache, l)
+                }
+            },
+            None => Self::heads_appended(&qkv, [nh, nkv, d], cos, sin, cache, l),
+        };
         let out = crate::attention::grouped_query_attention(q, k, v, mask)
             .swap_dims(1, 2)
             .reshape([b, s, nh * d]);
         layer.o.forward(out)
+    }
+
+    /// Queries, and the layer's cached keys/values after appending this step's (see `attention`).
+    fn heads_appended(
+        qkv: &Tensor<B, 3>,
+        [nh, nkv, d]: [usize; 3],
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+        l: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let (q, k, v) = fused::qkv_heads(qkv, nh, nkv, d, cos, sin);
+        let (k, v, _) = cache.append(l, k, v);
+        (q, k, v)
     }
 }

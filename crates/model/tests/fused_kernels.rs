@@ -151,6 +151,42 @@ fn kernels<B: Backend>(device: &B::Device) {
     check("qkv_heads k", host(k), host(rope::apply(split(4, 2), &cc, &sc)));
     check("qkv_heads v", host(v), host(split(6, 2)));
 
+    // The same heads with keys and values written into a KV cache's storage (2 kv heads, room for 9 positions,
+    // `s` new ones at position 3): those positions hold the heads, every other position keeps its value.
+    let (cap, at) = (9, 3);
+    let old = values(b * 2 * cap * d, 12);
+    let store = || tensor::<B, 4>(old.clone(), [b, 2, cap, d], device);
+    let placed = |new: Tensor<Cpu, 4>| {
+        tensor::<Cpu, 4>(old.clone(), [b, 2, cap, d], &cpu).slice_assign([0..b, 0..2, at..at + s, 0..d], new)
+    };
+    let (q, ks, vs) = fused::qkv_heads_into(&qg, [4, 2, d], &cg, &sg, (store(), store()), at)
+        .unwrap_or_else(|_| panic!("the heads kernel did not write into the stores"));
+    check(
+        "qkv_heads_into q",
+        host(q),
+        host(rope::apply(split(0, 4), &cc, &sc)),
+    );
+    check(
+        "qkv_heads_into k",
+        host(ks),
+        host(placed(rope::apply(split(4, 2), &cc, &sc))),
+    );
+    check("qkv_heads_into v", host(vs), host(placed(split(6, 2))));
+    // A store another tensor shares is handed back untouched (writing it would change that tensor too), and
+    // so are stores without room.
+    let (shared, other) = (store(), store());
+    let keep = shared.clone();
+    let back = fused::qkv_heads_into(&qg, [4, 2, d], &cg, &sg, (shared, other), at);
+    let Err((ks, _)) = back else {
+        panic!("a shared store must be refused");
+    };
+    check("refused store", host(ks), old.clone());
+    check("the sharer", host(keep), old.clone());
+    assert!(
+        fused::qkv_heads_into(&qg, [4, 2, d], &cg, &sg, (store(), store()), cap - s + 1).is_err(),
+        "stores without room must be refused"
+    );
+
     // Masked softmax: rows of 300 with a causal-and-padding mask (one row fully masked), and 40 002 rows of 3
     // (more rows than the kernel's grid holds along x).
     for (b, h, s, t, seed) in [(2, 3, 4, 300, 5), (1, 2, 20_001, 3, 6)] {

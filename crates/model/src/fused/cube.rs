@@ -255,7 +255,9 @@ fn rope_at<F: Float>(
 }
 
 /// All heads of the stacked projection `qkv` `[b, s, (nh + 2·nkv)·d]` at once: queries `[b, nh, s, d]` and keys
-/// `[b, nkv, s, d]` with RoPE, values `[b, nkv, s, d]` as they are — [`heads_kernel`] three times in one launch.
+/// with RoPE, values as they are — [`heads_kernel`] three times in one launch. Keys and values go to
+/// `[b, nkv, cap, d]` at positions `at..at + s` (`cap = s`, `at = 0`: their own tensors; otherwise a KV cache's
+/// storage, written in place).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn qkv_heads_kernel<F: Float>(
@@ -270,6 +272,8 @@ fn qkv_heads_kernel<F: Float>(
     nh: u32,
     nkv: u32,
     d: u32,
+    cap: u32,
+    at: u32,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= total as usize {
@@ -285,15 +289,16 @@ fn qkv_heads_kernel<F: Float>(
     let bi = rest / heads;
     let token = bi * s + si;
     let src = token * heads * d + j * d + di;
+    let (cap, slot) = (cap as usize, at as usize + si);
     if j < nh + nkv {
         let y = rope_at(qkv, cos, sin, src, token * d + di, di, d);
         if j < nh {
             q[((bi * nh + j) * s + si) * d + di] = y;
         } else {
-            k[((bi * nkv + j - nh) * s + si) * d + di] = y;
+            k[((bi * nkv + j - nh) * cap + slot) * d + di] = y;
         }
     } else {
-        v[((bi * nkv + j - nh - nkv) * s + si) * d + di] = qkv[src];
+        v[((bi * nkv + j - nh - nkv) * cap + slot) * d + di] = qkv[src];
     }
 }
 
@@ -683,9 +688,29 @@ pub fn qkv_heads<B: Backend, R: CubeRuntime>(
     if cc.dtype != qc.dtype || sc.dtype != qc.dtype {
         return None;
     }
-    let q = empty_like(&qc, vec![b, nh, s, d]);
     let k = empty_like(&qc, vec![b, nkv, s, d]);
     let v = empty_like(&qc, vec![b, nkv, s, d]);
+    let q = launch_qkv_heads(&qc, &cc, &sc, (&k, &v, 0), [nh, nkv, d])?;
+    Some((
+        tensor_of::<B, R, 4>(q)?,
+        tensor_of::<B, R, 4>(k)?,
+        tensor_of::<B, R, 4>(v)?,
+    ))
+}
+
+/// Launches [`qkv_heads_kernel`] for `qkv` `[b, s, ·]` (checked by the callers), keys and values into
+/// `kv` = (keys, values, first position) shaped `[b, nkv, cap, d]`; returns the new queries.
+fn launch_qkv_heads<R: CubeRuntime>(
+    qc: &CubeTensor<R>,
+    cc: &CubeTensor<R>,
+    sc: &CubeTensor<R>,
+    kv: (&CubeTensor<R>, &CubeTensor<R>, usize),
+    [nh, nkv, d]: [usize; 3],
+) -> Option<CubeTensor<R>> {
+    let (k, v, at) = kv;
+    let (b, s, width) = (qc.meta.shape()[0], qc.meta.shape()[1], qc.meta.shape()[2]);
+    let cap = k.meta.shape()[2];
+    let q = empty_like(qc, vec![b, nh, s, d]);
     let total = b * s * width;
     if total > 0 {
         let client = qc.client.clone();
@@ -696,24 +721,83 @@ pub fn qkv_heads<B: Backend, R: CubeRuntime>(
             &client,
             count,
             dim,
-            array(&qc),
-            array(&cc),
-            array(&sc),
+            array(qc),
+            array(cc),
+            array(sc),
             array(&q),
-            array(&k),
-            array(&v),
+            array(k),
+            array(v),
             u32_of(total)?,
             u32_of(s)?,
             u32_of(nh)?,
             u32_of(nkv)?,
             u32_of(d)?,
+            u32_of(cap)?,
+            u32_of(at)?,
         );
     }
-    Some((
-        tensor_of::<B, R, 4>(q)?,
-        tensor_of::<B, R, 4>(k)?,
-        tensor_of::<B, R, 4>(v)?,
-    ))
+    Some(q)
+}
+
+/// [`super::qkv_heads_into`] as one kernel writing keys and values into the stores in place; the stores come
+/// back untouched (`Err`) unless this runtime has them, each is contiguous, `[b, nkv, cap, d]` with room for
+/// `s` positions at `at`, in the projection's dtype, and held by nobody else (writing a shared buffer would
+/// change another tensor).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub fn qkv_heads_into<B: Backend, R: CubeRuntime>(
+    qkv: &Tensor<B, 3>,
+    nh: usize,
+    nkv: usize,
+    d: usize,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+    stores: (Tensor<B, 4>, Tensor<B, 4>),
+    at: usize,
+) -> Result<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>), (Tensor<B, 4>, Tensor<B, 4>)> {
+    let [b, s, width] = qkv.dims();
+    let [sb, sh, cap, sd] = stores.0.dims();
+    if !enabled()
+        || TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<CubeTensor<R>>()
+        || width != (nh + 2 * nkv) * d
+        || d == 0
+        || !d.is_multiple_of(2)
+        || cos.dims() != [b, 1, s, d]
+        || sin.dims() != [b, 1, s, d]
+        || [sb, sh, sd] != [b, nkv, d]
+        || stores.1.dims() != [b, nkv, cap, d]
+        || at + s > cap
+        || stores.0.dtype() != qkv.dtype()
+        || stores.1.dtype() != qkv.dtype()
+        || b * nkv * cap * d >= u32::MAX as usize
+    {
+        return Err(stores);
+    }
+    let (Some(qc), Some(cc), Some(sc)) = (
+        cube_of::<B, R, 3>(qkv),
+        cube_of::<B, R, 4>(cos),
+        cube_of::<B, R, 4>(sin),
+    ) else {
+        return Err(stores);
+    };
+    // Owned, so the stores' reference counts are theirs alone.
+    let owned = |t: Tensor<B, 4>| -> CubeTensor<R> {
+        let p: Box<dyn Any> = Box::new(t.into_primitive().tensor());
+        *p.downcast::<CubeTensor<R>>()
+            .expect("checked: B's float tensors are CubeTensor<R>")
+    };
+    let (kc, vc) = (owned(stores.0), owned(stores.1));
+    let writable = |t: &CubeTensor<R>| t.can_mut() && t.is_contiguous();
+    let q = if cc.dtype == qc.dtype && sc.dtype == qc.dtype && writable(&kc) && writable(&vc) {
+        launch_qkv_heads(&qc, &cc, &sc, (&kc, &vc, at), [nh, nkv, d])
+    } else {
+        None
+    };
+    let back =
+        |t: CubeTensor<R>| tensor_of::<B, R, 4>(t).expect("checked: B's float tensors are CubeTensor<R>");
+    match q {
+        Some(q) => Ok((back(q), back(kc), back(vc))),
+        None => Err((back(kc), back(vc))),
+    }
 }
 
 /// [`crate::clip::LayerNorm`] as one kernel.
