@@ -15,8 +15,8 @@
 #      (MMREASON_FUSED=off), with burn's matmul (MMREASON_GEMM=burn), and PyTorch + transformers on
 #      the same shapes (Mistral-7B and Llama-2-7B prefill b8×512 and b32×256, decode b1 and b32 with 128 new
 #      tokens; CLIP ViT-L/14-336 at batch 32) → throughput.jsonl, and the ratio table → table.md
-#   4. cuBLAS ordered with burn's stream on the device (MMREASON_CUBLAS_ORDER=device): the parity tests and the
-#      Mistral throughput again → parity-order.log, throughput.jsonl (gemm "cublas-devorder")
+#   4. cuBLAS ordered with burn's stream on the device (MMREASON_CUBLAS_ORDER=device): the parity tests, the
+#      Mistral and CLIP throughput again → parity-order.log, throughput.jsonl (gemm "cublas-devorder")
 #   5. the kernel benches (criterion: GEMM, attention prefill/decode, KV-cache append, RMSNorm, RoPE, SiLU·mul at
 #      Mistral-7B shapes, bf16) → kernels.log
 set -uo pipefail
@@ -54,6 +54,7 @@ step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mi
 # cuBLAS ordered on the device (no host synchronisation per product): correctness first, then the figures.
 step order-parity 120 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-order.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-devorder\"/' | tee -a $TP"
+step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-devorder\"/' | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
 step unfused-mistral 80 bash -c "MMREASON_FUSED=off $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-unfused\"/' | tee -a $TP"
