@@ -157,11 +157,27 @@ pub mod cuda {
         }
     }
 
-    /// Allocates the ordering words in cubecl's memory, so its kernels can bind them. (Whether the device
-    /// takes stream memory operations on them shows at the first wait: an error there turns the device order
-    /// off and that product falls back to burn.)
+    /// Allocates the ordering words in cubecl's memory, so its kernels can bind them, once the driver is
+    /// known to have the `_v2` stream memory operations (CUDA 11.7; an older one would lack the symbols, which
+    /// dynamic loading reports by panicking). Whether the device takes them on this memory shows at the first
+    /// wait: an error there turns the device order off and that product falls back to burn.
     fn flags(client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>) -> Result<Flags, String> {
+        let mut version = 0i32;
+        // SAFETY: writes one int.
+        unsafe { dsys::cuDriverGetVersion(&mut version) }
+            .result()
+            .map_err(|e| format!("driver version: {e:?}"))?;
+        if version < 11070 {
+            return Err(format!(
+                "the CUDA driver ({}.{}) predates stream memory operations v2 (11.7)",
+                version / 1000,
+                version % 1000 / 10
+            ));
+        }
         let handle = client.create_from_slice(&[0u8; 8]);
+        // The words come from cubecl's pool, which may hand back memory holding an old `1`; the zeros are
+        // written in burn's stream order. Wait for them once, so no first wait is met by stale memory.
+        block_on(client.sync()).map_err(|e| format!("sync: {e:?}"))?;
         let ptr = client
             .get_resource(handle.clone())
             .map_err(|e| format!("flags resource: {e:?}"))?
@@ -363,6 +379,24 @@ pub mod cuda {
         if batch == 0 || m == 0 || n == 0 {
             return Ok(y);
         }
+        // Every fallible step that does not touch a stream comes first: once the device order has queued a
+        // wait, the call must finish its handshake whatever happens (a wait left behind would never be met).
+        let int = |v: usize| i32::try_from(v).map_err(|_| format!("dimension {v} exceeds i32"));
+        let long = |v: usize| i64::try_from(v).map_err(|_| format!("stride {v} exceeds i64"));
+        let (n_, m_, k_, batch_) = (int(n)?, int(m)?, int(k)?, int(batch)?);
+        let (ldb, lda) = (int(lb.ld)?, int(la.ld)?);
+        let (stride_b, stride_a, stride_y) = (
+            long(if rank == 3 { lb.stride } else { 0 })?,
+            long(if rank == 3 { la.stride } else { 0 })?,
+            long(m * n)?,
+        );
+        let get = |t: &Cube| {
+            client
+                .get_resource(t.handle.clone())
+                .map_err(|e| format!("resource: {e:?}"))
+        };
+        let (ra, rb, ry) = (get(a)?, get(b)?, get(&y)?);
+        let (alpha, beta) = (1.0f32, 0.0f32);
         // Device order: the call's number, its words' address. Host order: wait for burn's queue here.
         let device_order = if Order::selected() == Order::Device {
             let f = st.flags.get_or_insert_with(|| flags(&client));
@@ -372,7 +406,10 @@ pub mod cuda {
                     f.last = f.last.checked_add(1).unwrap_or(1);
                     Some((f.handle.clone(), f.ptr, f.last))
                 }
-                Ok(_) => None,
+                Ok(_) => {
+                    warn_order_once("only the first thread that multiplies orders on the device");
+                    None
+                }
                 Err(e) => {
                     warn_order_once(e);
                     None
@@ -385,15 +422,6 @@ pub mod cuda {
             Some((words, _, n)) => crate::fused::cube::set_flag(&client, words, 2, 0, *n),
             None => block_on(client.sync()).map_err(|e| format!("sync: {e:?}"))?,
         }
-        let get = |t: &Cube| {
-            client
-                .get_resource(t.handle.clone())
-                .map_err(|e| format!("resource: {e:?}"))
-        };
-        let (ra, rb, ry) = (get(a)?, get(b)?, get(&y)?);
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        let int = |v: usize| i32::try_from(v).map_err(|_| format!("dimension {v} exceeds i32"));
-        let long = |v: usize| i64::try_from(v).map_err(|_| format!("stride {v} exceeds i64"));
         // Row-major y = a·op(b) is column-major yᵀ = op(b)ᵀ·aᵀ: cuBLAS's A is our b (transposed back when
         // we want bᵀ: T; when we want b itself its row-major storage is already the column-major bᵀ: N), its B
         // is our a read as column-major aᵀ (N), C is yᵀ.
@@ -417,40 +445,42 @@ pub mod cuda {
                 )
                 .result()
             {
+                // Nothing was queued on our stream: the host order takes over from the next call.
                 let e = format!("cuStreamWaitValue32: {e:?}");
                 st.flags = Some(Err(e.clone()));
                 return Err(e);
             }
-            cb::cublasGemmStridedBatchedEx(
+            let product = cb::cublasGemmStridedBatchedEx(
                 st.handle,
                 op_b,
                 cb::cublasOperation_t::CUBLAS_OP_N,
-                int(n)?,
-                int(m)?,
-                int(k)?,
+                n_,
+                m_,
+                k_,
                 (&alpha as *const f32).cast::<c_void>(),
                 rb.resource().ptr as *const c_void,
                 dt,
-                int(lb.ld)?,
-                long(if rank == 3 { lb.stride } else { 0 })?,
+                ldb,
+                stride_b,
                 ra.resource().ptr as *const c_void,
                 dt,
-                int(la.ld)?,
-                long(if rank == 3 { la.stride } else { 0 })?,
+                lda,
+                stride_a,
                 (&beta as *const f32).cast::<c_void>(),
                 ry.resource().ptr as *mut c_void,
                 dt,
-                int(n)?,
-                long(m * n)?,
-                int(batch)?,
+                n_,
+                stride_y,
+                batch_,
                 cb::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
             .result()
-            .map_err(|e| format!("cublasGemmStridedBatchedEx: {e:?}"))?;
+            .map_err(|e| format!("cublasGemmStridedBatchedEx: {e:?}"));
             match &device_order {
                 Some((words, ptr, n)) => {
-                    // The default flags order the product's writes before the word's.
+                    // The handshake ends whether or not the product was queued. The default flags order the
+                    // product's writes before the word's.
                     let written = dsys::cuStreamWriteValue32_v2(
                         st.stream,
                         ptr + 4,
@@ -459,16 +489,21 @@ pub mod cuda {
                     )
                     .result();
                     if let Err(e) = written {
-                        // The product is queued but burn cannot be told: wait for it here before its
-                        // operands and output go back to burn's memory pool.
+                        // Burn cannot be told: wait here for what our stream holds (its wait is met once
+                        // burn's stream runs the flag kernel) before the operands and output go back to burn's
+                        // memory pool, and order on the host from now on.
                         let _ = drv::stream::synchronize(st.stream);
                         let e = format!("cuStreamWriteValue32: {e:?}");
                         st.flags = Some(Err(e.clone()));
                         return Err(e);
                     }
                     crate::fused::cube::wait_flag(&client, words, 2, 1, *n);
+                    product?;
                 }
-                None => drv::stream::synchronize(st.stream).map_err(|e| format!("stream sync: {e:?}"))?,
+                None => {
+                    product?;
+                    drv::stream::synchronize(st.stream).map_err(|e| format!("stream sync: {e:?}"))?;
+                }
             }
         }
         drop((ra, rb, ry));

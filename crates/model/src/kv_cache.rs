@@ -159,10 +159,14 @@ impl<B: Backend> KvCache<B> {
         (k, v, len)
     }
 
-    /// Zeroed storage for `positions` positions shaped and typed like `like` (`[B, kv_heads, ·, D]`).
+    /// Zeroed storage for `positions` positions shaped and typed like `like` (`[B, kv_heads, ·, D]`), contiguous:
+    /// made flat and reshaped, because the GPU backends pad the rows of a 4-d allocation whose rows are not a
+    /// power-of-two size (a head of 80 or 96 values in bf16), and the kernels that read and write the cache in
+    /// place want it dense.
     fn storage(&self, like: &Tensor<B, 4>, positions: usize) -> Tensor<B, 4> {
         let [b, h, _, d] = like.dims();
-        Tensor::zeros([b, h, positions, d], (&like.device(), like.dtype()))
+        Tensor::<B, 1>::zeros([b * h * positions * d], (&like.device(), like.dtype()))
+            .reshape([b, h, positions, d])
     }
 }
 
