@@ -7,6 +7,7 @@ use burn::tensor::{Tensor, activation, backend::Backend};
 use mmreason_checkpoint::ClipVisionConfig;
 
 use crate::error::{ModelError, Result};
+use crate::fused::{self, Act};
 use crate::llama::{Init, Linear, Loader, TensorSource};
 use crate::load::WeightDtype;
 
@@ -168,25 +169,26 @@ impl<B: Backend> ClipVision<B> {
         let t = 1 + g * g;
         for layer in &self.layers {
             let y = layer.ln1.forward(x.clone());
-            // One product for q, k and v; each split into heads `[n, heads, t, d]` by one kernel on the GPU.
-            let qkv = layer.qkv.forward(y);
-            let q = crate::fused::heads(&qkv, 0, heads, d, None);
-            let k = crate::fused::heads(&qkv, heads, heads, d, None);
-            let v = crate::fused::heads(&qkv, 2 * heads, heads, d, None);
+            // One product for q, k and v; bias and the split into heads `[n, heads, t, d]` in one kernel on
+            // the GPU.
+            let qkv = layer.qkv.product(y);
+            let (q, k, v) = fused::qkv_bias_heads(&qkv, heads, d, layer.qkv.bias());
             let flat = |z: Tensor<B, 4>| z.reshape([n * heads, t, d]);
             // transformers' eager attention: scores · scale, softmax in f32, probabilities in the dtype.
             let scores = crate::gemm::bmm_nt(flat(q), flat(k)).reshape([1, n * heads, t, t]);
             let probs =
                 crate::fused::softmax_f32(scores, None, 1.0 / (d as f64).sqrt()).reshape([n * heads, t, t]);
             let a = crate::gemm::bmm_nn(probs, flat(v)).reshape([n, heads, t, d]);
-            x = x + layer.out.forward(a.swap_dims(1, 2).reshape([n, t, h]));
-            let y = layer.fc1.forward(layer.ln2.forward(x.clone()));
+            // Each product's bias goes into the pass after it: the residual sum, the activation.
+            let a = layer.out.product(a.swap_dims(1, 2).reshape([n, t, h]));
+            x = fused::bias_act(a, layer.out.bias(), Act::Identity, Some(x));
+            let y = layer.fc1.product(layer.ln2.forward(x.clone()));
             let y = if self.cfg.hidden_act == "quick_gelu" {
-                crate::fused::quick_gelu(y)
+                fused::bias_act(y, layer.fc1.bias(), Act::QuickGelu, None)
             } else {
-                activation::gelu(y)
+                activation::gelu(fused::bias_act(y, layer.fc1.bias(), Act::Identity, None))
             };
-            x = x + layer.fc2.forward(y);
+            x = fused::bias_act(layer.fc2.product(y), layer.fc2.bias(), Act::Identity, Some(x));
             states.push(x.clone());
         }
         Ok(states)

@@ -110,6 +110,63 @@ pub fn qkv_heads_into<B: Backend>(
     Err(stores)
 }
 
+/// What [`bias_act`] applies after the bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    /// CLIP's `quick_gelu` ([`quick_gelu`]).
+    QuickGelu,
+}
+
+/// `[residual +] act(y + bias)` over the last dimension — a linear layer's bias, CLIP's activation and the
+/// residual sum after it, in the activations' dtype step by step as the composition computes it — as one GPU
+/// kernel where the backend allows it (one pass over `y` instead of up to three).
+pub fn bias_act<B: Backend>(
+    y: Tensor<B, 3>,
+    bias: Option<&Tensor<B, 1>>,
+    act: Act,
+    residual: Option<Tensor<B, 3>>,
+) -> Tensor<B, 3> {
+    if let Some(b) = bias {
+        on_gpu!(bias_act::<B>(&y, b, act, residual.as_ref()));
+    }
+    let y = match bias {
+        Some(b) => y + b.clone().unsqueeze::<3>(),
+        None => y,
+    };
+    let y = match act {
+        Act::Identity => y,
+        Act::QuickGelu => quick_gelu(y),
+    };
+    match residual {
+        Some(x) => x + y,
+        None => y,
+    }
+}
+
+/// The stacked projection `qkv` `[b, s, 3·heads·d]` plus its `bias`, split into queries, keys and values
+/// `[b, heads, s, d]` (CLIP's attention: no RoPE, as many key as query heads) — one GPU kernel where the
+/// backend allows it, instead of a bias pass and three splits.
+pub fn qkv_bias_heads<B: Backend>(
+    qkv: &Tensor<B, 3>,
+    nh: usize,
+    d: usize,
+    bias: Option<&Tensor<B, 1>>,
+) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    if let Some(b) = bias {
+        on_gpu!(qkv_bias_heads::<B>(qkv, nh, d, b));
+    }
+    let biased = match bias {
+        Some(b) => qkv.clone() + b.clone().unsqueeze::<3>(),
+        None => qkv.clone(),
+    };
+    (
+        heads(&biased, 0, nh, d, None),
+        heads(&biased, nh, nh, d, None),
+        heads(&biased, 2 * nh, nh, d, None),
+    )
+}
+
 /// torch's LayerNorm over the last dimension with statistics in f32 (biased variance), the normalised value
 /// back in the input dtype, then `· weight + bias` — CLIP's layer norms.
 pub fn layer_norm<B: Backend>(

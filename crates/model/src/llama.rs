@@ -22,14 +22,22 @@ pub struct Linear<B: Backend> {
 
 impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let y = self.product(x);
+        match &self.bias {
+            Some(bias) => y + bias.clone().unsqueeze::<3>(),
+            None => y,
+        }
+    }
+
+    /// `x · wᵀ` without the bias, for callers that add it inside a fused kernel (`fused::bias_act`).
+    pub fn product(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, i] = x.dims();
         let o = self.w.dims()[0];
-        let y = gemm::linear_nt(x.reshape([b * s, i]), &self.w);
-        let y = match &self.bias {
-            Some(bias) => y + bias.clone().unsqueeze::<2>(),
-            None => y,
-        };
-        y.reshape([b, s, o])
+        gemm::linear_nt(x.reshape([b * s, i]), &self.w).reshape([b, s, o])
+    }
+
+    pub fn bias(&self) -> Option<&Tensor<B, 1>> {
+        self.bias.as_ref()
     }
 }
 

@@ -107,6 +107,37 @@ fn kernels<B: Backend>(device: &B::Device) {
         host(xc.clone() * activation::sigmoid(xc * 1.702)),
     );
 
+    // Bias, activation and residual after a product (CLIP): every combination the model uses, on rows of 300.
+    let (y, r) = (values(3 * 5 * 300, 13), values(3 * 5 * 300, 14));
+    for (act, residual) in [
+        (fused::Act::Identity, true),
+        (fused::Act::QuickGelu, false),
+        (fused::Act::Identity, false),
+        (fused::Act::QuickGelu, true),
+    ] {
+        let got = fused::bias_act(
+            tensor::<B, 3>(y.clone(), [3, 5, 300], device),
+            Some(&tensor(w.clone(), [300], device)),
+            act,
+            residual.then(|| tensor::<B, 3>(r.clone(), [3, 5, 300], device)),
+        );
+        let t = tensor::<Cpu, 3>(y.clone(), [3, 5, 300], &cpu)
+            + tensor::<Cpu, 1>(w.clone(), [300], &cpu).unsqueeze::<3>();
+        let t = match act {
+            fused::Act::Identity => t,
+            fused::Act::QuickGelu => t.clone() * activation::sigmoid(t * 1.702),
+        };
+        let want = match residual {
+            true => tensor::<Cpu, 3>(r.clone(), [3, 5, 300], &cpu) + t,
+            false => t,
+        };
+        check(
+            &format!("bias_act {act:?} residual {residual}"),
+            host(got),
+            host(want),
+        );
+    }
+
     // SiLU·mul on [gate | up] rows of 2·77.
     let gu = values(2 * 3 * 154, 3);
     let got = fused::silu_mul(tensor::<B, 3>(gu.clone(), [2, 3, 154], device), 77);
@@ -150,6 +181,27 @@ fn kernels<B: Backend>(device: &B::Device) {
     check("qkv_heads q", host(q), host(rope::apply(split(0, 4), &cc, &sc)));
     check("qkv_heads k", host(k), host(rope::apply(split(4, 2), &cc, &sc)));
     check("qkv_heads v", host(v), host(split(6, 2)));
+
+    // CLIP's q/k/v split with the projection's bias (3 heads each of d = 8 out of a [b, s, 3·3·8] projection).
+    let (qkv3, bias3) = (values(b * s * 72, 15), values(72, 16));
+    let (q, k, v) = fused::qkv_bias_heads(
+        &tensor::<B, 3>(qkv3.clone(), [b, s, 72], device),
+        3,
+        d,
+        Some(&tensor::<B, 1>(bias3.clone(), [72], device)),
+    );
+    let biased =
+        tensor::<Cpu, 3>(qkv3, [b, s, 72], &cpu) + tensor::<Cpu, 1>(bias3, [72], &cpu).unsqueeze::<3>();
+    let part = |first: usize| {
+        biased
+            .clone()
+            .narrow(2, first * d, 3 * d)
+            .reshape([b, s, 3, d])
+            .swap_dims(1, 2)
+    };
+    check("qkv_bias_heads q", host(q), host(part(0)));
+    check("qkv_bias_heads k", host(k), host(part(3)));
+    check("qkv_bias_heads v", host(v), host(part(6)));
 
     // The same heads with keys and values written into a KV cache's storage (2 kv heads, room for 9 positions,
     // `s` new ones at position 3): those positions hold the heads, every other position keeps its value.

@@ -177,9 +177,70 @@ fn quick_gelu_kernel<F: Float>(x: &Array<F>, out: &mut Array<F>) {
     if pos >= out.len() {
         terminate!();
     }
-    let v = x[pos];
+    out[pos] = quick_gelu_of::<F>(x[pos]);
+}
+
+/// `quick_gelu` of one value, each step rounded to `F` as torch does ([`quick_gelu_kernel`]).
+#[cube]
+fn quick_gelu_of<F: Float>(v: F) -> F {
     let a = f32::cast_from(F::cast_from(f32::cast_from(v) * f32::new(1.702)));
-    out[pos] = v * F::cast_from(f32::new(1.0) / (f32::new(1.0) + f32::exp(-a)));
+    v * F::cast_from(f32::new(1.0) / (f32::new(1.0) + f32::exp(-a)))
+}
+
+/// `[res +] act(y + bias)` for rows of `width` values, each operation in `F` as the composition does.
+#[cube(launch_unchecked)]
+fn bias_act_kernel<F: Float>(
+    y: &Array<F>,
+    bias: &Array<F>,
+    res: &Array<F>,
+    out: &mut Array<F>,
+    width: u32,
+    #[comptime] gelu: bool,
+    #[comptime] residual: bool,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= out.len() {
+        terminate!();
+    }
+    let t = y[pos] + bias[pos % width as usize];
+    let t = if gelu { quick_gelu_of::<F>(t) } else { t };
+    out[pos] = if residual { res[pos] + t } else { t };
+}
+
+/// The stacked projection `qkv` `[b, s, 3·heads·d]` plus `bias`, split into `q`, `k`, `v` `[b, heads, s, d]`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn qkv_bias_heads_kernel<F: Float>(
+    qkv: &Array<F>,
+    bias: &Array<F>,
+    q: &mut Array<F>,
+    k: &mut Array<F>,
+    v: &mut Array<F>,
+    s: u32,
+    heads: u32,
+    d: u32,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= qkv.len() {
+        terminate!();
+    }
+    let (s, heads, d) = (s as usize, heads as usize, d as usize);
+    // `pos` walks the input: ((token · 3·heads) + j) · d + di.
+    let di = pos % d;
+    let rest = pos / d;
+    let j = rest % (3 * heads);
+    let token = rest / (3 * heads);
+    let (bi, si) = (token / s, token % s);
+    let value = qkv[pos] + bias[j * d + di];
+    let hj = j % heads;
+    let dst = ((bi * heads + hj) * s + si) * d + di;
+    if j < heads {
+        q[dst] = value;
+    } else if j < 2 * heads {
+        k[dst] = value;
+    } else {
+        v[dst] = value;
+    }
 }
 
 /// `silu(gate) · up` for rows `[gate | up]` of `2i` values; silu in f32, rounded, then the product.
@@ -861,6 +922,101 @@ pub fn quick_gelu<B: Backend, R: CubeRuntime>(x: &Tensor<B, 3>) -> Option<Tensor
         );
     }
     tensor_of::<B, R, 3>(out)
+}
+
+/// [`super::bias_act`] as one kernel.
+pub fn bias_act<B: Backend, R: CubeRuntime>(
+    y: &Tensor<B, 3>,
+    bias: &Tensor<B, 1>,
+    act: super::Act,
+    residual: Option<&Tensor<B, 3>>,
+) -> Option<Tensor<B, 3>> {
+    if !enabled() {
+        return None;
+    }
+    let dims = y.dims();
+    let width = dims[2];
+    if bias.dims() != [width] || residual.is_some_and(|r| r.dims() != dims) {
+        return None;
+    }
+    let (yc, bc) = (cube_of::<B, R, 3>(y)?, cube_of::<B, R, 1>(bias)?);
+    let rc = match residual {
+        Some(r) => cube_of::<B, R, 3>(r)?,
+        // Unused without a residual; any array of the right type will do.
+        None => yc.clone(),
+    };
+    if bc.dtype != yc.dtype || rc.dtype != yc.dtype {
+        return None;
+    }
+    let out = empty_like(&yc, dims.to_vec());
+    let n = dims.iter().product::<usize>();
+    if n > 0 {
+        let client = yc.client.clone();
+        let (count, dim) = elementwise(&client, n);
+        launch_float!(
+            yc.dtype,
+            bias_act_kernel,
+            &client,
+            count,
+            dim,
+            array(&yc),
+            array(&bc),
+            array(&rc),
+            array(&out),
+            u32_of(width)?,
+            act == super::Act::QuickGelu,
+            residual.is_some(),
+        );
+    }
+    tensor_of::<B, R, 3>(out)
+}
+
+/// [`super::qkv_bias_heads`] as one kernel.
+#[allow(clippy::type_complexity)]
+pub fn qkv_bias_heads<B: Backend, R: CubeRuntime>(
+    qkv: &Tensor<B, 3>,
+    heads: usize,
+    d: usize,
+    bias: &Tensor<B, 1>,
+) -> Option<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
+    if !enabled() {
+        return None;
+    }
+    let [b, s, width] = qkv.dims();
+    if width != 3 * heads * d || d == 0 || bias.dims() != [width] {
+        return None;
+    }
+    let (qc, bc) = (cube_of::<B, R, 3>(qkv)?, cube_of::<B, R, 1>(bias)?);
+    if bc.dtype != qc.dtype {
+        return None;
+    }
+    let out = || empty_like(&qc, vec![b, heads, s, d]);
+    let (q, k, v) = (out(), out(), out());
+    let total = b * s * width;
+    if total > 0 {
+        let client = qc.client.clone();
+        let (count, dim) = elementwise(&client, total);
+        launch_float!(
+            qc.dtype,
+            qkv_bias_heads_kernel,
+            &client,
+            count,
+            dim,
+            array(&qc),
+            array(&bc),
+            array(&q),
+            array(&k),
+            array(&v),
+            u32_of(s)?,
+            u32_of(heads)?,
+            u32_of(d)?,
+        );
+    }
+    Some((
+        tensor_of::<B, R, 4>(q)?,
+        tensor_of::<B, R, 4>(k)?,
+        tensor_of::<B, R, 4>(v)?,
+    ))
 }
 
 /// [`super::silu_mul`] as one kernel.
