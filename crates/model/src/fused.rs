@@ -127,6 +127,7 @@ pub fn bias_act<B: Backend>(
     act: Act,
     residual: Option<Tensor<B, 3>>,
 ) -> Tensor<B, 3> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
     if let Some(b) = bias {
         on_gpu!(bias_act::<B>(&y, b, act, residual.as_ref()));
     }
@@ -153,6 +154,7 @@ pub fn qkv_bias_heads<B: Backend>(
     d: usize,
     bias: Option<&Tensor<B, 1>>,
 ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
     if let Some(b) = bias {
         on_gpu!(qkv_bias_heads::<B>(qkv, nh, d, b));
     }
