@@ -1290,6 +1290,8 @@ fn flag_wait_kernel(flags: &mut Array<Atomic<u32>>, slot: u32, value: u32) {
 
 /// Queues on the current stream of `client` a kernel that sets word `slot` of `flags` (a buffer of `u32`s
 /// holding more than `slot`) to `value`.
+// Used by `gemm::cuda`; other builds only test it.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn set_flag<R: CubeRuntime>(
     client: &ComputeClient<R>,
     flags: &cubecl::server::Handle,
@@ -1313,6 +1315,8 @@ pub(crate) fn set_flag<R: CubeRuntime>(
 
 /// Queues on the current stream of `client` a kernel that returns once word `slot` of `flags` equals
 /// `value`: what is queued after it waits for whoever writes that value.
+// Used by `gemm::cuda`; other builds only test it.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn wait_flag<R: CubeRuntime>(
     client: &ComputeClient<R>,
     flags: &cubecl::server::Handle,
