@@ -23,6 +23,16 @@ impl<B: Backend> LayerNorm<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         crate::fused::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
+
+    /// The residual sum `x + (y + product_bias)` and this norm of it, `(sum, normed)` — one kernel on the GPU.
+    fn add_forward(
+        &self,
+        y: Tensor<B, 3>,
+        product_bias: Option<&Tensor<B, 1>>,
+        x: Tensor<B, 3>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        fused::bias_add_layer_norm(y, product_bias, x, [&self.weight, &self.bias], self.eps)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -167,8 +177,11 @@ impl<B: Backend> ClipVision<B> {
         let heads = self.cfg.num_attention_heads;
         let d = h / heads;
         let t = 1 + g * g;
-        for layer in &self.layers {
-            let y = layer.ln1.forward(x.clone());
+        // Each residual sum is fused with the LayerNorm after it where there is one (`h`: the normed input of
+        // the next block); each product's bias goes into the pass after it.
+        let mut h_in = self.layers.first().map(|l| l.ln1.forward(x.clone()));
+        for (i, layer) in self.layers.iter().enumerate() {
+            let y = h_in.take().unwrap_or_else(|| layer.ln1.forward(x.clone()));
             // One product for q, k and v; bias and the split into heads `[n, heads, t, d]` in one kernel on
             // the GPU.
             let qkv = layer.qkv.product(y);
@@ -179,16 +192,24 @@ impl<B: Backend> ClipVision<B> {
             let probs =
                 crate::fused::softmax_f32(scores, None, 1.0 / (d as f64).sqrt()).reshape([n * heads, t, t]);
             let a = crate::gemm::bmm_nn(probs, flat(v)).reshape([n, heads, t, d]);
-            // Each product's bias goes into the pass after it: the residual sum, the activation.
             let a = layer.out.product(a.swap_dims(1, 2).reshape([n, t, h]));
-            x = fused::bias_act(a, layer.out.bias(), Act::Identity, Some(x));
-            let y = layer.fc1.product(layer.ln2.forward(x.clone()));
+            let (sum, normed) = layer.ln2.add_forward(a, layer.out.bias(), x);
+            x = sum;
+            let y = layer.fc1.product(normed);
             let y = if self.cfg.hidden_act == "quick_gelu" {
                 fused::bias_act(y, layer.fc1.bias(), Act::QuickGelu, None)
             } else {
                 activation::gelu(fused::bias_act(y, layer.fc1.bias(), Act::Identity, None))
             };
-            x = fused::bias_act(layer.fc2.product(y), layer.fc2.bias(), Act::Identity, Some(x));
+            let m = layer.fc2.product(y);
+            x = match self.layers.get(i + 1) {
+                Some(next) => {
+                    let (sum, normed) = next.ln1.add_forward(m, layer.fc2.bias(), x);
+                    h_in = Some(normed);
+                    sum
+                }
+                None => fused::bias_act(m, layer.fc2.bias(), Act::Identity, Some(x)),
+            };
             states.push(x.clone());
         }
         Ok(states)

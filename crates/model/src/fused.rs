@@ -169,6 +169,24 @@ pub fn qkv_bias_heads<B: Backend>(
     )
 }
 
+/// CLIP's residual sum after a product and the LayerNorm after it: `sum = x + (y + product_bias)` (each sum in
+/// the activations' dtype, as [`bias_act`]) and `layer_norm(sum)` — one GPU kernel where the backend allows
+/// it. Returns `(sum, normed)`.
+pub fn bias_add_layer_norm<B: Backend>(
+    y: Tensor<B, 3>,
+    product_bias: Option<&Tensor<B, 1>>,
+    x: Tensor<B, 3>,
+    [weight, bias]: [&Tensor<B, 1>; 2],
+    eps: f64,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(pb) = product_bias {
+        on_gpu!(bias_add_layer_norm::<B>(&y, pb, &x, weight, bias, eps));
+    }
+    let sum = bias_act(y, product_bias, Act::Identity, Some(x));
+    (sum.clone(), layer_norm(sum, weight, bias, eps))
+}
+
 /// torch's LayerNorm over the last dimension with statistics in f32 (biased variance), the normalised value
 /// back in the input dtype, then `· weight + bias` — CLIP's layer norms.
 pub fn layer_norm<B: Backend>(

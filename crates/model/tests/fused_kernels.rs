@@ -95,8 +95,31 @@ fn kernels<B: Backend>(device: &B::Device) {
     let var = centered.clone().powi_scalar(2).mean_dim(2);
     let want =
         centered * (var + 1e-5).sqrt().recip() * tensor::<Cpu, 1>(w.clone(), [300], &cpu).unsqueeze::<3>()
-            + tensor::<Cpu, 1>(bias, [300], &cpu).unsqueeze::<3>();
+            + tensor::<Cpu, 1>(bias.clone(), [300], &cpu).unsqueeze::<3>();
     check("layer_norm", host(got), host(want));
+
+    // CLIP's residual sum after a product and the LayerNorm after it: `x + (y + product bias)`, then the norm.
+    let (y, pb) = (values(3 * 5 * 300, 17), values(300, 18));
+    let (sum, normed) = fused::bias_add_layer_norm(
+        tensor::<B, 3>(y.clone(), [3, 5, 300], device),
+        Some(&tensor(pb.clone(), [300], device)),
+        tensor::<B, 3>(x.clone(), [3, 5, 300], device),
+        [
+            &tensor(w.clone(), [300], device),
+            &tensor(bias.clone(), [300], device),
+        ],
+        1e-5,
+    );
+    let want_sum = tensor::<Cpu, 3>(x.clone(), [3, 5, 300], &cpu)
+        + (tensor::<Cpu, 3>(y, [3, 5, 300], &cpu) + tensor::<Cpu, 1>(pb, [300], &cpu).unsqueeze::<3>());
+    let want = fused::layer_norm(
+        want_sum.clone(),
+        &tensor(w.clone(), [300], &cpu),
+        &tensor(bias.clone(), [300], &cpu),
+        1e-5,
+    );
+    check("bias_add_layer_norm sum", host(sum), host(want_sum));
+    check("bias_add_layer_norm normed", host(normed), host(want));
 
     // quick_gelu (CLIP).
     let got = fused::quick_gelu(tensor::<B, 3>(x.clone(), [3, 5, 300], device));

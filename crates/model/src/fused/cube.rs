@@ -78,16 +78,23 @@ fn cube_max(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
 }
 
 /// One cube per row of `h` values: torch's LayerNorm with statistics in f32 (biased variance), the normalised
-/// value rounded to `F`, then `· w + bias` in `F`.
+/// value rounded to `F`, then `· w + bias` in `F`; of `v = x`, or — with `residual` — of `v = res + (x + pb)`
+/// (a product `x`, its bias `pb` and the residual stream `res`, each sum in `F` as the composition adds), which
+/// is written to `sum` too: CLIP's residual sum and the LayerNorm after it in one launch.
 #[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
 fn layer_norm_kernel<F: Float>(
     x: &Array<F>,
+    pb: &Array<F>,
+    res: &Array<F>,
     w: &Array<F>,
     bias: &Array<F>,
+    sum: &mut Array<F>,
     out: &mut Array<F>,
     rows: u32,
     h: u32,
     eps: f32,
+    #[comptime] residual: bool,
 ) {
     let row = CUBE_POS;
     if row >= rows as usize {
@@ -99,23 +106,45 @@ fn layer_norm_kernel<F: Float>(
     let mut acc = f32::new(0.0);
     let mut i = UNIT_POS as usize;
     while i < h {
-        acc += f32::cast_from(x[base + i]);
+        let v = ln_input(x, pb, res, base, i, residual);
+        if residual {
+            sum[base + i] = v;
+        }
+        acc += f32::cast_from(v);
         i += CUBE_DIM as usize;
     }
     let mean = cube_sum(acc, &mut smem) / f32::cast_from(h);
+    // Each unit reads only what it wrote itself (recomputed: no cross-unit global-memory ordering).
     let mut acc = f32::new(0.0);
     let mut i = UNIT_POS as usize;
     while i < h {
-        let c = f32::cast_from(x[base + i]) - mean;
+        let c = f32::cast_from(ln_input(x, pb, res, base, i, residual)) - mean;
         acc += c * c;
         i += CUBE_DIM as usize;
     }
     let r = f32::new(1.0) / f32::sqrt(cube_sum(acc, &mut smem) / f32::cast_from(h) + eps);
     let mut i = UNIT_POS as usize;
     while i < h {
-        let c = f32::cast_from(x[base + i]) - mean;
+        let c = f32::cast_from(ln_input(x, pb, res, base, i, residual)) - mean;
         out[base + i] = F::cast_from(c * r) * w[i] + bias[i];
         i += CUBE_DIM as usize;
+    }
+}
+
+/// `x[base + i]`, or `res[base + i] + (x[base + i] + pb[i])` with `residual`.
+#[cube]
+fn ln_input<F: Float>(
+    x: &Array<F>,
+    pb: &Array<F>,
+    res: &Array<F>,
+    base: usize,
+    i: usize,
+    #[comptime] residual: bool,
+) -> F {
+    if residual {
+        res[base + i] + (x[base + i] + pb[i])
+    } else {
+        x[base + i]
     }
 }
 
@@ -871,6 +900,36 @@ pub fn layer_norm<B: Backend, R: CubeRuntime>(
     if !enabled() {
         return None;
     }
+    let (_, out) = layer_norm_rows::<B, R>(x, None, weight, bias, eps)?;
+    tensor_of::<B, R, 3>(out)
+}
+
+/// [`super::bias_add_layer_norm`] as one kernel.
+pub fn bias_add_layer_norm<B: Backend, R: CubeRuntime>(
+    y: &Tensor<B, 3>,
+    product_bias: &Tensor<B, 1>,
+    x: &Tensor<B, 3>,
+    weight: &Tensor<B, 1>,
+    bias: &Tensor<B, 1>,
+    eps: f64,
+) -> Option<(Tensor<B, 3>, Tensor<B, 3>)> {
+    if !enabled() {
+        return None;
+    }
+    let (sum, out) = layer_norm_rows::<B, R>(y, Some((product_bias, x)), weight, bias, eps)?;
+    Some((tensor_of::<B, R, 3>(sum?)?, tensor_of::<B, R, 3>(out)?))
+}
+
+/// Launches [`layer_norm_kernel`] over the rows of `x`, with `(product bias, residual)` when given; returns the
+/// residual sum (with them) and the normalised rows.
+#[allow(clippy::type_complexity)]
+fn layer_norm_rows<B: Backend, R: CubeRuntime>(
+    x: &Tensor<B, 3>,
+    residual: Option<(&Tensor<B, 1>, &Tensor<B, 3>)>,
+    weight: &Tensor<B, 1>,
+    bias: &Tensor<B, 1>,
+    eps: f64,
+) -> Option<(Option<CubeTensor<R>>, CubeTensor<R>)> {
     let xc = cube_of::<B, R, 3>(x)?;
     let (wc, bc) = (cube_of::<B, R, 1>(weight)?, cube_of::<B, R, 1>(bias)?);
     let [b, s, h] = x.dims();
@@ -878,6 +937,25 @@ pub fn layer_norm<B: Backend, R: CubeRuntime>(
     {
         return None;
     }
+    // Without a residual, `pb`, `res` and `sum` are not touched: one-value stand-ins (wgpu rejects a buffer
+    // bound both read-only and read-write).
+    let (pc, rc, sum) = match residual {
+        Some((pb, r)) => {
+            if pb.dims() != [h] || r.dims() != [b, s, h] {
+                return None;
+            }
+            let (pc, rc) = (cube_of::<B, R, 1>(pb)?, cube_of::<B, R, 3>(r)?);
+            if pc.dtype != xc.dtype || rc.dtype != xc.dtype {
+                return None;
+            }
+            (pc, rc, empty_like(&xc, vec![b, s, h]))
+        }
+        None => (
+            empty_like(&xc, vec![1]),
+            empty_like(&xc, vec![1]),
+            empty_like(&xc, vec![1]),
+        ),
+    };
     let rows = b * s;
     let out = empty_like(&xc, vec![b, s, h]);
     if rows > 0 {
@@ -889,15 +967,19 @@ pub fn layer_norm<B: Backend, R: CubeRuntime>(
             row_grid(rows),
             CubeDim::new_1d(BLOCK),
             array(&xc),
+            array(&pc),
+            array(&rc),
             array(&wc),
             array(&bc),
+            array(&sum),
             array(&out),
             u32_of(rows)?,
             u32_of(h)?,
             eps as f32,
+            residual.is_some(),
         );
     }
-    tensor_of::<B, R, 3>(out)
+    Some((residual.map(|_| sum), out))
 }
 
 /// CLIP's `quick_gelu` as one kernel.
