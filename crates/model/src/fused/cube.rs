@@ -616,12 +616,16 @@ fn cube_of<B: Backend, R: CubeRuntime, const D: usize>(t: &Tensor<B, D>) -> Opti
     if t.dims().iter().product::<usize>() >= u32::MAX as usize {
         return None;
     }
-    let p: Box<dyn Any> = Box::new(t.clone().into_primitive().tensor());
-    let c = *p.downcast::<CubeTensor<R>>().ok()?;
-    let c = into_contiguous(c);
+    let c = into_contiguous(primitive_of::<B, R, D>(t.clone())?);
     // A contiguous view may still sit at an offset in a larger buffer; the kernels index from the
     // binding's start, which carries the offset.
     Some(c)
+}
+
+/// The burn-cubecl tensor `t` is, taken by value, when `B` runs on runtime `R`.
+fn primitive_of<B: Backend, R: CubeRuntime, const D: usize>(t: Tensor<B, D>) -> Option<CubeTensor<R>> {
+    let p: Box<dyn Any> = Box::new(t.into_primitive().tensor());
+    p.downcast::<CubeTensor<R>>().ok().map(|c| *c)
 }
 
 fn tensor_of<B: Backend, R: CubeRuntime, const D: usize>(c: CubeTensor<R>) -> Option<Tensor<B, D>> {
@@ -761,6 +765,26 @@ pub fn qkv_heads<B: Backend, R: CubeRuntime>(
     if !enabled() {
         return None;
     }
+    let [b, s, _] = qkv.dims();
+    let (qc, cc, sc) = qkv_inputs::<B, R>(qkv, [nh, nkv, d], cos, sin)?;
+    let k = empty_like(&qc, vec![b, nkv, s, d]);
+    let v = empty_like(&qc, vec![b, nkv, s, d]);
+    let q = launch_qkv_heads(&qc, &cc, &sc, (&k, &v, 0), [nh, nkv, d])?;
+    Some((
+        tensor_of::<B, R, 4>(q)?,
+        tensor_of::<B, R, 4>(k)?,
+        tensor_of::<B, R, 4>(v)?,
+    ))
+}
+
+/// The projection and RoPE tables of [`qkv_heads`] on runtime `R` when their shapes and dtypes fit the kernel.
+#[allow(clippy::type_complexity)]
+fn qkv_inputs<B: Backend, R: CubeRuntime>(
+    qkv: &Tensor<B, 3>,
+    [nh, nkv, d]: [usize; 3],
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Option<(CubeTensor<R>, CubeTensor<R>, CubeTensor<R>)> {
     let [b, s, width] = qkv.dims();
     if width != (nh + 2 * nkv) * d
         || d == 0
@@ -775,17 +799,7 @@ pub fn qkv_heads<B: Backend, R: CubeRuntime>(
         cube_of::<B, R, 4>(cos)?,
         cube_of::<B, R, 4>(sin)?,
     );
-    if cc.dtype != qc.dtype || sc.dtype != qc.dtype {
-        return None;
-    }
-    let k = empty_like(&qc, vec![b, nkv, s, d]);
-    let v = empty_like(&qc, vec![b, nkv, s, d]);
-    let q = launch_qkv_heads(&qc, &cc, &sc, (&k, &v, 0), [nh, nkv, d])?;
-    Some((
-        tensor_of::<B, R, 4>(q)?,
-        tensor_of::<B, R, 4>(k)?,
-        tensor_of::<B, R, 4>(v)?,
-    ))
+    (cc.dtype == qc.dtype && sc.dtype == qc.dtype).then_some((qc, cc, sc))
 }
 
 /// Launches [`qkv_heads_kernel`] for `qkv` `[b, s, ·]` (checked by the callers), keys and values into
@@ -844,15 +858,10 @@ pub fn qkv_heads_into<B: Backend, R: CubeRuntime>(
     stores: (Tensor<B, 4>, Tensor<B, 4>),
     at: usize,
 ) -> Result<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>), (Tensor<B, 4>, Tensor<B, 4>)> {
-    let [b, s, width] = qkv.dims();
+    let [b, s, _] = qkv.dims();
     let [sb, sh, cap, sd] = stores.0.dims();
     if !enabled()
         || TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<CubeTensor<R>>()
-        || width != (nh + 2 * nkv) * d
-        || d == 0
-        || !d.is_multiple_of(2)
-        || cos.dims() != [b, 1, s, d]
-        || sin.dims() != [b, 1, s, d]
         || [sb, sh, sd] != [b, nkv, d]
         || stores.1.dims() != [b, nkv, cap, d]
         || at + s > cap
@@ -862,22 +871,15 @@ pub fn qkv_heads_into<B: Backend, R: CubeRuntime>(
     {
         return Err(stores);
     }
-    let (Some(qc), Some(cc), Some(sc)) = (
-        cube_of::<B, R, 3>(qkv),
-        cube_of::<B, R, 4>(cos),
-        cube_of::<B, R, 4>(sin),
-    ) else {
+    let Some((qc, cc, sc)) = qkv_inputs::<B, R>(qkv, [nh, nkv, d], cos, sin) else {
         return Err(stores);
     };
     // Owned, so the stores' reference counts are theirs alone.
-    let owned = |t: Tensor<B, 4>| -> CubeTensor<R> {
-        let p: Box<dyn Any> = Box::new(t.into_primitive().tensor());
-        *p.downcast::<CubeTensor<R>>()
-            .expect("checked: B's float tensors are CubeTensor<R>")
-    };
+    let owned =
+        |t: Tensor<B, 4>| primitive_of::<B, R, 4>(t).expect("checked: B's float tensors are CubeTensor<R>");
     let (kc, vc) = (owned(stores.0), owned(stores.1));
     let writable = |t: &CubeTensor<R>| t.can_mut() && t.is_contiguous();
-    let q = if cc.dtype == qc.dtype && sc.dtype == qc.dtype && writable(&kc) && writable(&vc) {
+    let q = if writable(&kc) && writable(&vc) {
         launch_qkv_heads(&qc, &cc, &sc, (&kc, &vc, at), [nh, nkv, d])
     } else {
         None
@@ -1350,28 +1352,25 @@ pub fn skinny_linear<B: Backend, R: CubeRuntime>(x: &Tensor<B, 2>, w: &Tensor<B,
 // has run; the other stream waits for that value (`cuStreamWaitValue32`), works, and writes a second word; a
 // one-unit kernel on burn's stream waits for that one, holding back what burn queues after it.
 
-/// `flags[slot] = value`, atomically (visible to the other stream's wait once this kernel runs).
+/// With `wait`, returns once `flags[slot] == value` (atomic loads, so each read goes to memory); otherwise sets
+/// `flags[slot] = value` atomically (visible to the other stream's wait once this kernel runs).
 #[cube(launch_unchecked)]
-fn flag_set_kernel(flags: &mut Array<Atomic<u32>>, slot: u32, value: u32) {
+fn flag_kernel(flags: &mut Array<Atomic<u32>>, slot: u32, value: u32, #[comptime] wait: bool) {
     if UNIT_POS == 0 {
-        flags[slot as usize].store(value);
-    }
-}
-
-/// Returns once `flags[slot] == value` (atomic loads, so each read goes to memory).
-#[cube(launch_unchecked)]
-fn flag_wait_kernel(flags: &mut Array<Atomic<u32>>, slot: u32, value: u32) {
-    if UNIT_POS == 0 {
-        loop {
-            if flags[slot as usize].load() == value {
-                break;
+        if wait {
+            loop {
+                if flags[slot as usize].load() == value {
+                    break;
+                }
             }
+        } else {
+            flags[slot as usize].store(value);
         }
     }
 }
 
-/// Queues on the current stream of `client` a kernel that sets word `slot` of `flags` (a buffer of `u32`s
-/// holding more than `slot`) to `value`.
+/// Queues on the current stream of `client` a kernel that sets word `slot` of `flags` (a buffer of `words`
+/// `u32`s) to `value`.
 // Used by `gemm::cuda`; other builds only test it.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn set_flag<R: CubeRuntime>(
@@ -1381,18 +1380,7 @@ pub(crate) fn set_flag<R: CubeRuntime>(
     slot: u32,
     value: u32,
 ) {
-    assert!((slot as usize) < words, "flag slot {slot} outside {words} words");
-    // SAFETY: one unit writes word `slot` of a buffer of `words` u32s (checked above).
-    unsafe {
-        flag_set_kernel::launch_unchecked::<R>(
-            client,
-            CubeCount::Static(1, 1, 1),
-            CubeDim::new_1d(1),
-            ArrayArg::from_raw_parts(flags.clone(), words),
-            slot,
-            value,
-        )
-    }
+    launch_flag(client, flags, words, slot, value, false);
 }
 
 /// Queues on the current stream of `client` a kernel that returns once word `slot` of `flags` equals
@@ -1406,16 +1394,28 @@ pub(crate) fn wait_flag<R: CubeRuntime>(
     slot: u32,
     value: u32,
 ) {
+    launch_flag(client, flags, words, slot, value, true);
+}
+
+fn launch_flag<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    flags: &cubecl::server::Handle,
+    words: usize,
+    slot: u32,
+    value: u32,
+    wait: bool,
+) {
     assert!((slot as usize) < words, "flag slot {slot} outside {words} words");
-    // SAFETY: one unit reads word `slot` of a buffer of `words` u32s (checked above).
+    // SAFETY: one unit reads or writes word `slot` of a buffer of `words` u32s (checked above).
     unsafe {
-        flag_wait_kernel::launch_unchecked::<R>(
+        flag_kernel::launch_unchecked::<R>(
             client,
             CubeCount::Static(1, 1, 1),
             CubeDim::new_1d(1),
             ArrayArg::from_raw_parts(flags.clone(), words),
             slot,
             value,
+            wait,
         )
     }
 }
