@@ -108,12 +108,14 @@ pub mod cuda {
     //! thread its own stream; the equality waits assume one stream's calls in order); others and devices
     //! without stream memory operations keep the host order.
 
-    use std::any::{Any, TypeId};
+    use std::any::TypeId;
     use std::ffi::c_void;
     use std::sync::{Mutex, OnceLock};
 
-    use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
+    use burn::tensor::{DType, Tensor, backend::Backend};
     use burn_cubecl::cubecl::cuda::CudaRuntime;
+
+    use crate::fused::cube::{primitive_of, tensor_of};
     use burn_cubecl::cubecl::future::block_on;
     use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
     use burn_cubecl::tensor::CubeTensor;
@@ -236,17 +238,6 @@ pub mod cuda {
         }
     }
 
-    fn to_cube<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<Cube> {
-        let p: Box<dyn Any> = Box::new(t.into_primitive().tensor());
-        p.downcast::<Cube>().ok().map(|b| *b)
-    }
-
-    fn from_cube<B: Backend, const D: usize>(t: Cube) -> Option<Tensor<B, D>> {
-        let p: Box<dyn Any> = Box::new(t);
-        let p = p.downcast::<B::FloatTensorPrimitive>().ok()?;
-        Some(Tensor::from_primitive(TensorPrimitive::Float(*p)))
-    }
-
     fn min_work() -> usize {
         static MIN: OnceLock<usize> = OnceLock::new();
         *MIN.get_or_init(|| {
@@ -328,8 +319,8 @@ pub mod cuda {
         if TypeId::of::<B>() != TypeId::of::<crate::backend::CudaBackend>() {
             return None;
         }
-        let (a, la) = prepared(to_cube(a.clone())?)?;
-        let (b, lb) = prepared(to_cube(b.clone())?)?;
+        let (a, la) = prepared(primitive_of::<B, CudaRuntime, D>(a.clone())?)?;
+        let (b, lb) = prepared(primitive_of::<B, CudaRuntime, D>(b.clone())?)?;
         // Products too small to repay two host synchronisations stay with burn (`MMREASON_CUBLAS_MIN_WORK`,
         // batch·m·n·k; 0 = every product goes to cuBLAS).
         let work = la.batch * la.rows * la.cols * if b_transposed { lb.rows } else { lb.cols };
@@ -337,7 +328,7 @@ pub mod cuda {
             return None;
         }
         match gemm(&a, la, &b, lb, b_transposed) {
-            Ok(y) => from_cube(y),
+            Ok(y) => tensor_of::<B, CudaRuntime, D>(y),
             Err(e) => {
                 warn_once(&e);
                 None

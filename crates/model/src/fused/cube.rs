@@ -623,12 +623,17 @@ fn cube_of<B: Backend, R: CubeRuntime, const D: usize>(t: &Tensor<B, D>) -> Opti
 }
 
 /// The burn-cubecl tensor `t` is, taken by value, when `B` runs on runtime `R`.
-fn primitive_of<B: Backend, R: CubeRuntime, const D: usize>(t: Tensor<B, D>) -> Option<CubeTensor<R>> {
+pub(crate) fn primitive_of<B: Backend, R: CubeRuntime, const D: usize>(
+    t: Tensor<B, D>,
+) -> Option<CubeTensor<R>> {
     let p: Box<dyn Any> = Box::new(t.into_primitive().tensor());
     p.downcast::<CubeTensor<R>>().ok().map(|c| *c)
 }
 
-fn tensor_of<B: Backend, R: CubeRuntime, const D: usize>(c: CubeTensor<R>) -> Option<Tensor<B, D>> {
+/// The burn tensor of `c` when `B` runs on runtime `R`.
+pub(crate) fn tensor_of<B: Backend, R: CubeRuntime, const D: usize>(
+    c: CubeTensor<R>,
+) -> Option<Tensor<B, D>> {
     let p: Box<dyn Any> = Box::new(c);
     let p = p.downcast::<B::FloatTensorPrimitive>().ok()?;
     Some(Tensor::from_primitive(TensorPrimitive::Float(*p)))
