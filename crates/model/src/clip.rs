@@ -177,9 +177,10 @@ impl<B: Backend> ClipVision<B> {
         let heads = self.cfg.num_attention_heads;
         let d = h / heads;
         let t = 1 + g * g;
-        // Each residual sum is fused with the LayerNorm after it where there is one (`h`: the normed input of
-        // the next block); each product's bias goes into the pass after it.
-        let mut h_in = self.layers.first().map(|l| l.ln1.forward(x.clone()));
+        // Each residual sum is fused with the LayerNorm after it where there is one (`h_in`: the next layer's
+        // normed input, computed by the previous layer; the first layer norms its own); each product's bias goes
+        // into the pass after it.
+        let mut h_in = None;
         for (i, layer) in self.layers.iter().enumerate() {
             let y = h_in.take().unwrap_or_else(|| layer.ln1.forward(x.clone()));
             // One product for q, k and v; bias and the split into heads `[n, heads, t, d]` in one kernel on
