@@ -15,8 +15,8 @@
 use burn::tensor::{DType, Distribution, Tensor, TensorData, activation, backend::Backend};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mmreason::model::attention::grouped_query_attention;
-use mmreason::model::fused::{heads, silu_mul};
-use mmreason::model::gemm::linear_nt;
+use mmreason::model::fused::{heads, silu_mul, softmax_f32};
+use mmreason::model::gemm::{bmm_nn, bmm_nt, linear_nt};
 use mmreason::model::llama::RmsNorm;
 use mmreason::model::load::WeightDtype;
 use mmreason::model::{BackendKind, KvCache, rope};
@@ -86,6 +86,40 @@ fn causal_mask<B: Backend>(b: usize, s: usize, past: usize, device: &B::Device) 
     Tensor::from_data(TensorData::new(m, [b, 1, s, t]), device)
 }
 
+/// One bench per cubek flash kernel that runs here (`kind` in the name); the kinds that decline (no tensor
+/// cores, f32) are skipped.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn flash_benches<B: Backend>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    id: &str,
+    (q, k, v): (&Tensor<B, 4>, &Tensor<B, 4>, &Tensor<B, 4>),
+    causal: bool,
+    sync: &dyn Fn(),
+) {
+    use mmreason::model::fused::{FlashKind, flash_attention_of};
+    for kind in [
+        FlashKind::Accelerated(2),
+        FlashKind::Accelerated(4),
+        FlashKind::Accelerated(8),
+        FlashKind::Unit,
+    ] {
+        if flash_attention_of(q, k, v, causal, kind).is_none() {
+            continue;
+        }
+        let label = match kind {
+            FlashKind::Accelerated(p) => format!("{name}/cmma{p}"),
+            FlashKind::Unit => format!("{name}/unit"),
+        };
+        g.bench_function(BenchmarkId::new(label, id), |b| {
+            b.iter(|| {
+                std::hint::black_box(flash_attention_of(q, k, v, causal, kind));
+                sync();
+            })
+        });
+    }
+}
+
 fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype, device: &B::Device) {
     let sh = Shapes::for_backend(kind);
     let dt = dtype.burn();
@@ -138,12 +172,52 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
         let mask = causal_mask::<B>(sh.batch, s, past, device);
         g.throughput(Throughput::Elements((4 * sh.batch * nh * s * t * d) as u64));
         let id = format!("b{}h{nh}kv{nkv}s{s}t{t}d{d}", sh.batch);
-        g.bench_function(BenchmarkId::new(name, id), |b| {
+        g.bench_function(BenchmarkId::new(name, &id), |b| {
             b.iter(|| {
-                std::hint::black_box(grouped_query_attention(q.clone(), k.clone(), v.clone(), &mask));
+                std::hint::black_box(grouped_query_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    &mask,
+                    false,
+                ));
                 sync();
             })
         });
+        // cubek's flash kernels (`MMREASON_ATTENTION`) on the same prefill, grouped heads repeated beforehand
+        // (the model repeats them per layer: one copy of k and v).
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        if past == 0 {
+            let rep = |z: &Tensor<B, 4>| {
+                z.clone()
+                    .unsqueeze_dim::<5>(2)
+                    .expand([sh.batch, nkv, nh / nkv, t, d])
+                    .reshape([sh.batch, nh, t, d])
+            };
+            let (k, v) = (rep(&k), rep(&v));
+            flash_benches::<B>(&mut g, &format!("{name}_flash"), &id, (&q, &k, &v), true, &sync);
+        }
+    }
+    // The CLIP tower's attention (ViT-L/14-336 at batch 32: 16 heads of 64 over 577 positions, no mask):
+    // two products around the softmax kernel, as `clip.rs` composes it, against the flash kernels.
+    if !matches!(kind, BackendKind::Cpu) {
+        let (n, h, t, d) = (32, 16, 577, 64);
+        let q = random::<B, 4>([n, h, t, d], 1.0, dt, device);
+        let k = random::<B, 4>([n, h, t, d], 1.0, dt, device);
+        let v = random::<B, 4>([n, h, t, d], 1.0, dt, device);
+        g.throughput(Throughput::Elements((4 * n * h * t * t * d) as u64));
+        let id = format!("b{n}h{h}s{t}d{d}");
+        let flat = |z: &Tensor<B, 4>| z.clone().reshape([n * h, t, d]);
+        g.bench_function(BenchmarkId::new("clip", &id), |b| {
+            b.iter(|| {
+                let scores = bmm_nt(flat(&q), flat(&k)).reshape([1, n * h, t, t]);
+                let probs = softmax_f32(scores, None, 1.0 / (d as f64).sqrt()).reshape([n * h, t, t]);
+                std::hint::black_box(bmm_nn(probs, flat(&v)));
+                sync();
+            })
+        });
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        flash_benches::<B>(&mut g, "clip_flash", &id, (&q, &k, &v), false, &sync);
     }
     g.finish();
 

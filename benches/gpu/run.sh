@@ -17,7 +17,12 @@
 #      tokens; CLIP ViT-L/14-336 at batch 32) → throughput.jsonl, and the ratio table → table.md
 #   4. cuBLAS ordered with burn's stream on the device (MMREASON_CUBLAS_ORDER=device): the parity tests, the
 #      Mistral and CLIP throughput again → parity-order.log, throughput.jsonl (gemm "cublas-devorder")
-#   5. the kernel benches (criterion: GEMM, attention prefill/decode, KV-cache append, RMSNorm, RoPE, SiLU·mul at
+#   5. where each forward's device time goes: the throughput example under cubecl's kernel profiler (CLIP b32,
+#      Mistral prefill b8×512, decode b1 and b32), one table per work → profile-*.md (benches/gpu/profile.py)
+#   6. cubek's flash attention kernels instead of the composed attention (MMREASON_ATTENTION=flash, flash2,
+#      flash8: tensor-core tiles, 4/2/8 warps per cube): parity (parity-flash.log), then Mistral prefill and
+#      CLIP → throughput.jsonl (gemm "cublas-flash…")
+#   7. the kernel benches (criterion: GEMM, attention prefill/decode, KV-cache append, RMSNorm, RoPE, SiLU·mul at
 #      Mistral-7B shapes, bf16) → kernels.log
 set -uo pipefail
 OUT=${OUT:-gpu-out}
@@ -32,8 +37,8 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral order clip unfused gemv small burn llama kernels
-STEPS=${STEPS:-parity gemm mistral order clip unfused gemv small burn llama kernels}
+# STEPS selects groups (default: all): parity gemm mistral order clip profile flash unfused gemv small burn llama kernels
+STEPS=${STEPS:-parity gemm mistral order clip profile flash unfused gemv small burn llama kernels}
 step() { # name seconds command...
   local name=$1 secs=$2; shift 2
   case " $STEPS " in *" ${name%%-*} "*) ;; *) echo "== $name skipped (STEPS)"; return;; esac
@@ -57,6 +62,20 @@ step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --c
 step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-devorder\"/' | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
+# Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).
+PROF="env OUT=$OUT BIN=$BIN TP=$TP PY=$PY bash benches/gpu/profile.sh"
+step profile-clip 60 $PROF clip "" --config clip-vit-l-336 --runs 32x0x0
+step profile-prefill 60 $PROF prefill "" --config mistral-7b --runs 8x512x0
+step profile-decode1 60 $PROF decode1 "" --config mistral-7b --runs 1x128x128
+step profile-decode32 60 $PROF decode32 "" --config mistral-7b --runs 32x128x128
+# With the device order, the spin kernel that waits for each product shows the cuBLAS time among the kernels.
+step profile-orderclip 60 $PROF order-clip "MMREASON_CUBLAS_ORDER=device" --config clip-vit-l-336 --runs 32x0x0
+# cubek's flash attention (prefill without padding, the CLIP tower; bf16/f16 only): correctness, then figures.
+step flash-parity 120 bash -c "MMREASON_ATTENTION=flash $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-flash.log | grep -E 'PARITY|test |panicked|error|flash' "
+for f in flash flash2 flash8; do
+  step flash-$f-mistral 60 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-$f\"/' | tee -a $TP"
+  step flash-$f-clip 40 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-$f\"/' | tee -a $TP"
+done
 step unfused-mistral 80 bash -c "MMREASON_FUSED=off $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-unfused\"/' | tee -a $TP"
 step unfused-clip 30 bash -c "MMREASON_FUSED=off $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-unfused\"/' | tee -a $TP"
 # The skinny product kernel (decode at small batch) off, and taking the batch-32 decode products too.

@@ -12,11 +12,16 @@ use crate::{fused, gemm};
 ///
 /// Query heads sharing a key/value head are consecutive (head h reads kv head h / rep), so stacking them as the
 /// rows of one matrix per (sequence, kv head) is grouped-query attention without repeating keys and values.
+///
+/// `plain_causal` says the mask is only the causal triangle (a prompt without padding, an empty cache, the
+/// sliding window past its end): then a flash attention kernel may take it when `MMREASON_ATTENTION` asks
+/// ([`fused::flash_attention`]; it repeats grouped key/value heads, as it does not group them itself).
 pub fn grouped_query_attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     mask: &Tensor<B, 4>,
+    plain_causal: bool,
 ) -> Tensor<B, 4> {
     let [b, nh, s, d] = q.dims();
     let nkv = k.dims()[1];
@@ -31,6 +36,21 @@ pub fn grouped_query_attention<B: Backend>(
         (k, v)
     };
     let (rep, g) = (nh / nkv, b * nkv);
+    if plain_causal && s == t && fused::flash_wanted() {
+        let repeat = |z: &Tensor<B, 4>| {
+            if rep == 1 {
+                z.clone()
+            } else {
+                z.clone()
+                    .unsqueeze_dim::<5>(2)
+                    .expand([b, nkv, rep, t, d])
+                    .reshape([b, nh, t, d])
+            }
+        };
+        if let Some(y) = fused::flash_attention(&q, &repeat(&k), &repeat(&v), true) {
+            return y;
+        }
+    }
     let scores = gemm::bmm_nt(q.reshape([g, rep * s, d]), k.reshape([g, t, d])).reshape([b, nh, s, t]);
     let probs = fused::softmax_f32(scores, Some(mask), 1.0 / (d as f64).sqrt());
     gemm::bmm_nn(probs.reshape([g, rep * s, t]), v.reshape([g, t, d])).reshape([b, nh, s, d])

@@ -187,12 +187,18 @@ impl<B: Backend> ClipVision<B> {
             // the GPU.
             let qkv = layer.qkv.product(y);
             let (q, k, v) = fused::qkv_bias_heads(&qkv, heads, d, layer.qkv.bias());
-            let flat = |z: Tensor<B, 4>| z.reshape([n * heads, t, d]);
-            // transformers' eager attention: scores · scale, softmax in f32, probabilities in the dtype.
-            let scores = crate::gemm::bmm_nt(flat(q), flat(k)).reshape([1, n * heads, t, t]);
-            let probs =
-                crate::fused::softmax_f32(scores, None, 1.0 / (d as f64).sqrt()).reshape([n * heads, t, t]);
-            let a = crate::gemm::bmm_nn(probs, flat(v)).reshape([n, heads, t, d]);
+            // A flash attention kernel where `MMREASON_ATTENTION` asks for one; else transformers' eager
+            // attention: scores · scale, softmax in f32, probabilities in the dtype.
+            let a = match fused::flash_attention(&q, &k, &v, false) {
+                Some(a) => a,
+                None => {
+                    let flat = |z: Tensor<B, 4>| z.reshape([n * heads, t, d]);
+                    let scores = crate::gemm::bmm_nt(flat(q), flat(k)).reshape([1, n * heads, t, t]);
+                    let probs =
+                        fused::softmax_f32(scores, None, 1.0 / (d as f64).sqrt()).reshape([n * heads, t, t]);
+                    crate::gemm::bmm_nn(probs, flat(v)).reshape([n, heads, t, d])
+                }
+            };
             let a = layer.out.product(a.swap_dims(1, 2).reshape([n, t, h]));
             let (sum, normed) = layer.ln2.add_forward(a, layer.out.bias(), x);
             x = sum;

@@ -252,6 +252,48 @@ pub fn decode_attention<B: Backend>(
     None
 }
 
+/// Whether `MMREASON_ATTENTION` asks for a flash attention kernel (see [`flash_attention`]); callers check it
+/// before preparing operands the kernel alone needs.
+pub fn flash_wanted() -> bool {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    return cube::flash_kind().is_some();
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    false
+}
+
+/// `softmax(q·kᵀ/√d [+ causal])·v` (`q` `[b, h, s, d]`, `k`/`v` `[b, h, t, d]`) as cubek's flash attention kernel
+/// when `MMREASON_ATTENTION=flash…` asks for it (`cube::flash_kind`), on the GPU backends in bf16/f16;
+/// `None` otherwise, and the caller composes it.
+pub fn flash_attention<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    causal: bool,
+) -> Option<Tensor<B, 4>> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(kind) = cube::flash_kind() {
+        return flash_attention_of(q, k, v, causal, kind);
+    }
+    let _ = (q, k, v, causal);
+    None
+}
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub use cube::FlashKind;
+
+/// [`flash_attention`] with the kernel named rather than read from `MMREASON_ATTENTION` (tests, benches).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub fn flash_attention_of<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    causal: bool,
+    kind: FlashKind,
+) -> Option<Tensor<B, 4>> {
+    on_gpu!(Some: flash_attention::<B>(q, k, v, causal, kind));
+    None
+}
+
 /// `silu(gate) · up` for `gate_up` = `[…, gate | up]` (each half `i` wide on the last dimension).
 pub fn silu_mul<B: Backend>(gate_up: Tensor<B, 3>, i: usize) -> Tensor<B, 3> {
     on_gpu!(silu_mul::<B>(&gate_up, i));

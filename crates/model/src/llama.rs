@@ -387,12 +387,16 @@ impl<B: Backend> Decoder<B> {
             })
             .collect();
         let attn_mask = self.attention_mask(&keys, past, s);
+        // Only the causal triangle: no cache, no padding, the window (if any) past the prompt's end.
+        let plain_causal = past == 0
+            && mask.iter().all(|r| r.iter().all(|&m| m))
+            && self.cfg.sliding_window.is_none_or(|w| s <= w);
         // Each residual sum is fused with the norm that follows it (the next layer's input norm, the final
         // norm after the last layer): `h` is always the normed input of what comes next.
         let norm_before = |l: usize| self.layers.get(l).map_or(&self.norm, |n| &n.input_norm);
         let mut h = norm_before(0).forward(x.clone());
         for (l, layer) in self.layers.iter().enumerate() {
-            let a = self.attention(layer, h, &cos, &sin, &attn_mask, cache, l);
+            let a = self.attention(layer, h, &cos, &sin, (&attn_mask, plain_causal), cache, l);
             let (sum, normed) = layer.post_norm.add_forward(x, a);
             let m = layer.down.forward({
                 let gu = layer.gate_up.forward(normed);
@@ -458,7 +462,7 @@ impl<B: Backend> Decoder<B> {
         x: Tensor<B, 3>,
         cos: &Tensor<B, 4>,
         sin: &Tensor<B, 4>,
-        mask: &Tensor<B, 4>,
+        (mask, plain_causal): (&Tensor<B, 4>, bool),
         cache: &mut KvCache<B>,
         l: usize,
     ) -> Tensor<B, 3> {
@@ -484,9 +488,13 @@ impl<B: Backend> Decoder<B> {
             },
             None => Self::heads_appended(&qkv, [nh, nkv, d], cos, sin, cache, l),
         };
-        let out = crate::attention::grouped_query_attention(q, k, v, mask)
-            .swap_dims(1, 2)
-            .reshape([b, s, nh * d]);
+        let out = crate::attention::grouped_query_attention(q, k, v, mask, plain_causal);
+        // [b, nh, s, d] → [b, s, nh·d]; one query token needs no transpose (a copy kernel per layer per step).
+        let out = if s == 1 {
+            out.reshape([b, s, nh * d])
+        } else {
+            out.swap_dims(1, 2).reshape([b, s, nh * d])
+        };
         layer.o.forward(out)
     }
 

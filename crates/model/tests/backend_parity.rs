@@ -335,6 +335,20 @@ mod wgpu {
     fn vision_in_f32() {
         vision::<B>(F32, &Default::default());
     }
+
+    /// f16 on wgpu: the path the flash attention kernel takes (it refuses f32). Not run by default (each
+    /// kernel compiles again for f16 on lavapipe); `MMREASON_ATTENTION=flash-unit cargo test … --ignored`
+    /// checks cubek's kernel inside the decoder's prefill and the CLIP tower.
+    #[test]
+    #[ignore = "f16 on a CPU Vulkan driver: slow; for the flash attention path (MMREASON_ATTENTION)"]
+    fn decoder_and_vision_in_f16() {
+        let f16 = Case {
+            dtype: WeightDtype::F16,
+            ..F32
+        };
+        decoder::<B>(f16, &Default::default());
+        vision::<B>(f16, &Default::default());
+    }
 }
 
 #[cfg(feature = "cuda")]

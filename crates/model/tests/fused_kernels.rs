@@ -368,12 +368,14 @@ fn kernels<B: Backend>(device: &B::Device) {
             gpu([b, nkv, cap, d], &stored(&k)),
             gpu([b, nkv, cap, d], &stored(&v)),
             &gpu([b, 1, 1, t], &mask),
+            false,
         );
         let want = attention::grouped_query_attention(
             tensor::<Cpu, 4>(q, [b, nh, 1, d], &cpu),
             tensor::<Cpu, 4>(k, [b, nkv, t, d], &cpu),
             tensor::<Cpu, 4>(v, [b, nkv, t, d], &cpu),
             &tensor::<Cpu, 4>(mask, [b, 1, 1, t], &cpu),
+            false,
         );
         check(
             &format!("decode attention t={t} in storage for {cap}"),
@@ -384,6 +386,71 @@ fn kernels<B: Backend>(device: &B::Device) {
 }
 
 #[cfg(feature = "wgpu")]
+/// cubek's flash attention (`MMREASON_ATTENTION=flash…`) against the composition on the CPU, in f16, with
+/// 37 positions (not a multiple of any tile) and the CLIP head size, without and with the causal mask.
+/// Returns the kinds that ran: a kind the device cannot run (no tensor cores on lavapipe) declines, and the
+/// callers say which must run.
+fn flash<B: Backend>(device: &B::Device) -> Vec<fused::FlashKind> {
+    let cpu = Default::default();
+    let (b, h, s, d) = (2, 3, 37, 64);
+    let n = b * h * s * d;
+    // Scaled so the softmax is neither flat nor one-hot; rounded to f16 before the reference sees them.
+    let f16 = |v: Vec<f32>| -> Vec<f32> {
+        v.into_iter()
+            .map(|x| half::f16::from_f32(0.5 * x).to_f32())
+            .collect()
+    };
+    let (q, k, v) = (f16(values(n, 41)), f16(values(n, 42)), f16(values(n, 43)));
+    let gpu = |v: &Vec<f32>| tensor::<B, 4>(v.clone(), [b, h, s, d], device).cast(DType::F16);
+    let mut ran = Vec::new();
+    for kind in [
+        fused::FlashKind::Accelerated(4),
+        fused::FlashKind::Accelerated(2),
+        fused::FlashKind::Unit,
+    ] {
+        for causal in [false, true] {
+            let Some(got) = fused::flash_attention_of(&gpu(&q), &gpu(&k), &gpu(&v), causal, kind) else {
+                continue;
+            };
+            let (qc, kc, vc) = (
+                tensor::<Cpu, 4>(q.clone(), [b, h, s, d], &cpu),
+                tensor::<Cpu, 4>(k.clone(), [b, h, s, d], &cpu),
+                tensor::<Cpu, 4>(v.clone(), [b, h, s, d], &cpu),
+            );
+            let mut scores = qc.matmul(kc.swap_dims(2, 3)) / (d as f64).sqrt();
+            if causal {
+                let m: Vec<f32> = (0..s * s)
+                    .map(|i| if i % s > i / s { f32::NEG_INFINITY } else { 0.0 })
+                    .collect();
+                scores = scores + tensor::<Cpu, 4>(m, [1, 1, s, s], &cpu);
+            }
+            let want = activation::softmax(scores, 3).matmul(vc);
+            check_within(
+                &format!("flash attention {kind:?} causal={causal}"),
+                host(got),
+                host(want),
+                1e-2,
+            );
+            if !ran.contains(&kind) {
+                ran.push(kind);
+            }
+        }
+    }
+    // The f32 path keeps the composition (cubek stages tiles in f16).
+    let q32 = tensor::<B, 4>(q, [b, h, s, d], device);
+    assert!(fused::flash_attention_of(&q32, &q32, &q32, false, fused::FlashKind::Unit).is_none());
+    ran
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn flash_attention_on_wgpu_matches_the_composition() {
+    let ran = flash::<burn::backend::Wgpu>(&Default::default());
+    eprintln!("flash attention kernels that ran on wgpu: {ran:?}");
+    // The unit kernel needs planes (subgroups) only, which lavapipe and every GPU have: at least it checks.
+    assert!(!ran.is_empty(), "no flash attention kernel ran on wgpu");
+}
+
 #[test]
 fn fused_kernels_on_wgpu_match_the_composition() {
     kernels::<mmreason_model::backend::WgpuBackend>(&Default::default());
@@ -395,4 +462,14 @@ fn fused_kernels_on_wgpu_match_the_composition() {
 fn fused_kernels_on_cuda_match_the_composition() {
     mmreason_model::backend::check_cuda().expect("CUDA is available");
     kernels::<mmreason_model::backend::CudaBackend>(&Default::default());
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+fn flash_attention_on_cuda_matches_the_composition() {
+    mmreason_model::backend::check_cuda().expect("CUDA is available");
+    let ran = flash::<mmreason_model::backend::CudaBackend>(&Default::default());
+    // An H100 has tensor cores: the accelerated kernel must run there, not decline.
+    assert!(ran.contains(&fused::FlashKind::Accelerated(4)), "ran: {ran:?}");
 }

@@ -1303,6 +1303,91 @@ pub fn decode_attention<B: Backend, R: CubeRuntime>(
     tensor_of::<B, R, 4>(out)
 }
 
+/// Which flash attention kernel prefill and the CLIP tower take instead of two products around the softmax
+/// kernel: cubek's (the kernels behind burn-cubecl's `attention` op, which without burn's `autotune` feature —
+/// off in this build — would run its op-by-op fallback instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlashKind {
+    /// Tensor-core tiles (`cmma`), this many planes (warps) per cube, each a tile of query rows.
+    Accelerated(u8),
+    /// Plain units, no tensor cores (any device with planes).
+    Unit,
+}
+
+/// `MMREASON_ATTENTION`: `flash` (tensor cores, 4 planes per cube), `flash2` / `flash8` (2 or 8 planes),
+/// `flash-unit`; anything else (default) keeps the composed attention. Off by default until a device run
+/// has timed it against the composition.
+pub(crate) fn flash_kind() -> Option<FlashKind> {
+    static KIND: OnceLock<Option<FlashKind>> = OnceLock::new();
+    *KIND.get_or_init(|| match std::env::var("MMREASON_ATTENTION").as_deref() {
+        Ok("flash") | Ok("flash4") => Some(FlashKind::Accelerated(4)),
+        Ok("flash2") => Some(FlashKind::Accelerated(2)),
+        Ok("flash8") => Some(FlashKind::Accelerated(8)),
+        Ok("flash-unit") => Some(FlashKind::Unit),
+        _ => None,
+    })
+}
+
+/// `softmax(q·kᵀ/√d [+ causal mask])·v` for `q` `[b, h, s, d]` and `k`/`v` `[b, h, t, d]` (as many heads as the
+/// queries: callers repeat grouped key/value heads) in bf16 or f16, as one cubek flash attention kernel of
+/// `kind`; `None` where it does not apply or the kernel cannot run here (the reason printed once).
+///
+/// f32 is refused: cubek stages its tiles in f16, which is further from transformers' f32 attention than the
+/// 1e-3 the f32 path holds to. With `causal`, query `i` sees keys `0..=i` (s = t: a prompt without padding).
+pub fn flash_attention<B: Backend, R: CubeRuntime>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    causal: bool,
+    kind: FlashKind,
+) -> Option<Tensor<B, 4>> {
+    use burn::tensor::ops::AttentionModuleOptions;
+    use burn_cubecl::kernel::attention::{AttentionStrategy, attention};
+    use cubek_attention::routines::blackbox_accelerated::BlackboxAcceleratedStrategy;
+
+    let [b, h, s, d] = q.dims();
+    let [_, _, t, _] = k.dims();
+    if !matches!(q.dtype(), DType::BF16 | DType::F16)
+        || k.dims() != [b, h, t, d]
+        || v.dims() != [b, h, t, d]
+        || (causal && s != t)
+        || b * h * s * t == 0
+    {
+        return None;
+    }
+    let (qc, kc, vc) = (
+        cube_of::<B, R, 4>(q)?,
+        cube_of::<B, R, 4>(k)?,
+        cube_of::<B, R, 4>(v)?,
+    );
+    if kc.dtype != qc.dtype || vc.dtype != qc.dtype {
+        return None;
+    }
+    let strategy = match kind {
+        FlashKind::Accelerated(planes) => {
+            AttentionStrategy::FlashBlackboxAccelerated(BlackboxAcceleratedStrategy {
+                num_planes: planes,
+                seq_q: 1,
+                seq_kv: 1,
+            })
+        }
+        FlashKind::Unit => AttentionStrategy::FlashUnit,
+    };
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: causal,
+    };
+    match attention::<R>(qc, kc, vc, None, None, options, strategy) {
+        Ok(out) => tensor_of::<B, R, 4>(out),
+        Err(e) => {
+            static WARNED: OnceLock<()> = OnceLock::new();
+            WARNED.get_or_init(|| eprintln!("mmreason: flash attention ({kind:?}) not used: {e:?}"));
+            None
+        }
+    }
+}
+
 /// Rows of `x` up to which [`skinny_linear`] takes a product (`MMREASON_GEMV_MAX_M`, default 4; 0 turns it
 /// off).
 fn skinny_max_m() -> usize {
