@@ -152,6 +152,33 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
                 })
             });
         }
+        // The few-row kernel's variants (`MMREASON_GEMV`) on the one-row product: where each declines (the
+        // plane kernel without plane operations) it is skipped.
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        if m == 1 {
+            use mmreason::model::fused::{SkinnyKernel, skinny_linear_with};
+            let mut variants = vec![SkinnyKernel::Shared];
+            for (unroll, columns) in [(1, 8), (2, 8), (4, 8), (8, 8), (4, 4), (4, 16)] {
+                variants.push(SkinnyKernel::Plane { unroll, columns });
+            }
+            for kernel in variants {
+                if skinny_linear_with(&x, &w, kernel).is_none() {
+                    continue;
+                }
+                let label = match kernel {
+                    SkinnyKernel::Shared => format!("{name}/skinny_shared"),
+                    SkinnyKernel::Plane { unroll, columns } => {
+                        format!("{name}/skinny_plane_u{unroll}_c{columns}")
+                    }
+                };
+                g.bench_function(BenchmarkId::new(label, &id), |b| {
+                    b.iter(|| {
+                        std::hint::black_box(skinny_linear_with(&x, &w, kernel));
+                        sync();
+                    })
+                });
+            }
+        }
         g.bench_function(BenchmarkId::new(format!("{name}/burn_matmul"), &id), |b| {
             b.iter(|| {
                 std::hint::black_box(x.clone().matmul(w.clone().transpose()));

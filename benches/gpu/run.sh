@@ -81,6 +81,11 @@ step unfused-clip 30 bash -c "MMREASON_FUSED=off $BIN/throughput --config clip-v
 # The skinny product kernel (decode at small batch) off, and taking the batch-32 decode products too.
 step gemv-off 60 bash -c "MMREASON_GEMV_MAX_M=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-nogemv\"/' | tee -a $TP"
 step gemv-32 60 bash -c "MMREASON_GEMV_MAX_M=32 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-gemv32\"/' | tee -a $TP"
+# The few-row kernel with one plane per column (MMREASON_GEMV=plane:UNROLL:COLUMNS) against the shared-memory
+# reduction (the default, in the mistral rows above) on decode b1; the kernels step times each on one product.
+for g in plane:4:8 plane:8:8 plane:2:16; do
+  step gemv-$g 60 bash -c "MMREASON_GEMV=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-gemv-$g\"/' | tee -a $TP"
+done
 step small-mistral 60 bash -c "MMREASON_CUBLAS_MIN_WORK=16777216 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-min16M\"/' | tee -a $TP"
 step burn-mistral 90 bash -c "MMREASON_GEMM=burn $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x32 --repeats 1 --json | tee -a $TP"
 step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | tee -a $TP"

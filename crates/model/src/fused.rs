@@ -279,7 +279,18 @@ pub fn flash_attention<B: Backend>(
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-pub use cube::FlashKind;
+pub use cube::{FlashKind, SkinnyKernel};
+
+/// [`skinny_linear`] with the kernel named rather than read from `MMREASON_GEMV` (tests, benches).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub fn skinny_linear_with<B: Backend>(
+    x: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    kernel: SkinnyKernel,
+) -> Option<Tensor<B, 2>> {
+    on_gpu!(Some: skinny_linear_with::<B>(x, w, kernel));
+    None
+}
 
 /// [`flash_attention`] with the kernel named rather than read from `MMREASON_ATTENTION` (tests, benches).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]

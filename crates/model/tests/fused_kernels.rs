@@ -52,7 +52,7 @@ fn check_within(what: &str, got: Vec<f32>, want: Vec<f32>, tol: f32) {
     assert!(e < tol, "{what}: max relative difference {e:e} (want < {tol:e})");
 }
 
-fn kernels<B: Backend>(device: &B::Device) {
+fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     let cpu = Default::default();
 
     // RMSNorm: rows of 300 (> one 256-unit cube, not a multiple of it).
@@ -299,20 +299,47 @@ fn kernels<B: Backend>(device: &B::Device) {
 
     // Skinny products (decode at small batch): 1 to 3 rows, k not a multiple of what a cube reads at once (and
     // once odd: one value per load), n not a multiple of 8. Sums of up to 1000 terms in another order: 1e-4.
-    for (m, k, n, seed) in [(1, 300, 37, 11), (3, 1000, 10, 12), (2, 301, 9, 13)] {
-        let (x, w) = (values(m * k, seed), values(n * k, seed + 100));
-        let direct = fused::skinny_linear(
-            &tensor::<B, 2>(x.clone(), [m, k], device),
-            &tensor::<B, 2>(w.clone(), [n, k], device),
-        );
-        let got = direct.unwrap_or_else(|| panic!("the skinny kernel did not take m = {m}"));
-        let want = tensor::<Cpu, 2>(x, [m, k], &cpu).matmul(tensor::<Cpu, 2>(w, [n, k], &cpu).transpose());
-        check_within(
-            &format!("skinny linear m={m} k={k} n={n}"),
-            host(got),
-            host(want),
-            1e-4,
-        );
+    // Each kernel variant (`MMREASON_GEMV`): the shared-memory reduction, and the plane-per-column kernel with
+    // one, four and eight loads in flight and 3, 8 and 32 columns per cube (past `n`, and n not a multiple).
+    // The plane kernel needs plane operations: `planes` says whether this device must run it (CUDA) or may
+    // decline (burn-wgpu without subgroups).
+    let kernels = [
+        fused::SkinnyKernel::Shared,
+        fused::SkinnyKernel::Plane {
+            unroll: 4,
+            columns: 8,
+        },
+        fused::SkinnyKernel::Plane {
+            unroll: 1,
+            columns: 3,
+        },
+        fused::SkinnyKernel::Plane {
+            unroll: 8,
+            columns: 32,
+        },
+    ];
+    for kernel in kernels {
+        for (m, k, n, seed) in [(1, 300, 37, 11), (3, 1000, 10, 12), (2, 301, 9, 13)] {
+            let (x, w) = (values(m * k, seed), values(n * k, seed + 100));
+            let direct = fused::skinny_linear_with(
+                &tensor::<B, 2>(x.clone(), [m, k], device),
+                &tensor::<B, 2>(w.clone(), [n, k], device),
+                kernel,
+            );
+            let got = match direct {
+                Some(got) => got,
+                None if !planes && kernel != fused::SkinnyKernel::Shared => continue,
+                None => panic!("the skinny kernel {kernel:?} did not take m = {m}"),
+            };
+            let want =
+                tensor::<Cpu, 2>(x, [m, k], &cpu).matmul(tensor::<Cpu, 2>(w, [n, k], &cpu).transpose());
+            check_within(
+                &format!("skinny linear {kernel:?} m={m} k={k} n={n}"),
+                host(got),
+                host(want),
+                1e-4,
+            );
+        }
     }
 
     // A contiguous view at an offset in a larger buffer (the generation head reads the last position of the
@@ -453,7 +480,7 @@ fn flash_attention_on_wgpu_matches_the_composition() {
 
 #[test]
 fn fused_kernels_on_wgpu_match_the_composition() {
-    kernels::<mmreason_model::backend::WgpuBackend>(&Default::default());
+    kernels::<mmreason_model::backend::WgpuBackend>(&Default::default(), false);
 }
 
 #[cfg(feature = "cuda")]
@@ -461,7 +488,7 @@ fn fused_kernels_on_wgpu_match_the_composition() {
 #[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
 fn fused_kernels_on_cuda_match_the_composition() {
     mmreason_model::backend::check_cuda().expect("CUDA is available");
-    kernels::<mmreason_model::backend::CudaBackend>(&Default::default());
+    kernels::<mmreason_model::backend::CudaBackend>(&Default::default(), true);
 }
 
 #[cfg(feature = "cuda")]

@@ -606,6 +606,62 @@ fn skinny_nt_kernel<F: Float, N: Size>(
     }
 }
 
+/// [`skinny_nt_kernel`] with each output column one plane (warp) of the cube (`CUBE_DIM_X` = the plane size,
+/// `CUBE_DIM_Y` columns per cube): the dot product reduced by `plane_sum` (register shuffles) instead of a
+/// tree in shared memory with a cube-wide barrier per level, so a plane that is done does not wait for the
+/// others, and `unroll` loads of the weight row in flight per unit instead of two.
+#[cube(launch_unchecked)]
+fn skinny_plane_kernel<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    w: &Array<Vector<F, N>>,
+    out: &mut Array<F>,
+    rows: u32,
+    cols: u32,
+    depth: u32,
+    #[comptime] unroll: usize,
+) {
+    let vs = w.vector_size().comptime();
+    let lanes = CUBE_DIM_X as usize;
+    let lane = UNIT_POS_X as usize;
+    let col = CUBE_POS * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
+    let (m, n, k) = (rows as usize, cols as usize, depth as usize / vs);
+    // A whole plane shares its column: planes past `n` leave together, no barrier waits for them.
+    if col < n {
+        let wbase = col * k;
+        let step = unroll * lanes;
+        let mut mi = 0usize;
+        while mi < m {
+            let xb = mi * k;
+            let mut acc = f32::new(0.0);
+            let mut kk = lane;
+            while kk + step - lanes < k {
+                #[unroll]
+                for u in 0..unroll {
+                    let (wv, xv) = (w[wbase + kk + u * lanes], x[xb + kk + u * lanes]);
+                    #[unroll]
+                    for j in 0..vs {
+                        acc += f32::cast_from(wv[j]) * f32::cast_from(xv[j]);
+                    }
+                }
+                kk += step;
+            }
+            while kk < k {
+                let (wv, xv) = (w[wbase + kk], x[xb + kk]);
+                #[unroll]
+                for j in 0..vs {
+                    acc += f32::cast_from(wv[j]) * f32::cast_from(xv[j]);
+                }
+                kk += lanes;
+            }
+            let total = plane_sum(acc);
+            if lane == 0 {
+                out[mi * n + col] = F::cast_from(total);
+            }
+            mi += 1;
+        }
+    }
+}
+
 /// The burn-cubecl tensor behind `t` when `B` runs on runtime `R` and `t` holds f32, f16 or bf16, contiguous.
 fn cube_of<B: Backend, R: CubeRuntime, const D: usize>(t: &Tensor<B, D>) -> Option<CubeTensor<R>> {
     if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<CubeTensor<R>>() || !float_dtype(t.dtype()) {
@@ -1400,8 +1456,19 @@ fn skinny_max_m() -> usize {
     })
 }
 
-/// [`crate::gemm::linear_nt`] for `x` of at most [`skinny_max_m`] rows, as one kernel.
+/// [`crate::gemm::linear_nt`] for `x` of at most [`skinny_max_m`] rows, as one kernel ([`skinny_kernel`]).
 pub fn skinny_linear<B: Backend, R: CubeRuntime>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    skinny_linear_with::<B, R>(x, w, skinny_kernel())
+        .or_else(|| skinny_linear_with::<B, R>(x, w, SkinnyKernel::Shared))
+}
+
+/// [`skinny_linear`] with the kernel named (tests, benches); `None` also where the named kernel cannot run
+/// on this device (the plane kernel without plane operations).
+pub fn skinny_linear_with<B: Backend, R: CubeRuntime>(
+    x: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    kernel: SkinnyKernel,
+) -> Option<Tensor<B, 2>> {
     let [m, k] = x.dims();
     let [n, kw] = w.dims();
     if !enabled() || m == 0 || m > skinny_max_m() || k != kw || n == 0 || k == 0 || m * n >= u32::MAX as usize
@@ -1420,21 +1487,90 @@ pub fn skinny_linear<B: Backend, R: CubeRuntime>(x: &Tensor<B, 2>, w: &Tensor<B,
         .io_optimized_vector_sizes(xc.dtype.size())
         .find(|v| k.is_multiple_of(*v))
         .unwrap_or(1);
-    launch_float!(
-        xc.dtype,
-        skinny_nt_kernel,
-        &client,
-        row_grid(n.div_ceil(8)),
-        CubeDim::new_2d(32, 8),
-        vector,
-        array(&xc),
-        array(&wc),
-        array(&out),
-        u32_of(m)?,
-        u32_of(n)?,
-        u32_of(k)?,
-    );
+    let plane = match kernel {
+        SkinnyKernel::Plane { columns, .. } => plane_for(&client, columns),
+        SkinnyKernel::Shared => None,
+    };
+    match (kernel, plane) {
+        (SkinnyKernel::Plane { .. }, None) => return None,
+        (SkinnyKernel::Plane { unroll, columns }, Some(plane)) => launch_float!(
+            xc.dtype,
+            skinny_plane_kernel,
+            &client,
+            row_grid(n.div_ceil(columns)),
+            CubeDim::new_2d(plane, columns as u32),
+            vector,
+            array(&xc),
+            array(&wc),
+            array(&out),
+            u32_of(m)?,
+            u32_of(n)?,
+            u32_of(k)?,
+            unroll,
+        ),
+        _ => launch_float!(
+            xc.dtype,
+            skinny_nt_kernel,
+            &client,
+            row_grid(n.div_ceil(8)),
+            CubeDim::new_2d(32, 8),
+            vector,
+            array(&xc),
+            array(&wc),
+            array(&out),
+            u32_of(m)?,
+            u32_of(n)?,
+            u32_of(k)?,
+        ),
+    }
     tensor_of::<B, R, 2>(out)
+}
+
+/// Which few-row product kernel runs: `Shared` ([`skinny_nt_kernel`]: a reduction in shared memory, the
+/// kernel timed in runs 5–6; the default) or `Plane` ([`skinny_plane_kernel`]: one plane per column, `unroll`
+/// loads in flight per unit, `columns` per cube). The plane kernel needs plane operations and one fixed plane
+/// size (NVIDIA: 32; burn-wgpu on lavapipe has no plane operations); elsewhere the shared kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkinnyKernel {
+    Shared,
+    Plane { unroll: usize, columns: usize },
+}
+
+/// `MMREASON_GEMV`: `shared` (default) or `plane[:UNROLL[:COLUMNS]]` (defaults 4 and 8), for timing them
+/// against each other on a device before one becomes the default.
+fn skinny_kernel() -> SkinnyKernel {
+    static ASKED: OnceLock<SkinnyKernel> = OnceLock::new();
+    *ASKED.get_or_init(|| {
+        let Ok(v) = std::env::var("MMREASON_GEMV") else {
+            return SkinnyKernel::Shared;
+        };
+        let mut parts = v.split(':');
+        if parts.next() != Some("plane") {
+            return SkinnyKernel::Shared;
+        }
+        let unroll = parts
+            .next()
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(4usize)
+            .clamp(1, 16);
+        let columns = parts
+            .next()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(8usize)
+            .clamp(1, 32);
+        SkinnyKernel::Plane { unroll, columns }
+    })
+}
+
+/// The plane size a [`SkinnyKernel::Plane`] launch of `columns` per cube uses here, if it can run.
+fn plane_for<R: CubeRuntime>(client: &ComputeClient<R>, columns: usize) -> Option<u32> {
+    let props = client.properties();
+    let hw = &props.hardware;
+    (props.features.plane.contains(cubecl::ir::features::Plane::Ops)
+        && hw.plane_size_min == hw.plane_size_max
+        && hw.plane_size_max >= 1
+        && hw.plane_size_max as usize * columns <= hw.max_units_per_cube as usize)
+        .then_some(hw.plane_size_max)
 }
 
 // Ordering words: how work on another CUDA stream (cuBLAS, `gemm::cuda`) is ordered with burn's stream on the
