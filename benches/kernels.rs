@@ -211,6 +211,26 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
                 sync();
             })
         });
+        // The decode kernels (`MMREASON_DECODE_ATTN`) one by one on the same step.
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        if s == 1 {
+            use mmreason::model::fused::{DecodeKernel, decode_attention_with};
+            let scale = 1.0 / (d as f64).sqrt();
+            for kernel in [DecodeKernel::Chunked, DecodeKernel::Ilp] {
+                if decode_attention_with(&q, &k, &v, &mask, scale, kernel).is_none() {
+                    continue;
+                }
+                g.bench_function(
+                    BenchmarkId::new(format!("decode_{kernel:?}").to_lowercase(), &id),
+                    |b| {
+                        b.iter(|| {
+                            std::hint::black_box(decode_attention_with(&q, &k, &v, &mask, scale, kernel));
+                            sync();
+                        })
+                    },
+                );
+            }
+        }
         // cubek's flash kernels (`MMREASON_ATTENTION`) on the same prefill, grouped heads repeated beforehand
         // (the model repeats them per layer: one copy of k and v).
         #[cfg(any(feature = "cuda", feature = "wgpu"))]

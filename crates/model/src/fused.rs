@@ -279,7 +279,21 @@ pub fn flash_attention<B: Backend>(
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-pub use cube::{FlashKind, SkinnyKernel};
+pub use cube::{DecodeKernel, FlashKind, SkinnyKernel};
+
+/// [`decode_attention`] with the kernel named rather than read from `MMREASON_DECODE_ATTN` (tests, benches).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub fn decode_attention_with<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    mask: &Tensor<B, 4>,
+    scale: f64,
+    kernel: DecodeKernel,
+) -> Option<Tensor<B, 4>> {
+    on_gpu!(Some: decode_attention_with::<B>(q, k, v, mask, scale, kernel));
+    None
+}
 
 /// [`skinny_linear`] with the kernel named rather than read from `MMREASON_GEMV` (tests, benches).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]

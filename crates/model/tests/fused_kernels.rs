@@ -361,8 +361,14 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     // grouped-query heads (4 query heads on 2 kv heads) and masked keys; and over 37 keys held in storage for
     // 64 (a pre-allocated cache) whose unused positions are NaN, so reading one shows. Against the
     // composition on the CPU over the cached positions alone.
-    for (t, cap, seed) in [(300, 300, 9), (5, 5, 10), (37, 64, 11)] {
-        let (b, nh, nkv, d) = (2, 4, 2, 8);
+    // Last, a 7B model's head size (128: two lanes per output value in the ILP kernel, 16-byte key vectors).
+    for (t, cap, seed, d) in [
+        (300, 300, 9, 8),
+        (5, 5, 10, 8),
+        (37, 64, 11, 8),
+        (300, 320, 12, 128),
+    ] {
+        let (b, nh, nkv) = (2, 4, 2);
         let q = values(b * nh * d, seed);
         let (k, v) = (
             values(b * nkv * t * d, seed + 100),
@@ -382,14 +388,31 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
             .map(|i| if i % 7 == 3 { f32::MIN } else { 0.0 })
             .collect();
         let gpu = |shape: [usize; 4], v: &[f32]| tensor::<B, 4>(v.to_vec(), shape, device);
-        let direct = fused::decode_attention(
-            &gpu([b, nh, 1, d], &q),
-            &gpu([b, nkv, cap, d], &stored(&k)),
-            &gpu([b, nkv, cap, d], &stored(&v)),
-            &gpu([b, 1, 1, t], &mask),
-            1.0 / (d as f64).sqrt(),
+        let want_direct = attention::grouped_query_attention(
+            tensor::<Cpu, 4>(q.clone(), [b, nh, 1, d], &cpu),
+            tensor::<Cpu, 4>(k.clone(), [b, nkv, t, d], &cpu),
+            tensor::<Cpu, 4>(v.clone(), [b, nkv, t, d], &cpu),
+            &tensor::<Cpu, 4>(mask.clone(), [b, 1, 1, t], &cpu),
+            false,
         );
-        assert!(direct.is_some(), "the decode kernel did not take t = {t}");
+        // Each kernel (`MMREASON_DECODE_ATTN`) directly; the model's path (the default kernel) below.
+        for kernel in [fused::DecodeKernel::Chunked, fused::DecodeKernel::Ilp] {
+            let direct = fused::decode_attention_with(
+                &gpu([b, nh, 1, d], &q),
+                &gpu([b, nkv, cap, d], &stored(&k)),
+                &gpu([b, nkv, cap, d], &stored(&v)),
+                &gpu([b, 1, 1, t], &mask),
+                1.0 / (d as f64).sqrt(),
+                kernel,
+            );
+            let direct =
+                direct.unwrap_or_else(|| panic!("the decode kernel {kernel:?} did not take t = {t}"));
+            check(
+                &format!("decode attention {kernel:?} t={t} in storage for {cap}"),
+                host(direct),
+                host(want_direct.clone()),
+            );
+        }
         let got = attention::grouped_query_attention(
             gpu([b, nh, 1, d], &q),
             gpu([b, nkv, cap, d], &stored(&k)),
@@ -412,7 +435,6 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     }
 }
 
-#[cfg(feature = "wgpu")]
 /// cubek's flash attention (`MMREASON_ATTENTION=flash…`) against the composition on the CPU, in f16, with
 /// 37 positions (not a multiple of any tile) and the CLIP head size, without and with the causal mask.
 /// Returns the kinds that ran: a kind the device cannot run (no tensor cores on lavapipe) declines, and the
@@ -478,6 +500,7 @@ fn flash_attention_on_wgpu_matches_the_composition() {
     assert!(!ran.is_empty(), "no flash attention kernel ran on wgpu");
 }
 
+#[cfg(feature = "wgpu")]
 #[test]
 fn fused_kernels_on_wgpu_match_the_composition() {
     kernels::<mmreason_model::backend::WgpuBackend>(&Default::default(), false);

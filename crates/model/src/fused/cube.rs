@@ -548,6 +548,133 @@ fn decode_attention_kernel<F: Float>(
     }
 }
 
+/// [`decode_attention_kernel`] with more memory requests in flight per unit, for a GPU's latency rather than
+/// its bandwidth: at batch 8 over 513 positions the first kernel moves 56 GB/s (benches/gpu/NOTES.md run 6),
+/// each unit waiting on one scalar load at a time. Here each key row is read in vectors of `N` values (16
+/// bytes where the device allows) two at a time, and the `probs · V` pass spreads a chunk's positions over
+/// `CUBE_DIM / d` lanes per output value with four independent loads per step, the lanes' partial sums added
+/// once at the end.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn decode_attention_ilp_kernel<F: Float, N: Size>(
+    q: &Array<F>,
+    k: &Array<Vector<F, N>>,
+    v: &Array<F>,
+    mask: &Array<f32>,
+    out: &mut Array<F>,
+    rows: u32,
+    nh: u32,
+    nkv: u32,
+    t: u32,
+    cap: u32,
+    d: u32,
+    scale: f32,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let mut probs = SharedMemory::<f32>::new(BLOCK as usize);
+    let mut qs = SharedMemory::<f32>::new(BLOCK as usize);
+    let vs = k.vector_size().comptime();
+    let (nh, nkv, t, d) = (nh as usize, nkv as usize, t as usize, d as usize);
+    let dv = d / vs;
+    let bi = row / nh;
+    let kvh = (row % nh) / (nh / nkv);
+    let kv_base = (bi * nkv + kvh) * (cap as usize) * d;
+    let u = UNIT_POS as usize;
+    let width = CUBE_DIM as usize;
+    // The probs · V pass: unit u sums output value `dim` over positions `lane`, `lane + lanes`, …
+    let lanes = width / d;
+    let (dim, lane) = (u % d, u / d);
+    let summing = lane < lanes;
+    if u < d {
+        qs[u] = f32::cast_from(q[row * d + u]);
+    }
+    sync_cube();
+    let lowest = f32::new(-3.4028235e38);
+    let mut m = lowest;
+    let mut l = f32::new(0.0);
+    let mut acc = f32::new(0.0);
+    let mut c = 0usize;
+    while c < t {
+        let j = c + u;
+        let score = if j < t {
+            let kb = (kv_base + j * d) / vs;
+            let (mut dot0, mut dot1) = (f32::new(0.0), f32::new(0.0));
+            let mut e = 0usize;
+            while e + 1 < dv {
+                let (k0, k1) = (k[kb + e], k[kb + e + 1]);
+                #[unroll]
+                for x in 0..vs {
+                    dot0 += qs[e * vs + x] * f32::cast_from(k0[x]);
+                    dot1 += qs[(e + 1) * vs + x] * f32::cast_from(k1[x]);
+                }
+                e += 2;
+            }
+            if e < dv {
+                let k0 = k[kb + e];
+                #[unroll]
+                for x in 0..vs {
+                    dot0 += qs[e * vs + x] * f32::cast_from(k0[x]);
+                }
+            }
+            (dot0 + dot1) * scale + mask[bi * t + j]
+        } else {
+            lowest
+        };
+        let m_new = max(m, cube_max(score, &mut smem));
+        let p = if j < t {
+            f32::exp(score - m_new)
+        } else {
+            f32::new(0.0)
+        };
+        probs[u] = p;
+        // `cube_sum` synchronises the cube, so every unit sees the chunk's `probs` after it.
+        let chunk_sum = cube_sum(p, &mut smem);
+        let correction = f32::exp(m - m_new);
+        l = l * correction + chunk_sum;
+        acc *= correction;
+        if summing {
+            let n = min(width, t - c);
+            let vb = kv_base + c * d + dim;
+            let (mut a0, mut a1, mut a2, mut a3) =
+                (f32::new(0.0), f32::new(0.0), f32::new(0.0), f32::new(0.0));
+            let mut jj = lane;
+            while jj + 3 * lanes < n {
+                let (v0, v1) = (v[vb + jj * d], v[vb + (jj + lanes) * d]);
+                let (v2, v3) = (v[vb + (jj + 2 * lanes) * d], v[vb + (jj + 3 * lanes) * d]);
+                a0 += probs[jj] * f32::cast_from(v0);
+                a1 += probs[jj + lanes] * f32::cast_from(v1);
+                a2 += probs[jj + 2 * lanes] * f32::cast_from(v2);
+                a3 += probs[jj + 3 * lanes] * f32::cast_from(v3);
+                jj += 4 * lanes;
+            }
+            while jj < n {
+                a0 += probs[jj] * f32::cast_from(v[vb + jj * d]);
+                jj += lanes;
+            }
+            acc += (a0 + a1) + (a2 + a3);
+        }
+        sync_cube();
+        m = m_new;
+        c += width;
+    }
+    // The lanes' partial sums of each output value, added in shared memory.
+    smem[u] = if summing { acc } else { f32::new(0.0) };
+    sync_cube();
+    if u < d {
+        let mut total = f32::new(0.0);
+        let mut p = 0usize;
+        while p < lanes {
+            total += smem[p * d + u];
+            p += 1;
+        }
+        out[row * d + u] = F::cast_from(total / l);
+    }
+}
+
 /// `y = x · wᵀ` for a few rows of `x` (`[m, k]`, `w` `[n, k]` as checkpoints store it): eight output columns
 /// per cube, 32 units per column reading its weight row in coalesced vectors (16 bytes per load where the
 /// device allows, two loads in flight), the dot products in f32, reduced in shared memory. Decoding at batch
@@ -1302,6 +1429,37 @@ pub fn decode_attention<B: Backend, R: CubeRuntime>(
     mask: &Tensor<B, 4>,
     scale: f64,
 ) -> Option<Tensor<B, 4>> {
+    decode_attention_with::<B, R>(q, k, v, mask, scale, decode_kernel())
+}
+
+/// Which decode attention kernel runs: `Chunked` ([`decode_attention_kernel`], the default, timed in runs
+/// 5–6) or `Ilp` ([`decode_attention_ilp_kernel`]: vector loads of the keys, four loads in flight in the
+/// `probs · V` pass).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeKernel {
+    Chunked,
+    Ilp,
+}
+
+/// `MMREASON_DECODE_ATTN=ilp` picks [`DecodeKernel::Ilp`]; anything else the default, until a device run has
+/// timed one against the other.
+fn decode_kernel() -> DecodeKernel {
+    static KIND: OnceLock<DecodeKernel> = OnceLock::new();
+    *KIND.get_or_init(|| match std::env::var("MMREASON_DECODE_ATTN").as_deref() {
+        Ok("ilp") => DecodeKernel::Ilp,
+        _ => DecodeKernel::Chunked,
+    })
+}
+
+/// [`decode_attention`] with the kernel named (tests, benches).
+pub fn decode_attention_with<B: Backend, R: CubeRuntime>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    mask: &Tensor<B, 4>,
+    scale: f64,
+    kernel: DecodeKernel,
+) -> Option<Tensor<B, 4>> {
     if !enabled() {
         return None;
     }
@@ -1336,6 +1494,34 @@ pub fn decode_attention<B: Backend, R: CubeRuntime>(
     let rows = b * nh;
     if rows > 0 {
         let client = qc.client.clone();
+        if kernel == DecodeKernel::Ilp {
+            // The widest vector the device loads at once that divides a key row (rows start at multiples of d).
+            let vector = client
+                .io_optimized_vector_sizes(qc.dtype.size())
+                .find(|w| d.is_multiple_of(*w))
+                .unwrap_or(1);
+            launch_float!(
+                qc.dtype,
+                decode_attention_ilp_kernel,
+                &client,
+                row_grid(rows),
+                CubeDim::new_1d(BLOCK),
+                vector,
+                array(&qc),
+                array(&kc),
+                array(&vc),
+                array(&mc),
+                array(&out),
+                u32_of(rows)?,
+                u32_of(nh)?,
+                u32_of(nkv)?,
+                u32_of(t)?,
+                u32_of(cap)?,
+                u32_of(d)?,
+                scale as f32,
+            );
+            return tensor_of::<B, R, 4>(out);
+        }
         launch_float!(
             qc.dtype,
             decode_attention_kernel,
