@@ -133,7 +133,12 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
     let w = random::<B, 2>([sh.intermediate, sh.hidden], 0.02, dt, device);
     // decode1: one row, where `linear_nt` takes the skinny kernel on GPUs (memory-bound: the weight is
     // 2·hidden·intermediate bytes in bf16); on CUDA cuBLAS on the same operands is measured beside it.
-    for (name, m) in [("prefill", tokens), ("decode", sh.batch), ("decode1", 1)] {
+    for (name, m) in [
+        ("prefill", tokens),
+        ("decode", sh.batch),
+        ("decode32", 32),
+        ("decode1", 1),
+    ] {
         let x = random::<B, 2>([m, sh.hidden], 1.0, dt, device);
         g.throughput(Throughput::Elements((2 * m * sh.hidden * sh.intermediate) as u64));
         let id = format!("{m}x{}x{}", sh.hidden, sh.intermediate);
@@ -152,20 +157,31 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
                 })
             });
         }
-        // The few-row kernel's variants (`MMREASON_GEMV`) on the one-row product: where each declines (the
-        // plane kernel without plane operations) it is skipped.
+        // The few-row kernel's variants (`MMREASON_GEMV`) on the one-row product, the multi-row kernel's
+        // (`MMREASON_GEMV_MULTI`) on the batch-8 and batch-32 decode products; a variant that declines here
+        // (the plane kernel without plane operations) is skipped.
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
-        if m == 1 {
+        if m <= 32 {
             use mmreason::model::fused::{SkinnyKernel, skinny_linear_with};
-            let mut variants = vec![SkinnyKernel::Shared];
-            for (unroll, columns) in [(1, 8), (2, 8), (4, 8), (8, 8), (4, 4), (4, 16)] {
-                variants.push(SkinnyKernel::Plane { unroll, columns });
-            }
+            let variants: Vec<SkinnyKernel> = if m == 1 {
+                let planes = [(1, 8), (2, 8), (4, 8), (8, 8), (4, 4), (4, 16)]
+                    .into_iter()
+                    .map(|(unroll, columns)| SkinnyKernel::Plane { unroll, columns });
+                std::iter::once(SkinnyKernel::Shared).chain(planes).collect()
+            } else {
+                [(8, 4), (16, 2), (4, 4), (8, 2), (16, 4)]
+                    .into_iter()
+                    .map(|(rows, columns)| SkinnyKernel::Multi { rows, columns })
+                    .collect()
+            };
             for kernel in variants {
                 if skinny_linear_with(&x, &w, kernel).is_none() {
                     continue;
                 }
                 let label = match kernel {
+                    SkinnyKernel::Multi { rows, columns } => {
+                        format!("{name}/skinny_multi_r{rows}_c{columns}")
+                    }
                     SkinnyKernel::Shared => format!("{name}/skinny_shared"),
                     SkinnyKernel::Plane { unroll, columns } => {
                         format!("{name}/skinny_plane_u{unroll}_c{columns}")

@@ -89,6 +89,10 @@ step decode-ilp 80 bash -c "MMREASON_DECODE_ATTN=ilp $BIN/throughput --config mi
 for g in plane:4:8 plane:8:8 plane:2:16; do
   step gemv-$g 60 bash -c "MMREASON_GEMV=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-gemv-$g\"/' | tee -a $TP"
 done
+# The multi-row kernel (MMREASON_GEMV_MULTI=ROWS:COLUMNS) for the batch-32 decode products instead of cuBLAS.
+for g in 8:4 16:2 4:4; do
+  step gemv-multi-$g 60 bash -c "MMREASON_GEMV_MULTI=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-multi-$g\"/' | tee -a $TP"
+done
 step small-mistral 60 bash -c "MMREASON_CUBLAS_MIN_WORK=16777216 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-min16M\"/' | tee -a $TP"
 step burn-mistral 90 bash -c "MMREASON_GEMM=burn $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x32 --repeats 1 --json | tee -a $TP"
 step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | tee -a $TP"

@@ -299,6 +299,26 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
 
     // Skinny products (decode at small batch): 1 to 3 rows, k not a multiple of what a cube reads at once (and
     // once odd: one value per load), n not a multiple of 8. Sums of up to 1000 terms in another order: 1e-4.
+    let skinny = |kernel: fused::SkinnyKernel, m: usize, k: usize, n: usize, seed: u64| {
+        let (x, w) = (values(m * k, seed), values(n * k, seed + 100));
+        let direct = fused::skinny_linear_with(
+            &tensor::<B, 2>(x.clone(), [m, k], device),
+            &tensor::<B, 2>(w.clone(), [n, k], device),
+            kernel,
+        );
+        let got = match direct {
+            Some(got) => got,
+            None if !planes && matches!(kernel, fused::SkinnyKernel::Plane { .. }) => return,
+            None => panic!("the skinny kernel {kernel:?} did not take m = {m}"),
+        };
+        let want = tensor::<Cpu, 2>(x, [m, k], &cpu).matmul(tensor::<Cpu, 2>(w, [n, k], &cpu).transpose());
+        check_within(
+            &format!("skinny linear {kernel:?} m={m} k={k} n={n}"),
+            host(got),
+            host(want),
+            1e-4,
+        );
+    };
     // Each kernel variant (`MMREASON_GEMV`): the shared-memory reduction, and the plane-per-column kernel with
     // one, four and eight loads in flight and 3, 8 and 32 columns per cube (past `n`, and n not a multiple).
     // The plane kernel needs plane operations: `planes` says whether this device must run it (CUDA) or may
@@ -320,28 +340,26 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     ];
     for kernel in kernels {
         for (m, k, n, seed) in [(1, 300, 37, 11), (3, 1000, 10, 12), (2, 301, 9, 13)] {
-            let (x, w) = (values(m * k, seed), values(n * k, seed + 100));
-            let direct = fused::skinny_linear_with(
-                &tensor::<B, 2>(x.clone(), [m, k], device),
-                &tensor::<B, 2>(w.clone(), [n, k], device),
-                kernel,
-            );
-            let got = match direct {
-                Some(got) => got,
-                None if !planes && kernel != fused::SkinnyKernel::Shared => continue,
-                None => panic!("the skinny kernel {kernel:?} did not take m = {m}"),
-            };
-            let want =
-                tensor::<Cpu, 2>(x, [m, k], &cpu).matmul(tensor::<Cpu, 2>(w, [n, k], &cpu).transpose());
-            check_within(
-                &format!("skinny linear {kernel:?} m={m} k={k} n={n}"),
-                host(got),
-                host(want),
-                1e-4,
-            );
+            skinny(kernel, m, k, n, seed);
         }
     }
-
+    // The multi-row kernel (decode at batch 8–32, `MMREASON_GEMV_MULTI`): rows not a multiple of its block of
+    // rows (and fewer than one block), columns past the cube's groups, k odd (one value per load) and long.
+    let multi = [
+        fused::SkinnyKernel::Multi { rows: 8, columns: 4 },
+        fused::SkinnyKernel::Multi { rows: 4, columns: 2 },
+        fused::SkinnyKernel::Multi { rows: 16, columns: 1 },
+    ];
+    for kernel in multi {
+        for (m, k, n, seed) in [
+            (32, 256, 37, 21),
+            (5, 1000, 70, 22),
+            (13, 301, 9, 23),
+            (3, 64, 5, 24),
+        ] {
+            skinny(kernel, m, k, n, seed);
+        }
+    }
     // A contiguous view at an offset in a larger buffer (the generation head reads the last position of the
     // hidden states this way): the kernels must start at the view, not at the buffer.
     let (k, n) = (64, 5);

@@ -789,6 +789,102 @@ fn skinny_plane_kernel<F: Float, N: Size>(
     }
 }
 
+/// Planes of [`skinny_multi_kernel`] per cube (its shared memory is sized for this many).
+const MULTI_PLANES: u32 = 4;
+/// Units per plane of [`skinny_multi_kernel`]: a layout, not the hardware's plane size (no plane operations).
+const MULTI_LANES: u32 = 32;
+
+/// `y = x · wᵀ` for `x` of a few dozen rows (decoding at batch 8–32), reading each weight vector from memory
+/// once for `mb` rows of `x` at a time: cuBLAS moves these products at ≈0.9 TB/s (128 µs for 8×4096×14336 in
+/// run 6, a third of the H100's bandwidth), where [`skinny_nt_kernel`] would re-read the weights once per
+/// row. Each cube has [`MULTI_PLANES`] groups of [`MULTI_LANES`] units; a group owns `cb` output columns and
+/// its units stride over `k` in vectors, each keeping `mb × cb` sums in registers (the `mb` rows' vectors of
+/// `x` converted once per step, `cb` weight vectors loaded per step). The groups' sums meet in shared memory
+/// (padded against bank conflicts) and one unit per output adds its 32 partial sums. Rows past `m` and
+/// columns past `n` read the last valid row or column and write nothing.
+#[cube(launch_unchecked)]
+fn skinny_multi_kernel<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    w: &Array<Vector<F, N>>,
+    out: &mut Array<F>,
+    rows: u32,
+    cols: u32,
+    depth: u32,
+    #[comptime] mb: usize,
+    #[comptime] cb: usize,
+) {
+    let vs = w.vector_size().comptime();
+    let lanes = MULTI_LANES as usize;
+    let planes = MULTI_PLANES as usize;
+    let outs = comptime!(MULTI_PLANES as usize * mb * cb);
+    // One row of partial sums per lane, `outs + 1` apart so that both the writes (one output, all lanes) and
+    // the reads (one lane, consecutive outputs) fall in distinct banks.
+    let mut smem = SharedMemory::<f32>::new(comptime!(
+        MULTI_LANES as usize * (MULTI_PLANES as usize * mb * cb + 1)
+    ));
+    let lane = UNIT_POS_X as usize;
+    let plane = UNIT_POS_Y as usize;
+    let u = UNIT_POS as usize;
+    let (m, n, k) = (rows as usize, cols as usize, depth as usize / vs);
+    let col0 = (CUBE_POS * planes + plane) * cb;
+    let mut r0 = 0usize;
+    while r0 < m {
+        let mut acc = Array::<f32>::new(comptime!(mb * cb));
+        #[unroll]
+        for i in 0..mb * cb {
+            acc[i] = f32::new(0.0);
+        }
+        let mut xs = Array::<f32>::new(comptime!(mb * vs));
+        let mut kk = lane;
+        while kk < k {
+            #[unroll]
+            for r in 0..mb {
+                let xv = x[min(r0 + r, m - 1) * k + kk];
+                #[unroll]
+                for j in 0..vs {
+                    xs[r * vs + j] = f32::cast_from(xv[j]);
+                }
+            }
+            #[unroll]
+            for c in 0..cb {
+                let wv = w[min(col0 + c, n - 1) * k + kk];
+                #[unroll]
+                for j in 0..vs {
+                    let wj = f32::cast_from(wv[j]);
+                    #[unroll]
+                    for r in 0..mb {
+                        acc[r * cb + c] += xs[r * vs + j] * wj;
+                    }
+                }
+            }
+            kk += lanes;
+        }
+        #[unroll]
+        for i in 0..mb * cb {
+            smem[lane * (outs + 1) + plane * mb * cb + i] = acc[i];
+        }
+        sync_cube();
+        let mut o = u;
+        while o < outs {
+            let mut total = f32::new(0.0);
+            let mut l = 0usize;
+            while l < lanes {
+                total += smem[l * (outs + 1) + o];
+                l += 1;
+            }
+            let (p, i) = (o / (mb * cb), o % (mb * cb));
+            let (row, col) = (r0 + i / cb, (CUBE_POS * planes + p) * cb + i % cb);
+            if row < m && col < n {
+                out[row * n + col] = F::cast_from(total);
+            }
+            o += lanes * planes;
+        }
+        // The next block of rows reuses the shared memory.
+        sync_cube();
+        r0 += mb;
+    }
+}
+
 /// The burn-cubecl tensor behind `t` when `B` runs on runtime `R` and `t` holds f32, f16 or bf16, contiguous.
 fn cube_of<B: Backend, R: CubeRuntime, const D: usize>(t: &Tensor<B, D>) -> Option<CubeTensor<R>> {
     if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<CubeTensor<R>>() || !float_dtype(t.dtype()) {
@@ -1642,8 +1738,31 @@ fn skinny_max_m() -> usize {
     })
 }
 
-/// [`crate::gemm::linear_nt`] for `x` of at most [`skinny_max_m`] rows, as one kernel ([`skinny_kernel`]).
+/// `MMREASON_GEMV_MULTI=ROWS:COLUMNS[:MAX_M]` sends products of more than [`skinny_max_m`] and at most
+/// `MAX_M` (default 32) rows to [`skinny_multi_kernel`] instead of cuBLAS; unset (default), they stay with
+/// cuBLAS until a device run has timed the two.
+fn skinny_multi() -> Option<(SkinnyKernel, usize)> {
+    static ASKED: OnceLock<Option<(SkinnyKernel, usize)>> = OnceLock::new();
+    *ASKED.get_or_init(|| {
+        let v = std::env::var("MMREASON_GEMV_MULTI").ok()?;
+        let mut parts = v.split(':').map(|p| p.parse::<usize>().ok());
+        let rows = parts.next().flatten()?.clamp(1, 16);
+        let columns = parts.next().flatten()?.clamp(1, 8);
+        let max_m = parts.next().flatten().unwrap_or(32);
+        Some((SkinnyKernel::Multi { rows, columns }, max_m))
+    })
+}
+
+/// [`crate::gemm::linear_nt`] for `x` of at most [`skinny_max_m`] rows, as one kernel ([`skinny_kernel`]); of
+/// more rows where `MMREASON_GEMV_MULTI` asks ([`skinny_multi`]).
 pub fn skinny_linear<B: Backend, R: CubeRuntime>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    let m = x.dims()[0];
+    if m > skinny_max_m() {
+        return match skinny_multi() {
+            Some((kernel, max_m)) if m <= max_m => skinny_linear_with::<B, R>(x, w, kernel),
+            _ => None,
+        };
+    }
     skinny_linear_with::<B, R>(x, w, skinny_kernel())
         .or_else(|| skinny_linear_with::<B, R>(x, w, SkinnyKernel::Shared))
 }
@@ -1657,8 +1776,9 @@ pub fn skinny_linear_with<B: Backend, R: CubeRuntime>(
 ) -> Option<Tensor<B, 2>> {
     let [m, k] = x.dims();
     let [n, kw] = w.dims();
-    if !enabled() || m == 0 || m > skinny_max_m() || k != kw || n == 0 || k == 0 || m * n >= u32::MAX as usize
-    {
+    // The multi-row kernel takes any number of rows (its callers bound them); the others a few.
+    let rows_ok = matches!(kernel, SkinnyKernel::Multi { .. }) || m <= skinny_max_m();
+    if !enabled() || m == 0 || !rows_ok || k != kw || n == 0 || k == 0 || m * n >= u32::MAX as usize {
         return None;
     }
     let xc = cube_of::<B, R, 2>(x)?;
@@ -1675,9 +1795,25 @@ pub fn skinny_linear_with<B: Backend, R: CubeRuntime>(
         .unwrap_or(1);
     let plane = match kernel {
         SkinnyKernel::Plane { columns, .. } => plane_for(&client, columns),
-        SkinnyKernel::Shared => None,
+        _ => None,
     };
     match (kernel, plane) {
+        (SkinnyKernel::Multi { rows, columns }, _) => launch_float!(
+            xc.dtype,
+            skinny_multi_kernel,
+            &client,
+            row_grid(n.div_ceil(MULTI_PLANES as usize * columns)),
+            CubeDim::new_2d(MULTI_LANES, MULTI_PLANES),
+            vector,
+            array(&xc),
+            array(&wc),
+            array(&out),
+            u32_of(m)?,
+            u32_of(n)?,
+            u32_of(k)?,
+            rows,
+            columns,
+        ),
         (SkinnyKernel::Plane { .. }, None) => return None,
         (SkinnyKernel::Plane { unroll, columns }, Some(plane)) => launch_float!(
             xc.dtype,
@@ -1719,7 +1855,15 @@ pub fn skinny_linear_with<B: Backend, R: CubeRuntime>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SkinnyKernel {
     Shared,
-    Plane { unroll: usize, columns: usize },
+    Plane {
+        unroll: usize,
+        columns: usize,
+    },
+    /// [`skinny_multi_kernel`]: `rows` rows of `x` per pass over the weights, `columns` per group of units.
+    Multi {
+        rows: usize,
+        columns: usize,
+    },
 }
 
 /// `MMREASON_GEMV`: `shared` (default) or `plane[:UNROLL[:COLUMNS]]` (defaults 4 and 8), for timing them
