@@ -167,6 +167,12 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     let g = tensor::<Cpu, 3>(gu, [2, 3, 154], &cpu);
     let want = activation::silu(g.clone().narrow(2, 0, 77)) * g.narrow(2, 77, 77);
     check("silu_mul", host(got), host(want));
+    // A width the kernel reads in vectors (96: 4 or 8 values per load).
+    let gu = values(2 * 3 * 192, 17);
+    let got = fused::silu_mul(tensor::<B, 3>(gu.clone(), [2, 3, 192], device), 96);
+    let g = tensor::<Cpu, 3>(gu, [2, 3, 192], &cpu);
+    let want = activation::silu(g.clone().narrow(2, 0, 96)) * g.narrow(2, 96, 96);
+    check("silu_mul in vectors", host(got), host(want));
 
     // Heads 4..6 (of q 4, k 2, v 2; d = 8) with RoPE, and heads 6..8 without.
     let (b, s, d) = (2, 5, 8);

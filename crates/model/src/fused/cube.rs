@@ -81,16 +81,17 @@ fn cube_max(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
 /// value rounded to `F`, then `· w + bias` in `F`; of `v = x`, or — with `residual` — of `v = res + (x + pb)`
 /// (a product `x`, its bias `pb` and the residual stream `res`, each sum in `F` as the composition adds), which
 /// is written to `sum` too: CLIP's residual sum and the LayerNorm after it in one launch.
+/// Every array is read and written in vectors of `N` values.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-fn layer_norm_kernel<F: Float>(
-    x: &Array<F>,
-    pb: &Array<F>,
-    res: &Array<F>,
-    w: &Array<F>,
-    bias: &Array<F>,
-    sum: &mut Array<F>,
-    out: &mut Array<F>,
+fn layer_norm_kernel<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    pb: &Array<Vector<F, N>>,
+    res: &Array<Vector<F, N>>,
+    w: &Array<Vector<F, N>>,
+    bias: &Array<Vector<F, N>>,
+    sum: &mut Array<Vector<F, N>>,
+    out: &mut Array<Vector<F, N>>,
     rows: u32,
     h: u32,
     eps: f32,
@@ -101,46 +102,60 @@ fn layer_norm_kernel<F: Float>(
         terminate!();
     }
     let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
-    let h = h as usize;
-    let base = row * h;
+    let vs = x.vector_size().comptime();
+    let hv = h as usize / vs;
+    let base = row * hv;
     let mut acc = f32::new(0.0);
     let mut i = UNIT_POS as usize;
-    while i < h {
+    while i < hv {
         let v = ln_input(x, pb, res, base, i, residual);
         if residual {
             sum[base + i] = v;
         }
-        acc += f32::cast_from(v);
+        #[unroll]
+        for j in 0..vs {
+            acc += f32::cast_from(v[j]);
+        }
         i += CUBE_DIM as usize;
     }
     let mean = cube_sum(acc, &mut smem) / f32::cast_from(h);
     // Each unit reads only what it wrote itself (recomputed: no cross-unit global-memory ordering).
     let mut acc = f32::new(0.0);
     let mut i = UNIT_POS as usize;
-    while i < h {
-        let c = f32::cast_from(ln_input(x, pb, res, base, i, residual)) - mean;
-        acc += c * c;
+    while i < hv {
+        let v = ln_input(x, pb, res, base, i, residual);
+        #[unroll]
+        for j in 0..vs {
+            let c = f32::cast_from(v[j]) - mean;
+            acc += c * c;
+        }
         i += CUBE_DIM as usize;
     }
     let r = f32::new(1.0) / f32::sqrt(cube_sum(acc, &mut smem) / f32::cast_from(h) + eps);
     let mut i = UNIT_POS as usize;
-    while i < h {
-        let c = f32::cast_from(ln_input(x, pb, res, base, i, residual)) - mean;
-        out[base + i] = F::cast_from(c * r) * w[i] + bias[i];
+    while i < hv {
+        let v = ln_input(x, pb, res, base, i, residual);
+        let (wv, bv) = (w[i], bias[i]);
+        let mut o = Vector::<F, N>::empty();
+        #[unroll]
+        for j in 0..vs {
+            o[j] = F::cast_from((f32::cast_from(v[j]) - mean) * r) * wv[j] + bv[j];
+        }
+        out[base + i] = o;
         i += CUBE_DIM as usize;
     }
 }
 
 /// `x[base + i]`, or `res[base + i] + (x[base + i] + pb[i])` with `residual`.
 #[cube]
-fn ln_input<F: Float>(
-    x: &Array<F>,
-    pb: &Array<F>,
-    res: &Array<F>,
+fn ln_input<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    pb: &Array<Vector<F, N>>,
+    res: &Array<Vector<F, N>>,
     base: usize,
     i: usize,
     #[comptime] residual: bool,
-) -> F {
+) -> Vector<F, N> {
     if residual {
         res[base + i] + (x[base + i] + pb[i])
     } else {
@@ -151,14 +166,16 @@ fn ln_input<F: Float>(
 /// One cube per row of `h` values: `w · F(v · rsqrt(mean(v²) + ε))`, the mean in f32, for `v = x` or — with
 /// `residual` — for the residual sum `v = x + a` (rounded to `F`, as transformers adds in the activations'
 /// dtype), which is written to `sum` too: the decoder's `residual + output` and the next norm in one launch.
+/// Every array is read and written in vectors of `N` values (16 bytes where the device allows: run 6 measured
+/// the one-value-per-load version at 0.8 TB/s).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-fn rms_norm_kernel<F: Float>(
-    x: &Array<F>,
-    a: &Array<F>,
-    w: &Array<F>,
-    sum: &mut Array<F>,
-    out: &mut Array<F>,
+fn rms_norm_kernel<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    a: &Array<Vector<F, N>>,
+    w: &Array<Vector<F, N>>,
+    sum: &mut Array<Vector<F, N>>,
+    out: &mut Array<Vector<F, N>>,
     rows: u32,
     h: u32,
     eps: f32,
@@ -169,33 +186,48 @@ fn rms_norm_kernel<F: Float>(
         terminate!();
     }
     let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
-    let h = h as usize;
-    let base = row * h;
+    let vs = x.vector_size().comptime();
+    let hv = h as usize / vs;
+    let base = row * hv;
     let mut acc = f32::new(0.0);
     let mut i = UNIT_POS as usize;
-    while i < h {
+    while i < hv {
         let v = norm_input(x, a, base + i, residual);
         if residual {
             sum[base + i] = v;
         }
-        let v = f32::cast_from(v);
-        acc += v * v;
+        #[unroll]
+        for j in 0..vs {
+            let e = f32::cast_from(v[j]);
+            acc += e * e;
+        }
         i += CUBE_DIM as usize;
     }
     let total = cube_sum(acc, &mut smem);
     let r = f32::new(1.0) / f32::sqrt(total / f32::cast_from(h) + eps);
     // Each unit reads only what it summed itself (recomputed: no cross-unit global-memory ordering).
     let mut i = UNIT_POS as usize;
-    while i < h {
-        let v = f32::cast_from(norm_input(x, a, base + i, residual));
-        out[base + i] = F::cast_from(v * r) * w[i];
+    while i < hv {
+        let v = norm_input(x, a, base + i, residual);
+        let wv = w[i];
+        let mut o = Vector::<F, N>::empty();
+        #[unroll]
+        for j in 0..vs {
+            o[j] = F::cast_from(f32::cast_from(v[j]) * r) * wv[j];
+        }
+        out[base + i] = o;
         i += CUBE_DIM as usize;
     }
 }
 
-/// `x[i]`, or `x[i] + a[i]` with `residual`.
+/// `x[i]`, or `x[i] + a[i]` with `residual` (vectors).
 #[cube]
-fn norm_input<F: Float>(x: &Array<F>, a: &Array<F>, i: usize, #[comptime] residual: bool) -> F {
+fn norm_input<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    a: &Array<Vector<F, N>>,
+    i: usize,
+    #[comptime] residual: bool,
+) -> Vector<F, N> {
     if residual { x[i] + a[i] } else { x[i] }
 }
 
@@ -216,23 +248,32 @@ fn quick_gelu_of<F: Float>(v: F) -> F {
     v * F::cast_from(f32::new(1.0) / (f32::new(1.0) + f32::exp(-a)))
 }
 
-/// `[res +] act(y + bias)` for rows of `width` values, each operation in `F` as the composition does.
+/// `[res +] act(y + bias)` for rows of `width` values, each operation in `F` as the composition does; one
+/// unit per vector of `N` values (`N` divides `width`), `total` vectors.
 #[cube(launch_unchecked)]
-fn bias_act_kernel<F: Float>(
-    y: &Array<F>,
-    bias: &Array<F>,
-    res: &Array<F>,
-    out: &mut Array<F>,
+#[allow(clippy::too_many_arguments)]
+fn bias_act_kernel<F: Float, N: Size>(
+    y: &Array<Vector<F, N>>,
+    bias: &Array<Vector<F, N>>,
+    res: &Array<Vector<F, N>>,
+    out: &mut Array<Vector<F, N>>,
+    total: u32,
     width: u32,
     #[comptime] gelu: bool,
     #[comptime] residual: bool,
 ) {
     let pos = ABSOLUTE_POS;
-    if pos >= out.len() {
+    if pos >= total as usize {
         terminate!();
     }
-    let t = y[pos] + bias[pos % width as usize];
-    let t = if gelu { quick_gelu_of::<F>(t) } else { t };
+    let vs = out.vector_size().comptime();
+    let mut t = y[pos] + bias[pos % width as usize];
+    if gelu {
+        #[unroll]
+        for j in 0..vs {
+            t[j] = quick_gelu_of::<F>(t[j]);
+        }
+    }
     out[pos] = if residual { res[pos] + t } else { t };
 }
 
@@ -272,19 +313,32 @@ fn qkv_bias_heads_kernel<F: Float>(
     }
 }
 
-/// `silu(gate) · up` for rows `[gate | up]` of `2i` values; silu in f32, rounded, then the product.
+/// `silu(gate) · up` for rows `[gate | up]` of `2i` values; silu in f32, rounded, then the product. One unit
+/// per vector of `N` values (`N` divides `i`; 16-byte loads where the device allows), `total` vectors out.
 #[cube(launch_unchecked)]
-fn silu_mul_kernel<F: Float>(gate_up: &Array<F>, out: &mut Array<F>, i: u32) {
+fn silu_mul_kernel<F: Float, N: Size>(
+    gate_up: &Array<Vector<F, N>>,
+    out: &mut Array<Vector<F, N>>,
+    total: u32,
+    iv: u32,
+) {
     let pos = ABSOLUTE_POS;
-    if pos >= out.len() {
+    if pos >= total as usize {
         terminate!();
     }
-    let i = i as usize;
-    let row = pos / i;
-    let col = pos % i;
-    let g = f32::cast_from(gate_up[row * 2 * i + col]);
-    let s = F::cast_from(g / (f32::new(1.0) + f32::exp(-g)));
-    out[pos] = s * gate_up[row * 2 * i + i + col];
+    let vs = out.vector_size().comptime();
+    let iv = iv as usize;
+    let row = pos / iv;
+    let col = pos % iv;
+    let g = gate_up[row * 2 * iv + col];
+    let u = gate_up[row * 2 * iv + iv + col];
+    let mut o = Vector::<F, N>::empty();
+    #[unroll]
+    for j in 0..vs {
+        let gj = f32::cast_from(g[j]);
+        o[j] = F::cast_from(gj / (f32::new(1.0) + f32::exp(-gj))) * u[j];
+    }
+    out[pos] = o;
 }
 
 /// Heads `first..first + n` of `qkv` `[b, s, width]` as `[b, n, s, d]`, with RoPE (`x·cos + rotate_half(x)·sin`,
@@ -932,6 +986,15 @@ fn array<R: CubeRuntime>(t: &CubeTensor<R>) -> ArrayArg<R> {
     unsafe { ArrayArg::from_raw_parts(t.handle.clone(), t.meta.shape().num_elements()) }
 }
 
+/// The widest vector (values per load) the device moves at once for `dtype` that divides `len` (rows of
+/// `len` values then start on vector boundaries; buffers start aligned); 1 at worst.
+fn vector_for<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType, len: usize) -> usize {
+    client
+        .io_optimized_vector_sizes(dtype.size())
+        .find(|v| len.is_multiple_of(*v))
+        .unwrap_or(1)
+}
+
 /// Cube size and count for `n` elements, one unit each (the element-wise kernels).
 fn elementwise<R: CubeRuntime>(client: &ComputeClient<R>, n: usize) -> (CubeCount, CubeDim) {
     let dim = CubeDim::new(client, n);
@@ -976,20 +1039,22 @@ fn rms_norm_rows<R: CubeRuntime>(
     }
     let rows = b * s;
     let out = empty_like(xc, vec![b, s, h]);
-    // Without a residual, `a` and `sum` are not touched; one-value stand-ins (not `x` itself: wgpu rejects a
+    let client = xc.client.clone();
+    let vector = vector_for(&client, xc.dtype, h);
+    // Without a residual, `a` and `sum` are not touched; one-vector stand-ins (not `x` itself: wgpu rejects a
     // buffer bound both read-only and read-write).
     let (ac, sum) = match a {
         Some(a) => (a.clone(), empty_like(xc, vec![b, s, h])),
-        None => (empty_like(xc, vec![1]), empty_like(xc, vec![1])),
+        None => (empty_like(xc, vec![vector]), empty_like(xc, vec![vector])),
     };
     if rows > 0 {
-        let client = xc.client.clone();
         launch_float!(
             xc.dtype,
             rms_norm_kernel,
             &client,
             row_grid(rows),
             CubeDim::new_1d(BLOCK),
+            vector,
             array(xc),
             array(&ac),
             array(wc),
@@ -1223,7 +1288,9 @@ fn layer_norm_rows<B: Backend, R: CubeRuntime>(
     {
         return None;
     }
-    // Without a residual, `pb`, `res` and `sum` are not touched: one-value stand-ins (wgpu rejects a buffer
+    let client = xc.client.clone();
+    let vector = vector_for(&client, xc.dtype, h);
+    // Without a residual, `pb`, `res` and `sum` are not touched: one-vector stand-ins (wgpu rejects a buffer
     // bound both read-only and read-write).
     let (pc, rc, sum) = match residual {
         Some((pb, r)) => {
@@ -1237,21 +1304,21 @@ fn layer_norm_rows<B: Backend, R: CubeRuntime>(
             (pc, rc, empty_like(&xc, vec![b, s, h]))
         }
         None => (
-            empty_like(&xc, vec![1]),
-            empty_like(&xc, vec![1]),
-            empty_like(&xc, vec![1]),
+            empty_like(&xc, vec![vector]),
+            empty_like(&xc, vec![vector]),
+            empty_like(&xc, vec![vector]),
         ),
     };
     let rows = b * s;
     let out = empty_like(&xc, vec![b, s, h]);
     if rows > 0 {
-        let client = xc.client.clone();
         launch_float!(
             xc.dtype,
             layer_norm_kernel,
             &client,
             row_grid(rows),
             CubeDim::new_1d(BLOCK),
+            vector,
             array(&xc),
             array(&pc),
             array(&rc),
@@ -1317,9 +1384,10 @@ pub fn bias_act<B: Backend, R: CubeRuntime>(
         return None;
     }
     let out = empty_like(&yc, dims.to_vec());
-    let n = dims.iter().product::<usize>();
+    let client = yc.client.clone();
+    let vector = vector_for(&client, yc.dtype, width);
+    let n = dims.iter().product::<usize>() / vector;
     if n > 0 {
-        let client = yc.client.clone();
         let (count, dim) = elementwise(&client, n);
         launch_float!(
             yc.dtype,
@@ -1327,11 +1395,13 @@ pub fn bias_act<B: Backend, R: CubeRuntime>(
             &client,
             count,
             dim,
+            vector,
             array(&yc),
             array(&bc),
             array(&rc),
             array(&out),
-            u32_of(width)?,
+            u32_of(n)?,
+            u32_of(width / vector)?,
             act == super::Act::QuickGelu,
             residual.is_some(),
         );
@@ -1398,9 +1468,10 @@ pub fn silu_mul<B: Backend, R: CubeRuntime>(gate_up: &Tensor<B, 3>, i: usize) ->
         return None;
     }
     let out = empty_like(&gc, vec![b, s, i]);
-    let n = b * s * i;
+    let client = gc.client.clone();
+    let vector = vector_for(&client, gc.dtype, i);
+    let n = b * s * i / vector;
     if n > 0 {
-        let client = gc.client.clone();
         let (count, dim) = elementwise(&client, n);
         launch_float!(
             gc.dtype,
@@ -1408,9 +1479,11 @@ pub fn silu_mul<B: Backend, R: CubeRuntime>(gate_up: &Tensor<B, 3>, i: usize) ->
             &client,
             count,
             dim,
+            vector,
             array(&gc),
             array(&out),
-            u32_of(i)?
+            u32_of(n)?,
+            u32_of(i / vector)?
         );
     }
     tensor_of::<B, R, 3>(out)
@@ -1592,10 +1665,7 @@ pub fn decode_attention_with<B: Backend, R: CubeRuntime>(
         let client = qc.client.clone();
         if kernel == DecodeKernel::Ilp {
             // The widest vector the device loads at once that divides a key row (rows start at multiples of d).
-            let vector = client
-                .io_optimized_vector_sizes(qc.dtype.size())
-                .find(|w| d.is_multiple_of(*w))
-                .unwrap_or(1);
+            let vector = vector_for(&client, qc.dtype, d);
             launch_float!(
                 qc.dtype,
                 decode_attention_ilp_kernel,
@@ -1788,11 +1858,8 @@ pub fn skinny_linear_with<B: Backend, R: CubeRuntime>(
     }
     let out = empty_like(&xc, vec![m, n]);
     let client = xc.client.clone();
-    // The widest vector the device loads at once that divides the rows (buffers start aligned).
-    let vector = client
-        .io_optimized_vector_sizes(xc.dtype.size())
-        .find(|v| k.is_multiple_of(*v))
-        .unwrap_or(1);
+    // The widest vector the device loads at once that divides the rows.
+    let vector = vector_for(&client, xc.dtype, k);
     let plane = match kernel {
         SkinnyKernel::Plane { columns, .. } => plane_for(&client, columns),
         _ => None,
