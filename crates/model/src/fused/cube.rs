@@ -402,15 +402,17 @@ fn rope_at<F: Float>(
 /// with RoPE, values as they are — [`heads_kernel`] three times in one launch. Keys and values go to
 /// `[b, nkv, cap, d]` at positions `at..at + s` (`cap = s`, `at = 0`: their own tensors; otherwise a KV cache's
 /// storage, written in place).
+/// One unit per vector of `N` values (`N` divides `d / 2`, so a vector and its rotation partner are both
+/// whole vectors), `total` vectors.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-fn qkv_heads_kernel<F: Float>(
-    qkv: &Array<F>,
-    cos: &Array<F>,
-    sin: &Array<F>,
-    q: &mut Array<F>,
-    k: &mut Array<F>,
-    v: &mut Array<F>,
+fn qkv_heads_kernel<F: Float, N: Size>(
+    qkv: &Array<Vector<F, N>>,
+    cos: &Array<Vector<F, N>>,
+    sin: &Array<Vector<F, N>>,
+    q: &mut Array<Vector<F, N>>,
+    k: &mut Array<Vector<F, N>>,
+    v: &mut Array<Vector<F, N>>,
     total: u32,
     s: u32,
     nh: u32,
@@ -423,7 +425,9 @@ fn qkv_heads_kernel<F: Float>(
     if pos >= total as usize {
         terminate!();
     }
-    let (s, d, nh, nkv) = (s as usize, d as usize, nh as usize, nkv as usize);
+    let vs = qkv.vector_size().comptime();
+    // `d` and every index below in vectors.
+    let (s, d, nh, nkv) = (s as usize, d as usize / vs, nh as usize, nkv as usize);
     let heads = nh + 2 * nkv;
     let di = pos % d;
     let rest = pos / d;
@@ -435,7 +439,14 @@ fn qkv_heads_kernel<F: Float>(
     let src = token * heads * d + j * d + di;
     let (cap, slot) = (cap as usize, at as usize + si);
     if j < nh + nkv {
-        let y = rope_at(qkv, cos, sin, src, token * d + di, di, d);
+        let half = d / 2;
+        let rot = if di < half {
+            -qkv[src + half]
+        } else {
+            qkv[src - half]
+        };
+        let t = token * d + di;
+        let y = qkv[src] * cos[t] + rot * sin[t];
         if j < nh {
             q[((bi * nh + j) * s + si) * d + di] = y;
         } else {
@@ -1165,8 +1176,10 @@ fn launch_qkv_heads<R: CubeRuntime>(
     let cap = k.meta.shape()[2];
     let q = empty_like(qc, vec![b, nh, s, d]);
     let total = b * s * width;
+    let client = qc.client.clone();
+    let vector = vector_for(&client, qc.dtype, d / 2);
+    let total = total / vector;
     if total > 0 {
-        let client = qc.client.clone();
         let (count, dim) = elementwise(&client, total);
         launch_float!(
             qc.dtype,
@@ -1174,6 +1187,7 @@ fn launch_qkv_heads<R: CubeRuntime>(
             &client,
             count,
             dim,
+            vector,
             array(qc),
             array(cc),
             array(sc),
