@@ -82,6 +82,18 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     check("add_rms_norm sum", host(sum), host(sc));
     check("add_rms_norm norm", host(normed), host(want));
 
+    // The same rows as a view one value into a larger buffer: where the backend hands the kernel the view
+    // itself, it must not read it in vectors (misaligned); burn-wgpu hands it an aligned copy.
+    let shifted: Vec<f32> = std::iter::once(9.0).chain(x.iter().copied()).collect();
+    let view = tensor::<B, 1>(shifted, [1 + 3 * 5 * 300], device)
+        .narrow(0, 1, 3 * 5 * 300)
+        .reshape([3, 5, 300]);
+    let got = fused::rms_norm(view, &tensor(w.clone(), [300], device), 1e-5);
+    let xc = tensor::<Cpu, 3>(x.clone(), [3, 5, 300], &cpu);
+    let var = xc.clone().powi_scalar(2).mean_dim(2);
+    let want = xc * (var + 1e-5).sqrt().recip() * tensor::<Cpu, 1>(w.clone(), [300], &cpu).unsqueeze::<3>();
+    check("rms_norm of a view at an offset", host(got), host(want));
+
     // LayerNorm (CLIP): the same rows, with a bias.
     let bias = values(300, 7);
     let got = fused::layer_norm(

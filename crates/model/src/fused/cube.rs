@@ -998,11 +998,24 @@ fn array<R: CubeRuntime>(t: &CubeTensor<R>) -> ArrayArg<R> {
 }
 
 /// The widest vector (values per load) the device moves at once for `dtype` that divides `len` (rows of
-/// `len` values then start on vector boundaries; buffers start aligned); 1 at worst.
-fn vector_for<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType, len: usize) -> usize {
+/// `len` values then start on vector boundaries) and at which every tensor of `bound` starts (a view at an
+/// offset in a larger buffer — a narrowed tensor — may not: a vector load there would be misaligned); 1 at
+/// worst.
+fn vector_for<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    dtype: DType,
+    len: usize,
+    bound: &[&CubeTensor<R>],
+) -> usize {
     client
         .io_optimized_vector_sizes(dtype.size())
-        .find(|v| len.is_multiple_of(*v))
+        .find(|v| {
+            let bytes = (*v * dtype.size()) as u64;
+            len.is_multiple_of(*v)
+                && bound
+                    .iter()
+                    .all(|t| t.handle.offset_start.unwrap_or(0).is_multiple_of(bytes))
+        })
         .unwrap_or(1)
 }
 
@@ -1051,7 +1064,7 @@ fn rms_norm_rows<R: CubeRuntime>(
     let rows = b * s;
     let out = empty_like(xc, vec![b, s, h]);
     let client = xc.client.clone();
-    let vector = vector_for(&client, xc.dtype, h);
+    let vector = vector_for(&client, xc.dtype, h, &[xc, wc, a.unwrap_or(xc)]);
     // Without a residual, `a` and `sum` are not touched; one-vector stand-ins (not `x` itself: wgpu rejects a
     // buffer bound both read-only and read-write).
     let (ac, sum) = match a {
@@ -1177,7 +1190,7 @@ fn launch_qkv_heads<R: CubeRuntime>(
     let q = empty_like(qc, vec![b, nh, s, d]);
     let total = b * s * width;
     let client = qc.client.clone();
-    let vector = vector_for(&client, qc.dtype, d / 2);
+    let vector = vector_for(&client, qc.dtype, d / 2, &[qc, cc, sc, k, v]);
     let total = total / vector;
     if total > 0 {
         let (count, dim) = elementwise(&client, total);
@@ -1303,10 +1316,7 @@ fn layer_norm_rows<B: Backend, R: CubeRuntime>(
         return None;
     }
     let client = xc.client.clone();
-    let vector = vector_for(&client, xc.dtype, h);
-    // Without a residual, `pb`, `res` and `sum` are not touched: one-vector stand-ins (wgpu rejects a buffer
-    // bound both read-only and read-write).
-    let (pc, rc, sum) = match residual {
+    let inputs = match residual {
         Some((pb, r)) => {
             if pb.dims() != [h] || r.dims() != [b, s, h] {
                 return None;
@@ -1315,8 +1325,18 @@ fn layer_norm_rows<B: Backend, R: CubeRuntime>(
             if pc.dtype != xc.dtype || rc.dtype != xc.dtype {
                 return None;
             }
-            (pc, rc, empty_like(&xc, vec![b, s, h]))
+            Some((pc, rc))
         }
+        None => None,
+    };
+    let vector = match &inputs {
+        Some((pc, rc)) => vector_for(&client, xc.dtype, h, &[&xc, &wc, &bc, pc, rc]),
+        None => vector_for(&client, xc.dtype, h, &[&xc, &wc, &bc]),
+    };
+    // Without a residual, `pb`, `res` and `sum` are not touched: one-vector stand-ins (wgpu rejects a buffer
+    // bound both read-only and read-write).
+    let (pc, rc, sum) = match inputs {
+        Some((pc, rc)) => (pc, rc, empty_like(&xc, vec![b, s, h])),
         None => (
             empty_like(&xc, vec![vector]),
             empty_like(&xc, vec![vector]),
@@ -1399,7 +1419,7 @@ pub fn bias_act<B: Backend, R: CubeRuntime>(
     }
     let out = empty_like(&yc, dims.to_vec());
     let client = yc.client.clone();
-    let vector = vector_for(&client, yc.dtype, width);
+    let vector = vector_for(&client, yc.dtype, width, &[&yc, &bc, &rc]);
     let n = dims.iter().product::<usize>() / vector;
     if n > 0 {
         let (count, dim) = elementwise(&client, n);
@@ -1483,7 +1503,7 @@ pub fn silu_mul<B: Backend, R: CubeRuntime>(gate_up: &Tensor<B, 3>, i: usize) ->
     }
     let out = empty_like(&gc, vec![b, s, i]);
     let client = gc.client.clone();
-    let vector = vector_for(&client, gc.dtype, i);
+    let vector = vector_for(&client, gc.dtype, i, &[&gc]);
     let n = b * s * i / vector;
     if n > 0 {
         let (count, dim) = elementwise(&client, n);
@@ -1679,7 +1699,7 @@ pub fn decode_attention_with<B: Backend, R: CubeRuntime>(
         let client = qc.client.clone();
         if kernel == DecodeKernel::Ilp {
             // The widest vector the device loads at once that divides a key row (rows start at multiples of d).
-            let vector = vector_for(&client, qc.dtype, d);
+            let vector = vector_for(&client, qc.dtype, d, &[&kc]);
             launch_float!(
                 qc.dtype,
                 decode_attention_ilp_kernel,
@@ -1873,7 +1893,7 @@ pub fn skinny_linear_with<B: Backend, R: CubeRuntime>(
     let out = empty_like(&xc, vec![m, n]);
     let client = xc.client.clone();
     // The widest vector the device loads at once that divides the rows.
-    let vector = vector_for(&client, xc.dtype, k);
+    let vector = vector_for(&client, xc.dtype, k, &[&xc, &wc]);
     let plane = match kernel {
         SkinnyKernel::Plane { columns, .. } => plane_for(&client, columns),
         _ => None,
