@@ -99,4 +99,4 @@ step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-
 step llama-cublas 80 bash -c "$BIN/throughput --config llama-2-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
 step llama-torch 70 bash -c "$PY benches/peers/torch_throughput.py --preset llama-2-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
 $PY benches/gpu/table.py "$TP" | tee "$OUT/table.md"
-step kernels 130 bash -c "CRITERION_HOME=$OUT/criterion MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench --warm-up-time 1 --measurement-time 2 2>&1 | tee $OUT/kernels.log | grep -E '^[a-z]+/|time:'"
+step kernels 300 bash -c "CRITERION_HOME=$OUT/criterion MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench --warm-up-time 1 --measurement-time 2 2>&1 | tee $OUT/kernels.log | grep -E '^[a-z]+/|time:'"
