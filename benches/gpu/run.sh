@@ -73,7 +73,7 @@ step profile-decode32 60 $PROF decode32 "" --config mistral-7b --runs 32x128x128
 step profile-orderclip 60 $PROF order-clip "MMREASON_CUBLAS_ORDER=device" --config clip-vit-l-336 --runs 32x0x0
 # cubek's flash attention (prefill without padding, the CLIP tower; bf16/f16 only): correctness, then figures.
 step flash-parity 120 bash -c "MMREASON_ATTENTION=flash $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-flash.log | grep -E 'PARITY|test |panicked|error|flash' "
-for f in flash flash2 flash8; do
+for f in flash flash2 flash8 flash-unit; do
   step flash-$f-mistral 60 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-$f\"/' | tee -a $TP"
   step flash-$f-clip 40 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-$f\"/' | tee -a $TP"
 done

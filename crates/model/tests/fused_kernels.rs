@@ -378,6 +378,18 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
             skinny(kernel, m, k, n, seed);
         }
     }
+    // More sums per cube than its shared memory holds: refused (the caller keeps cuBLAS), not launched.
+    let (x, w) = (values(8 * 64, 25), values(9 * 64, 26));
+    assert!(
+        fused::skinny_linear_with(
+            &tensor::<B, 2>(x, [8, 64], device),
+            &tensor::<B, 2>(w, [9, 64], device),
+            fused::SkinnyKernel::Multi { rows: 16, columns: 8 },
+        )
+        .is_none(),
+        "a multi-row block of 16 × 8 per group must be refused"
+    );
+
     // A contiguous view at an offset in a larger buffer (the generation head reads the last position of the
     // hidden states this way): the kernels must start at the view, not at the buffer.
     let (k, n) = (64, 5);
@@ -476,8 +488,26 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
 /// Returns the kinds that ran: a kind the device cannot run (no tensor cores on lavapipe) declines, and the
 /// callers say which must run.
 fn flash<B: Backend>(device: &B::Device) -> Vec<fused::FlashKind> {
+    let mut ran = Vec::new();
+    // 37 positions (whole tiles of neither kernel), 192 (whole stages of the tensor-core kernel's 2 and 4
+    // planes, which refuse other lengths).
+    for s in [37, 192] {
+        for kind in flash_at::<B>(device, s) {
+            if !ran.contains(&kind) {
+                ran.push(kind);
+            }
+        }
+    }
+    // The f32 path keeps the composition (cubek stages tiles in f16).
+    let q32 = tensor::<B, 4>(values(2 * 37 * 64, 44), [1, 2, 37, 64], device);
+    assert!(fused::flash_attention_of(&q32, &q32, &q32, false, fused::FlashKind::Unit).is_none());
+    ran
+}
+
+/// [`flash`] at `s` positions; the kinds that ran.
+fn flash_at<B: Backend>(device: &B::Device, s: usize) -> Vec<fused::FlashKind> {
     let cpu = Default::default();
-    let (b, h, s, d) = (2, 3, 37, 64);
+    let (b, h, d) = (2, 3, 64);
     let n = b * h * s * d;
     // Scaled so the softmax is neither flat nor one-hot; rounded to f16 before the reference sees them.
     let f16 = |v: Vec<f32>| -> Vec<f32> {
@@ -511,7 +541,7 @@ fn flash<B: Backend>(device: &B::Device) -> Vec<fused::FlashKind> {
             }
             let want = activation::softmax(scores, 3).matmul(vc);
             check_within(
-                &format!("flash attention {kind:?} causal={causal}"),
+                &format!("flash attention {kind:?} s={s} causal={causal}"),
                 host(got),
                 host(want),
                 1e-2,
@@ -521,9 +551,6 @@ fn flash<B: Backend>(device: &B::Device) -> Vec<fused::FlashKind> {
             }
         }
     }
-    // The f32 path keeps the composition (cubek stages tiles in f16).
-    let q32 = tensor::<B, 4>(q, [b, h, s, d], device);
-    assert!(fused::flash_attention_of(&q32, &q32, &q32, false, fused::FlashKind::Unit).is_none());
     ran
 }
 

@@ -440,13 +440,13 @@ fn qkv_heads_kernel<F: Float, N: Size>(
     let (cap, slot) = (cap as usize, at as usize + si);
     if j < nh + nkv {
         let half = d / 2;
-        let rot = if di < half {
-            -qkv[src + half]
-        } else {
-            qkv[src - half]
-        };
         let t = token * d + di;
-        let y = qkv[src] * cos[t] + rot * sin[t];
+        // rotate_half's negation as a subtraction: CUDA's vector types are structs without a unary minus.
+        let y = if di < half {
+            qkv[src] * cos[t] - qkv[src + half] * sin[t]
+        } else {
+            qkv[src] * cos[t] + qkv[src - half] * sin[t]
+        };
         if j < nh {
             q[((bi * nh + j) * s + si) * d + di] = y;
         } else {
@@ -1805,6 +1805,28 @@ pub fn flash_attention<B: Backend, R: CubeRuntime>(
     if kc.dtype != qc.dtype || vc.dtype != qc.dtype {
         return None;
     }
+    // Shapes cubek 0.2 runs correctly. Its bounds checks are switched on when the stage's rows are not a
+    // multiple of the problem's (`AttentionTilingScheme::check_bounds`: the test reads the wrong way round), so
+    // a problem smaller than a stage that divides it (s = 128 for the unit kernel's 8 · 32 rows on CUDA) would
+    // be read and written past its end; and the tensor-core kernel takes only whole stages of 16 rows per plane
+    // (577 CLIP positions are refused). Such shapes keep the composition.
+    let plane = qc.client.properties().hardware.plane_size_max as usize;
+    let refused = match kind {
+        FlashKind::Accelerated(planes) => !s.is_multiple_of(16 * planes as usize) || t < 16,
+        FlashKind::Unit => {
+            let stage = 8 * plane.max(1);
+            (s < stage && stage.is_multiple_of(s)) || (t < 8 && 8usize.is_multiple_of(t))
+        }
+    };
+    if refused {
+        static SAID: OnceLock<()> = OnceLock::new();
+        SAID.get_or_init(|| {
+            eprintln!(
+                "mmreason: flash attention ({kind:?}) not used for {s} queries over {t} keys (cubek's tiling)"
+            )
+        });
+        return None;
+    }
     let strategy = match kind {
         FlashKind::Accelerated(planes) => {
             AttentionStrategy::FlashBlackboxAccelerated(BlackboxAcceleratedStrategy {
@@ -1881,7 +1903,14 @@ pub fn skinny_linear_with<B: Backend, R: CubeRuntime>(
     let [m, k] = x.dims();
     let [n, kw] = w.dims();
     // The multi-row kernel takes any number of rows (its callers bound them); the others a few.
-    let rows_ok = matches!(kernel, SkinnyKernel::Multi { .. }) || m <= skinny_max_m();
+    let rows_ok = match kernel {
+        // Its shared memory holds MULTI_LANES × (MULTI_PLANES · rows · columns + 1) f32 sums: at most 256
+        // outputs per cube keeps that within the 48 KB every device gives a cube (and the sums in registers).
+        SkinnyKernel::Multi { rows, columns } => {
+            rows * columns * MULTI_PLANES as usize <= 256 && rows * columns > 0
+        }
+        _ => m <= skinny_max_m(),
+    };
     if !enabled() || m == 0 || !rows_ok || k != kw || n == 0 || k == 0 || m * n >= u32::MAX as usize {
         return None;
     }
