@@ -279,6 +279,24 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
                 sync();
             })
         });
+        // The softmax alone, each kernel (`MMREASON_SOFTMAX`), on the CLIP scores.
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        {
+            use mmreason::model::fused::{SoftmaxKernel, softmax_f32_with};
+            let scores = bmm_nt(flat(&q), flat(&k)).reshape([1, n * h, t, t]);
+            let scale = 1.0 / (d as f64).sqrt();
+            g.throughput(Throughput::Bytes((2 * n * h * t * t * dt.size()) as u64));
+            for kernel in [SoftmaxKernel::Passes, SoftmaxKernel::Registers] {
+                let name = format!("clip_softmax_{kernel:?}").to_lowercase();
+                g.bench_function(BenchmarkId::new(name, &id), |b| {
+                    b.iter(|| {
+                        std::hint::black_box(softmax_f32_with(&scores, None, scale, kernel));
+                        sync();
+                    })
+                });
+            }
+            g.throughput(Throughput::Elements((4 * n * h * t * t * d) as u64));
+        }
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
         flash_benches::<B>(&mut g, "clip_flash", &id, (&q, &k, &v), false, &sync);
     }

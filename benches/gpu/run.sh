@@ -37,9 +37,9 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral order clip profile flash decode unfused gemv small burn llama
-# kernels
-STEPS=${STEPS:-parity gemm mistral order clip profile flash decode unfused gemv small burn llama kernels}
+# STEPS selects groups (default: all): parity gemm mistral order clip profile flash softmax decode unfused gemv small
+# burn llama kernels
+STEPS=${STEPS:-parity gemm mistral order clip profile flash softmax decode unfused gemv small burn llama kernels}
 step() { # name seconds command...
   local name=$1 secs=$2; shift 2
   case " $STEPS " in *" ${name%%-*} "*) ;; *) echo "== $name skipped (STEPS)"; return;; esac
@@ -82,6 +82,9 @@ step unfused-clip 30 bash -c "MMREASON_FUSED=off $BIN/throughput --config clip-v
 # The skinny product kernel (decode at small batch) off, and taking the batch-32 decode products too.
 step gemv-off 60 bash -c "MMREASON_GEMV_MAX_M=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-nogemv\"/' | tee -a $TP"
 step gemv-32 60 bash -c "MMREASON_GEMV_MAX_M=32 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-gemv32\"/' | tee -a $TP"
+# The attention softmax reading each row once (MMREASON_SOFTMAX=regs) on prefill and CLIP.
+step softmax-mistral 60 bash -c "MMREASON_SOFTMAX=regs $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-softmax-regs\"/' | tee -a $TP"
+step softmax-clip 40 bash -c "MMREASON_SOFTMAX=regs $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-softmax-regs\"/' | tee -a $TP"
 # The decode attention kernel with more loads in flight (MMREASON_DECODE_ATTN=ilp) on decode b1 and b32.
 step decode-ilp 80 bash -c "MMREASON_DECODE_ATTN=ilp $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-decode-ilp\"/' | tee -a $TP"
 # The few-row kernel with one plane per column (MMREASON_GEMV=plane:UNROLL:COLUMNS) against the shared-memory

@@ -279,7 +279,19 @@ pub fn flash_attention<B: Backend>(
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-pub use cube::{DecodeKernel, FlashKind, SkinnyKernel};
+pub use cube::{DecodeKernel, FlashKind, SkinnyKernel, SoftmaxKernel};
+
+/// [`softmax_f32`] as the named GPU kernel (tests, benches); `None` off the GPU backends.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub fn softmax_f32_with<B: Backend>(
+    scores: &Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4>>,
+    scale: f64,
+    kernel: SoftmaxKernel,
+) -> Option<Tensor<B, 4>> {
+    on_gpu!(Some: masked_softmax_with::<B>(scores, mask, scale, kernel));
+    None
+}
 
 /// [`decode_attention`] with the kernel named rather than read from `MMREASON_DECODE_ATTN` (tests, benches).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]

@@ -299,6 +299,14 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
             Some(&tensor::<B, 4>(mask.clone(), [b, 1, s, t], device)),
             0.125,
         );
+        // The kernel that keeps rows in registers (`MMREASON_SOFTMAX=regs`), on the same rows.
+        let regs = fused::softmax_f32_with(
+            &tensor::<B, 4>(scores.clone(), [b, h, s, t], device),
+            Some(&tensor::<B, 4>(mask.clone(), [b, 1, s, t], device)),
+            0.125,
+            fused::SoftmaxKernel::Registers,
+        )
+        .expect("the register softmax takes rows of up to 1024");
         let want = activation::softmax(
             tensor::<Cpu, 4>(scores, [b, h, s, t], &cpu) * 0.125 + tensor::<Cpu, 4>(mask, [b, 1, s, t], &cpu),
             3,
@@ -306,14 +314,29 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
         check(
             &format!("masked softmax [{b}, {h}, {s}, {t}]"),
             host(got),
+            host(want.clone()),
+        );
+        check(
+            &format!("masked softmax in registers [{b}, {h}, {s}, {t}]"),
+            host(regs),
             host(want),
         );
     }
-    // Without a mask (CLIP), scale 1.
-    let scores = values(2 * 577 * 5, 8);
-    let got = fused::softmax_f32(tensor::<B, 4>(scores.clone(), [1, 2, 5, 577], device), None, 1.0);
-    let want = activation::softmax(tensor::<Cpu, 4>(scores, [1, 2, 5, 577], &cpu), 3);
-    check("softmax", host(got), host(want));
+    // Without a mask (CLIP), scale 1; and rows longer than the register kernel holds (1100: the other kernel).
+    for t in [577, 1100] {
+        let scores = values(2 * t * 5, 8);
+        let want = activation::softmax(tensor::<Cpu, 4>(scores.clone(), [1, 2, 5, t], &cpu), 3);
+        let got = fused::softmax_f32(tensor::<B, 4>(scores.clone(), [1, 2, 5, t], device), None, 1.0);
+        check(&format!("softmax of {t}"), host(got), host(want.clone()));
+        let regs = fused::softmax_f32_with(
+            &tensor::<B, 4>(scores, [1, 2, 5, t], device),
+            None,
+            1.0,
+            fused::SoftmaxKernel::Registers,
+        )
+        .expect("the softmax kernels take any row");
+        check(&format!("softmax in registers of {t}"), host(regs), host(want));
+    }
 
     // Skinny products (decode at small batch): 1 to 3 rows, k not a multiple of what a cube reads at once (and
     // once odd: one value per load), n not a multiple of 8. Sums of up to 1000 terms in another order: 1e-4.

@@ -511,6 +511,73 @@ fn masked_softmax_kernel<F: Float>(
     }
 }
 
+/// [`masked_softmax_kernel`] reading each score once: a unit keeps its `per` values of the row (`per` =
+/// ⌈t / CUBE_DIM_X⌉, at most 32) in registers between the maximum, the sum and the write, where the first
+/// kernel reads the row three times.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn softmax_regs_kernel<F: Float>(
+    scores: &Array<F>,
+    mask: &Array<f32>,
+    out: &mut Array<F>,
+    rows: u32,
+    heads: u32,
+    s: u32,
+    t: u32,
+    scale: f32,
+    #[comptime] masked: bool,
+    #[comptime] per: usize,
+) {
+    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let lanes = CUBE_DIM_X as usize;
+    let lane = UNIT_POS_X as usize;
+    let seg = UNIT_POS_Y as usize * lanes;
+    let row = CUBE_POS * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
+    let (s, t) = (s as usize, t as usize);
+    // Rows past the end (the grid is rounded up) take part in the barriers and touch no memory.
+    let mut width = 0usize;
+    if row < rows as usize {
+        width = t;
+    }
+    let base = row * t;
+    let batch = row / (heads as usize * s);
+    let mbase = (batch * s + row % s) * t;
+    let lowest = f32::new(-3.4028235e38);
+    let mut vals = Array::<f32>::new(per);
+    let mut m = lowest;
+    #[unroll]
+    for c in 0..per {
+        let i = lane + c * lanes;
+        let v = if i < width {
+            logit(scores, mask, base, mbase, i, scale, masked)
+        } else {
+            lowest
+        };
+        vals[c] = v;
+        m = max(m, v);
+    }
+    let m = reduce(m, &mut smem, seg, lane, lanes, true);
+    let mut acc = f32::new(0.0);
+    #[unroll]
+    for c in 0..per {
+        let e = if lane + c * lanes < width {
+            f32::exp(vals[c] - m)
+        } else {
+            f32::new(0.0)
+        };
+        vals[c] = e;
+        acc += e;
+    }
+    let total = reduce(acc, &mut smem, seg, lane, lanes, false);
+    #[unroll]
+    for c in 0..per {
+        let i = lane + c * lanes;
+        if i < width {
+            out[base + i] = F::cast_from(vals[c] / total);
+        }
+    }
+}
+
 /// `f32(score)·scale (+ mask)` of column `i`.
 #[cube]
 fn logit<F: Float>(
@@ -1586,6 +1653,28 @@ pub fn masked_softmax<B: Backend, R: CubeRuntime>(
     mask: Option<&Tensor<B, 4>>,
     scale: f64,
 ) -> Option<Tensor<B, 4>> {
+    let kernel = match softmax_in_registers() {
+        true => SoftmaxKernel::Registers,
+        false => SoftmaxKernel::Passes,
+    };
+    masked_softmax_with::<B, R>(scores, mask, scale, kernel)
+}
+
+/// Which attention softmax kernel runs: `Passes` ([`masked_softmax_kernel`], three reads of each row; the
+/// default) or `Registers` ([`softmax_regs_kernel`], one read; rows of more than 1024 take `Passes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SoftmaxKernel {
+    Passes,
+    Registers,
+}
+
+/// [`masked_softmax`] with the kernel named (tests, benches).
+pub fn masked_softmax_with<B: Backend, R: CubeRuntime>(
+    scores: &Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4>>,
+    scale: f64,
+    kernel: SoftmaxKernel,
+) -> Option<Tensor<B, 4>> {
     if !enabled() {
         return None;
     }
@@ -1601,7 +1690,27 @@ pub fn masked_softmax<B: Backend, R: CubeRuntime>(
     };
     let out = empty_like(&sc, vec![b, h, s, t]);
     let rows = b * h * s;
-    if rows > 0 && t > 0 {
+    let per = t.div_ceil(32);
+    if rows > 0 && t > 0 && kernel == SoftmaxKernel::Registers && per <= 32 {
+        let client = sc.client.clone();
+        launch_float!(
+            sc.dtype,
+            softmax_regs_kernel,
+            &client,
+            row_grid(rows.div_ceil(8)),
+            CubeDim::new_2d(32, 8),
+            array(&sc),
+            array(&mc),
+            array(&out),
+            u32_of(rows)?,
+            u32_of(h)?,
+            u32_of(s)?,
+            u32_of(t)?,
+            scale as f32,
+            mask.is_some(),
+            per,
+        );
+    } else if rows > 0 && t > 0 {
         let client = sc.client.clone();
         launch_float!(
             sc.dtype,
@@ -1621,6 +1730,13 @@ pub fn masked_softmax<B: Backend, R: CubeRuntime>(
         );
     }
     tensor_of::<B, R, 4>(out)
+}
+
+/// `MMREASON_SOFTMAX=regs`: the attention softmax keeps each row in registers ([`softmax_regs_kernel`], rows up
+/// to 1024), off by default until a device run has timed it.
+fn softmax_in_registers() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MMREASON_SOFTMAX").as_deref() == Ok("regs"))
 }
 
 /// [`crate::attention::grouped_query_attention`] for one query token (`q` `[b, nh, 1, d]`, `k`/`v`
