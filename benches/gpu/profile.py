@@ -10,7 +10,8 @@ with `--wall-s` (the unprofiled time of the same work, from the same call) the t
 cubecl's kernels — cuBLAS, host synchronisations and launch gaps. `--from throughput.jsonl` takes that time
 from the unprofiled row of the same work (the `throughput` JSON line the profiled runs printed names it).
 
-    python3 benches/gpu/profile.py one.log two.log [--wall-s 0.176 | --from throughput.jsonl --work one.jsonl]
+    python3 benches/gpu/profile.py one.log two.log [--wall-s 0.176 | --from throughput.jsonl --work one.jsonl
+                                                    [--gemm cublas-devorder]]
 """
 import json
 import re
@@ -41,16 +42,17 @@ def option(argv, flag):
     return argv[i + 1], argv[:i] + argv[i + 2:]
 
 
-def wall_from(rows_path, work_path):
+def wall_from(rows_path, work_path, gemm="cublas"):
     """Seconds of one unprofiled forward of the work named by the first JSON line of `work_path`, from the
-    row of `rows_path` with the same config and shape and gemm `cublas` (the default path)."""
+    row of `rows_path` with the same config and shape and the gemm label `gemm` (`cublas`: the default path;
+    run.sh relabels the rows of each switch it times, e.g. `cublas-devorder`)."""
     work = next(json.loads(l) for l in open(work_path) if l.startswith("{"))
     key = lambda r: (r["config"], r["batch"], r["prompt_len"], r["gen_len"], r.get("backend"))
     for line in open(rows_path):
         if not line.startswith("{"):
             continue
         r = json.loads(line)
-        if key(r) != key(work) or r.get("gemm") != "cublas":
+        if key(r) != key(work) or r.get("gemm") != gemm:
             continue
         if r.get("images_s"):
             return r["batch"] / r["images_s"]
@@ -66,8 +68,9 @@ def main(argv):
     wall = float(wall) if wall else None
     rows, argv = option(argv, "--from")
     work, argv = option(argv, "--work")
+    gemm, argv = option(argv, "--gemm")
     if rows and work:
-        wall = wall_from(rows, work)
+        wall = wall_from(rows, work, gemm or "cublas")
     if len(argv) != 2:
         sys.exit(__doc__)
     one, two = kernels(argv[0]), kernels(argv[1])

@@ -7,7 +7,8 @@
 # throughput example (ARGS: --config and --runs) runs twice under that profiler, with one and with two timed
 # repeats; the difference of the two logs is one warm forward (benches/gpu/profile.py), set against the
 # unprofiled time of the same work in TP. What cuBLAS and the gaps between launches take is the rest.
-# BACKEND and DTYPE (default cuda, bf16) let the script be tried on wgpu at a small config.
+# BACKEND and DTYPE (default cuda, bf16) let the script be tried on wgpu at a small config; GEMM_LABEL (default
+# cublas) names the unprofiled rows in TP to compare with (run.sh relabels the rows of each switch it times).
 set -uo pipefail
 name=$1 envs=$2
 shift 2
@@ -22,4 +23,5 @@ for r in 1 2; do
   (cd "$dir" && env $envs "$BINDIR/throughput" "$@" --random-weights --backend "${BACKEND:-cuda}" \
     --dtype "${DTYPE:-bf16}" --repeats $r --json) > "$dir/work.jsonl" || exit 1
 done
-$PY "$ROOT/benches/gpu/profile.py" "$dir/r1.log" "$dir/r2.log" --from "$TP" --work "$dir/work.jsonl" | tee "$OUT/profile-$name.md"
+$PY "$ROOT/benches/gpu/profile.py" "$dir/r1.log" "$dir/r2.log" --from "$TP" --work "$dir/work.jsonl" \
+  --gemm "${GEMM_LABEL:-cublas}" | tee "$OUT/profile-$name.md"
