@@ -82,14 +82,14 @@ step profile-decode32 60 $PROF decode32 "" --config mistral-7b --runs 32x128x128
 step profile-orderclip 60 env GEMM_LABEL=cublas-devorder $PROF order-clip "MMREASON_CUBLAS_ORDER=device" --config clip-vit-l-336 --runs 32x0x0
 # cubek's flash attention (prefill without padding, the CLIP tower; bf16/f16 only): correctness — the kernels
 # against the composition at head sizes 64 and 128 (the model fixtures' heads of 4-8 and short prompts are
-# below what the tensor-core kernel takes; the unit kernel does take them) — then figures. The tensor-core
-# kinds refuse CLIP's 577 positions, so only the unit kernel has a CLIP row.
+# below what the tensor-core kernel takes; the unit kernel does take them) — then figures. CLIP's 577 positions
+# run on operands padded to whole stages (with a head column masking the padded keys).
 step flash-kernels 120 bash -c "$BIN/fused_kernels flash_attention --include-ignored --nocapture 2>&1 | tee $OUT/flash_kernels.log | grep -E 'test |panicked|error|ran|not used' "
 step flash-parity 120 bash -c "MMREASON_ATTENTION=flash-unit $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-flash.log | grep -E 'PARITY|test |panicked|error|flash' "
 for f in flash flash2 flash8 flash-unit; do
   step flash-$f-mistral 60 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-$f\"/' | tee -a $TP"
+  step flash-$f-clip 40 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-$f\"/' | tee -a $TP"
 done
-step flash-unit-clip 40 bash -c "MMREASON_ATTENTION=flash-unit $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-flash-unit\"/' | tee -a $TP"
 step unfused-mistral 80 bash -c "MMREASON_FUSED=off $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-unfused\"/' | tee -a $TP"
 step unfused-clip 30 bash -c "MMREASON_FUSED=off $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-unfused\"/' | tee -a $TP"
 # The skinny product kernel (decode at small batch) off, and taking the batch-32 decode products too.

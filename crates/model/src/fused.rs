@@ -318,6 +318,21 @@ pub fn skinny_linear_with<B: Backend>(
     None
 }
 
+/// [`flash_attention_of`] on operands padded to whole stages of `stage` positions (with a masking head column
+/// when not causal), as the kernel is run on shapes it does not take itself (tests).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub fn flash_attention_padded_of<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    causal: bool,
+    kind: FlashKind,
+    stage: usize,
+) -> Option<Tensor<B, 4>> {
+    on_gpu!(Some: flash_attention_padded::<B>(q, k, v, causal, kind, stage));
+    None
+}
+
 /// [`flash_attention`] with the kernel named rather than read from `MMREASON_ATTENTION` (tests, benches).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub fn flash_attention_of<B: Backend>(

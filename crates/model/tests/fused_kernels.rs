@@ -510,12 +510,12 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
 /// 37 positions (not a multiple of any tile) and the CLIP head size, without and with the causal mask.
 /// Returns the kinds that ran: a kind the device cannot run (no tensor cores on lavapipe) declines, and the
 /// callers say which must run.
-fn flash<B: Backend>(device: &B::Device, shapes: &[(usize, usize)]) -> Vec<fused::FlashKind> {
+fn flash<B: Backend>(device: &B::Device, shapes: &[(usize, usize)]) -> Vec<String> {
     let mut ran = Vec::new();
     for &(s, d) in shapes {
-        for kind in flash_at::<B>(device, s, d) {
-            if !ran.contains(&kind) {
-                ran.push(kind);
+        for way in flash_at::<B>(device, s, d) {
+            if !ran.contains(&way) {
+                ran.push(way);
             }
         }
     }
@@ -525,8 +525,10 @@ fn flash<B: Backend>(device: &B::Device, shapes: &[(usize, usize)]) -> Vec<fused
     ran
 }
 
-/// [`flash`] at `s` positions of heads of `d`; the kinds that ran.
-fn flash_at<B: Backend>(device: &B::Device, s: usize, d: usize) -> Vec<fused::FlashKind> {
+/// [`flash`] at `s` positions of heads of `d`: each kernel directly, and on operands padded to stages of 64
+/// positions (the path shapes a kernel does not take go through: with the masking head column when not
+/// causal). Returns the ways that ran ("Unit causal=false", "padded Accelerated(4) causal=true", …).
+fn flash_at<B: Backend>(device: &B::Device, s: usize, d: usize) -> Vec<String> {
     let cpu = Default::default();
     let (b, h) = (2, 3);
     let n = b * h * s * d;
@@ -539,36 +541,50 @@ fn flash_at<B: Backend>(device: &B::Device, s: usize, d: usize) -> Vec<fused::Fl
     let (q, k, v) = (f16(values(n, 41)), f16(values(n, 42)), f16(values(n, 43)));
     let gpu = |v: &Vec<f32>| tensor::<B, 4>(v.clone(), [b, h, s, d], device).cast(DType::F16);
     let mut ran = Vec::new();
-    for kind in [
-        fused::FlashKind::Accelerated(4),
-        fused::FlashKind::Accelerated(2),
-        fused::FlashKind::Unit,
-    ] {
-        for causal in [false, true] {
-            let Some(got) = fused::flash_attention_of(&gpu(&q), &gpu(&k), &gpu(&v), causal, kind) else {
-                continue;
-            };
-            let (qc, kc, vc) = (
-                tensor::<Cpu, 4>(q.clone(), [b, h, s, d], &cpu),
-                tensor::<Cpu, 4>(k.clone(), [b, h, s, d], &cpu),
-                tensor::<Cpu, 4>(v.clone(), [b, h, s, d], &cpu),
-            );
-            let mut scores = qc.matmul(kc.swap_dims(2, 3)) / (d as f64).sqrt();
-            if causal {
-                let m: Vec<f32> = (0..s * s)
-                    .map(|i| if i % s > i / s { f32::NEG_INFINITY } else { 0.0 })
-                    .collect();
-                scores = scores + tensor::<Cpu, 4>(m, [1, 1, s, s], &cpu);
-            }
-            let want = activation::softmax(scores, 3).matmul(vc);
-            check_within(
-                &format!("flash attention {kind:?} s={s} d={d} causal={causal}"),
-                host(got),
-                host(want),
-                1e-2,
-            );
-            if !ran.contains(&kind) {
-                ran.push(kind);
+    for causal in [false, true] {
+        let (qc, kc, vc) = (
+            tensor::<Cpu, 4>(q.clone(), [b, h, s, d], &cpu),
+            tensor::<Cpu, 4>(k.clone(), [b, h, s, d], &cpu),
+            tensor::<Cpu, 4>(v.clone(), [b, h, s, d], &cpu),
+        );
+        let mut scores = qc.matmul(kc.swap_dims(2, 3)) / (d as f64).sqrt();
+        if causal {
+            let m: Vec<f32> = (0..s * s)
+                .map(|i| if i % s > i / s { f32::NEG_INFINITY } else { 0.0 })
+                .collect();
+            scores = scores + tensor::<Cpu, 4>(m, [1, 1, s, s], &cpu);
+        }
+        let want = host(activation::softmax(scores, 3).matmul(vc));
+        let kinds = [
+            fused::FlashKind::Accelerated(4),
+            fused::FlashKind::Accelerated(2),
+            fused::FlashKind::Unit,
+        ];
+        for kind in kinds {
+            let (q, k, v) = (gpu(&q), gpu(&k), gpu(&v));
+            // Padded only where it pads (each shape is another kernel to compile, slow on lavapipe).
+            let padded = (!s.is_multiple_of(64))
+                .then(|| fused::flash_attention_padded_of(&q, &k, &v, causal, kind, 64))
+                .flatten();
+            let ways = [
+                (
+                    format!("{kind:?}"),
+                    fused::flash_attention_of(&q, &k, &v, causal, kind),
+                ),
+                (format!("padded {kind:?}"), padded),
+            ];
+            for (way, got) in ways {
+                let Some(got) = got else { continue };
+                check_within(
+                    &format!("flash attention {way} s={s} d={d} causal={causal}"),
+                    host(got),
+                    want.clone(),
+                    1e-2,
+                );
+                let way = format!("{way} causal={causal}");
+                if !ran.contains(&way) {
+                    ran.push(way);
+                }
             }
         }
     }
@@ -583,8 +599,14 @@ fn flash_attention_on_wgpu_matches_the_composition() {
     // takes many minutes over the unit kernel at that size.)
     let ran = flash::<burn::backend::Wgpu>(&Default::default(), &[(37, 64), (192, 64)]);
     eprintln!("flash attention kernels that ran on wgpu: {ran:?}");
-    // The unit kernel needs planes (subgroups) only, which lavapipe and every GPU have: at least it checks.
-    assert!(!ran.is_empty(), "no flash attention kernel ran on wgpu");
+    // The unit kernel needs planes (subgroups) only, which lavapipe and every GPU have: at least it checks,
+    // directly and padded.
+    for way in ["Unit", "padded Unit"] {
+        for causal in [false, true] {
+            let way = format!("{way} causal={causal}");
+            assert!(ran.contains(&way), "{way} did not run on wgpu: {ran:?}");
+        }
+    }
 }
 
 #[cfg(feature = "wgpu")]
@@ -611,6 +633,12 @@ fn flash_attention_on_cuda_matches_the_composition() {
         &Default::default(),
         &[(37, 64), (192, 64), (256, 128)],
     );
-    // An H100 has tensor cores: the accelerated kernel must run there, not decline.
-    assert!(ran.contains(&fused::FlashKind::Accelerated(4)), "ran: {ran:?}");
+    // An H100 has tensor cores: the accelerated kernel must run there, not decline — directly (192, 256) and
+    // on padded operands (37, as CLIP's 577 will).
+    for way in ["Accelerated(4)", "padded Accelerated(4)", "Unit", "padded Unit"] {
+        for causal in [false, true] {
+            let way = format!("{way} causal={causal}");
+            assert!(ran.contains(&way), "{way} did not run on CUDA: {ran:?}");
+        }
+    }
 }

@@ -1892,6 +1892,7 @@ pub(crate) fn flash_kind() -> Option<FlashKind> {
 ///
 /// f32 is refused: cubek stages its tiles in f16, which is further from transformers' f32 attention than the
 /// 1e-3 the f32 path holds to. With `causal`, query `i` sees keys `0..=i` (s = t: a prompt without padding).
+/// Shapes the kernel does not take as they are go through [`flash_attention_padded`].
 pub fn flash_attention<B: Backend, R: CubeRuntime>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
@@ -1905,9 +1906,12 @@ pub fn flash_attention<B: Backend, R: CubeRuntime>(
 
     let [b, h, s, d] = q.dims();
     let [_, _, t, _] = k.dims();
+    // Values may be narrower than queries and keys (the padded path widens only those).
+    let dv = v.dims()[3];
     if !matches!(q.dtype(), DType::BF16 | DType::F16)
         || k.dims() != [b, h, t, d]
-        || v.dims() != [b, h, t, d]
+        || v.dims() != [b, h, t, dv]
+        || dv == 0
         || (causal && s != t)
         || b * h * s * t == 0
     {
@@ -1925,23 +1929,15 @@ pub fn flash_attention<B: Backend, R: CubeRuntime>(
     // multiple of the problem's (`AttentionTilingScheme::check_bounds`: the test reads the wrong way round), so
     // a problem smaller than a stage that divides it (s = 128 for the unit kernel's 8 · 32 rows on CUDA) would
     // be read and written past its end; and the tensor-core kernel takes only whole stages of 16 rows per plane
-    // (577 CLIP positions are refused). Such shapes keep the composition.
+    // (CLIP's 577 positions are refused). Such shapes are padded to whole stages ([`flash_attention_padded`]).
     let plane = qc.client.properties().hardware.plane_size_max as usize;
+    let stage = flash_stage(kind, plane);
     let refused = match kind {
-        FlashKind::Accelerated(planes) => !s.is_multiple_of(16 * planes as usize) || t < 16,
-        FlashKind::Unit => {
-            let stage = 8 * plane.max(1);
-            (s < stage && stage.is_multiple_of(s)) || (t < 8 && 8usize.is_multiple_of(t))
-        }
+        FlashKind::Accelerated(_) => !s.is_multiple_of(stage) || t < 16,
+        FlashKind::Unit => (s < stage && stage.is_multiple_of(s)) || (t < 8 && 8usize.is_multiple_of(t)),
     };
     if refused {
-        static SAID: OnceLock<()> = OnceLock::new();
-        SAID.get_or_init(|| {
-            eprintln!(
-                "mmreason: flash attention ({kind:?}) not used for {s} queries over {t} keys (cubek's tiling)"
-            )
-        });
-        return None;
+        return flash_attention_padded::<B, R>(q, k, v, causal, kind, stage);
     }
     let strategy = match kind {
         FlashKind::Accelerated(planes) => {
@@ -1966,6 +1962,90 @@ pub fn flash_attention<B: Backend, R: CubeRuntime>(
             None
         }
     }
+}
+
+/// Query rows per cube of cubek's kernel `kind` on a device with planes of `plane` units: 16 per plane for the
+/// tensor-core kernel, 8 per unit of one plane for the unit kernel.
+fn flash_stage(kind: FlashKind, plane: usize) -> usize {
+    match kind {
+        FlashKind::Accelerated(planes) => 16 * planes as usize,
+        FlashKind::Unit => 8 * plane.max(1),
+    }
+}
+
+/// [`flash_attention`] on operands padded to whole `stage`s of positions, in f16 (cubek's tile type: the
+/// bf16 → f16 casts are exact in range), the result cast back and its padded query rows dropped.
+///
+/// With the causal mask, padded keys (at the end) are already hidden from every real query. Without it they
+/// are hidden by one more head column: queries carry 1 there, real keys 0 and padded keys −10⁴, so a padded
+/// key scores −10⁴/√d′ and gets no weight. The head grows to d′ (the next multiple of 16 above d), and the
+/// queries are scaled by √(d′/d) in f32 before the cast, so cubek's 1/√d′ scaling stays transformers' 1/√d.
+pub fn flash_attention_padded<B: Backend, R: CubeRuntime>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    causal: bool,
+    kind: FlashKind,
+    stage: usize,
+) -> Option<Tensor<B, 4>> {
+    let [b, h, s, d] = q.dims();
+    let t = k.dims()[2];
+    if (causal && s != t) || stage == 0 || d == 0 {
+        return None;
+    }
+    let (dtype, device) = (q.dtype(), q.device());
+    let (sp, tp) = (s.div_ceil(stage) * stage, t.div_ceil(stage).max(1) * stage);
+    let f16 = (&device, DType::F16);
+    let zeros = |shape: [usize; 4]| Tensor::<B, 4>::zeros(shape, f16);
+    // Rows `from..to` of zeros appended along the positions (none when equal).
+    let pad_rows = |x: Tensor<B, 4>, from: usize, to: usize| {
+        let width = x.dims()[3];
+        if to > from {
+            Tensor::cat(vec![x, zeros([b, h, to - from, width])], 2)
+        } else {
+            x
+        }
+    };
+    let (qx, kx, vx) = if causal {
+        (
+            pad_rows(q.clone().cast(DType::F16), s, sp),
+            pad_rows(k.clone().cast(DType::F16), t, tp),
+            pad_rows(v.clone().cast(DType::F16), t, tp),
+        )
+    } else {
+        let dp = (d + 1).div_ceil(16) * 16;
+        let c = (dp as f64 / d as f64).sqrt();
+        let q_scaled = (q.clone().cast(DType::F32) * c).cast(DType::F16);
+        let qx = Tensor::cat(
+            vec![
+                q_scaled,
+                Tensor::<B, 4>::ones([b, h, s, 1], f16),
+                zeros([b, h, s, dp - d - 1]),
+            ],
+            3,
+        );
+        let mut keys = vec![Tensor::cat(
+            vec![k.clone().cast(DType::F16), zeros([b, h, t, dp - d])],
+            3,
+        )];
+        if tp > t {
+            keys.push(Tensor::cat(
+                vec![
+                    zeros([b, h, tp - t, d]),
+                    Tensor::<B, 4>::full([b, h, tp - t, 1], -1.0e4, f16),
+                    zeros([b, h, tp - t, dp - d - 1]),
+                ],
+                3,
+            ));
+        }
+        (
+            pad_rows(qx, s, sp),
+            Tensor::cat(keys, 2),
+            pad_rows(v.clone().cast(DType::F16), t, tp),
+        )
+    };
+    let out = flash_attention::<B, R>(&qx, &kx, &vx, causal, kind)?;
+    Some(out.narrow(2, 0, s).cast(dtype))
 }
 
 /// Rows of `x` up to which [`skinny_linear`] takes a product (`MMREASON_GEMV_MAX_M`, default 4; 0 turns it
