@@ -2085,8 +2085,13 @@ pub fn skinny_linear<B: Backend, R: CubeRuntime>(x: &Tensor<B, 2>, w: &Tensor<B,
             _ => None,
         };
     }
-    skinny_linear_with::<B, R>(x, w, skinny_kernel())
-        .or_else(|| skinny_linear_with::<B, R>(x, w, SkinnyKernel::Shared))
+    // A variant that cannot run here falls back to the shared kernel; the shared kernel's own refusal is final
+    // (trying it again would repeat its checks and operand copies on every product).
+    match skinny_kernel() {
+        SkinnyKernel::Shared => skinny_linear_with::<B, R>(x, w, SkinnyKernel::Shared),
+        asked => skinny_linear_with::<B, R>(x, w, asked)
+            .or_else(|| skinny_linear_with::<B, R>(x, w, SkinnyKernel::Shared)),
+    }
 }
 
 /// [`skinny_linear`] with the kernel named (tests, benches); `None` also where the named kernel cannot run
