@@ -4,6 +4,7 @@
 //! cargo run --release --features cuda --example gemm_bench -- --backend cuda --dtype bf16
 //!
 //! Default shapes: 8192³ and the 7B MLP (m = 4096 tokens, k = 4096, n = 14336), plus a decode-sized m = 32.
+//! `--cubek simple_mma,specialized_tma_mma` (or `all`) times cubek's kernels by strategy on the same operands.
 
 use std::process::ExitCode;
 
@@ -21,6 +22,10 @@ struct Args {
     shapes: String,
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// cubek matmul strategies to time beside them, comma-separated (`all` for every one; GPU builds only):
+    /// see `mmreason::model::gemm::cubek`.
+    #[arg(long, default_value = "")]
+    cubek: String,
 }
 
 fn main() -> ExitCode {
@@ -29,7 +34,8 @@ fn main() -> ExitCode {
         let backend = a.backend.parse::<BackendKind>()?;
         let dtype = a.dtype.parse::<WeightDtype>()?;
         let shapes = gemm_bench::parse_shapes(&a.shapes)?;
-        for r in gemm_bench::run(backend, dtype, &shapes, a.iters)? {
+        let cubek = gemm_bench::parse_strategies(&a.cubek)?;
+        for r in gemm_bench::run(backend, dtype, &shapes, a.iters, &cubek)? {
             println!("{}", serde_json::to_string(&r)?);
         }
         Ok(())

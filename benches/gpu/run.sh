@@ -22,7 +22,12 @@
 #   6. cubek's flash attention kernels instead of the composed attention (MMREASON_ATTENTION=flash, flash2,
 #      flash8: tensor-core tiles, 4/2/8 warps per cube): parity (parity-flash.log), then Mistral prefill and
 #      CLIP → throughput.jsonl (gemm "cublas-flash…")
-#   7. the kernel benches (criterion: GEMM, attention prefill/decode, KV-cache append, RMSNorm, RoPE, SiLU·mul at
+#   7. cubek's matmul kernels by strategy (MMREASON_GEMM=cubek:NAME, on burn's stream: no cuBLAS
+#      synchronisations): every strategy against the CPU (cubek_kernels.log), the tensor-core ones timed at the
+#      prefill and decode shapes (gemm-cubek.jsonl), then Mistral with the fastest at each shape
+#      (gemm "cubek-NAME"); and cuBLAS without the 32 MiB workspace (MMREASON_CUBLAS_WORKSPACE_MIB=0, gemm
+#      "cublas-nows") for what the workspace changed
+#   8. the kernel benches (criterion: GEMM, attention prefill/decode, KV-cache append, RMSNorm, RoPE, SiLU·mul at
 #      Mistral-7B shapes, bf16) → kernels.log
 set -uo pipefail
 OUT=${OUT:-gpu-out}
@@ -37,9 +42,9 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral order clip profile flash softmax decode unfused gemvbase
-# gemv small burn llama kernels
-STEPS=${STEPS:-parity gemm mistral order clip profile flash softmax decode unfused gemvbase gemv small burn llama kernels}
+# STEPS selects groups (default: all): parity gemm mistral order clip profile cubek flash softmax decode unfused
+# gemvbase gemv small burn llama kernels
+STEPS=${STEPS:-parity gemm mistral order clip profile cubek flash softmax decode unfused gemvbase gemv small burn llama kernels}
 # DEADLINE (seconds from the start of this script, 0 = none) caps every step's limit and skips steps that would
 # start with under 15 s left: an outer `timeout` would not stop a running step (each `timeout` below puts its
 # step in a process group of its own), so a call's time limit has to be kept here.
@@ -80,6 +85,28 @@ step profile-decode1 60 $PROF decode1 "" --config mistral-7b --runs 1x128x128
 step profile-decode32 60 $PROF decode32 "" --config mistral-7b --runs 32x128x128
 # With the device order, the spin kernel that waits for each product shows the cuBLAS time among the kernels.
 step profile-orderclip 60 env GEMM_LABEL=cublas-devorder $PROF order-clip "MMREASON_CUBLAS_ORDER=device" --config clip-vit-l-336 --runs 32x0x0
+# cubek's matmul strategies (MMREASON_GEMM=cubek:NAME): correctness of every one (f32/f16, awkward shapes),
+# then the tensor-core ones at the prefill MLP, q/k/v and decode b8/b32 shapes (bf16; --cubek adds them to
+# each gemm_bench line), then Mistral with the fastest correct one for prefill and for decode b32.
+step cubek-kernels 90 bash -c "$BIN/fused_kernels cubek --include-ignored --nocapture 2>&1 | tee $OUT/cubek_kernels.log | grep -E 'test |panicked|ran on|wrong|not used' "
+CUBEK=auto,simple_cmma,simple_mma,simple_multi_mma,ordered_mma,double_mma,double_spec_mma,specialized_mma,tma_mma,tma_multi_mma,specialized_tma_cmma,specialized_tma_mma
+step cubek-gemm 150 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --shapes 4096x4096x14336,4096x4096x6144,32x4096x14336,8x4096x14336 --cubek $CUBEK --iters 5 | tee $OUT/gemm-cubek.jsonl"
+cubek_best() { # m: the fastest strategy within 1e-2 of burn's result at that m, from gemm-cubek.jsonl
+  $PY -c 'import json,sys
+best=max(((c["tflops"],c["name"]) for l in open(sys.argv[1]) if l.startswith("{") for r in [json.loads(l)] if r["m"]==int(sys.argv[2]) for c in r.get("cubek",[]) if c["tflops"] and c["max_rel_diff"] is not None and c["max_rel_diff"]<1e-2), default=(0,""))
+print(best[1])' "$OUT/gemm-cubek.jsonl" "$1" 2>/dev/null
+}
+if [ -s "$OUT/gemm-cubek.jsonl" ]; then
+  for pair in prefill:4096:8x512x0,32x256x0 decode:32:32x128x128; do
+    IFS=: read -r what m runs <<<"$pair"
+    best=$(cubek_best "$m")
+    echo "== cubek fastest at m=$m: ${best:-none}" | tee -a "$OUT/steps.log"
+    [ -n "$best" ] && step cubek-$what 80 bash -c "MMREASON_GEMM=cubek:$best $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $runs --repeats 2 --json | tee -a $TP"
+  done
+fi
+# What the cuBLAS workspace (32 MiB on Hopper, as PyTorch sets it) changed: the same products and work without.
+step cubek-nows-gemm 40 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/gemm_bench --backend cuda --dtype bf16 --shapes 4096x4096x14336,32x4096x14336,8x4096x14336 --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-nows\"/' | tee -a $OUT/gemm.jsonl"
+step cubek-nows-mistral 80 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-nows\"/' | tee -a $TP"
 # cubek's flash attention (prefill without padding, the CLIP tower; bf16/f16 only): correctness — the kernels
 # against the composition at head sizes 64 and 128 (the model fixtures' heads of 4-8 and short prompts are
 # below what the tensor-core kernel takes; the unit kernel does take them) — then figures. CLIP's 577 positions

@@ -5,30 +5,52 @@
 //! device buffers of the burn tensors themselves: burn's own matmul kernel reaches ≈94 TFLOP/s on an H100 where
 //! cuBLAS reaches ≈800 (measured in the GPU issue), and the linear layers are ≈95 % of a 7B model's FLOPs.
 //! Everywhere else — CPU, wgpu, a machine without `libcublas`, or `MMREASON_GEMM=burn` — burn's matmul runs.
+//! `MMREASON_GEMM=cubek:NAME` runs one of cubek's kernels by name instead, on CUDA and wgpu ([`cubek`]).
 
 use burn::tensor::{Tensor, backend::Backend};
 
-/// Which implementation `linear_nt` uses on CUDA (`MMREASON_GEMM=cublas|burn`, read once; cuBLAS by default).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub mod cubek;
+
+/// Which implementation `linear_nt` uses on CUDA (`MMREASON_GEMM=cublas|burn|cubek:NAME`, read once; cuBLAS by
+/// default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmImpl {
     Burn,
     Cublas,
+    /// One of cubek's matmul strategies by name (burn-cuda and burn-wgpu).
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    Cubek(cubek::CubekGemm),
 }
 
 impl GemmImpl {
-    /// Lower-case name for reports (`burn`, `cublas`).
-    pub fn name(self) -> &'static str {
+    /// Lower-case name for reports (`burn`, `cublas`, `cubek-NAME`).
+    pub fn name(self) -> String {
         match self {
-            GemmImpl::Burn => "burn",
-            GemmImpl::Cublas => "cublas",
+            GemmImpl::Burn => "burn".into(),
+            GemmImpl::Cublas => "cublas".into(),
+            #[cfg(any(feature = "cuda", feature = "wgpu"))]
+            GemmImpl::Cubek(k) => format!("cubek-{}", k.name()),
         }
     }
 
-    /// The implementation the environment selects.
+    /// The implementation the environment selects (an unknown `cubek:` name is reported once, with the
+    /// names there are, and the default kept).
     pub fn selected() -> GemmImpl {
         static SEL: std::sync::OnceLock<GemmImpl> = std::sync::OnceLock::new();
         *SEL.get_or_init(|| match std::env::var("MMREASON_GEMM").as_deref() {
             Ok("burn") => GemmImpl::Burn,
+            #[cfg(any(feature = "cuda", feature = "wgpu"))]
+            Ok(v) if v.starts_with("cubek:") => match cubek::CubekGemm::parse(&v["cubek:".len()..]) {
+                Some(k) => GemmImpl::Cubek(k),
+                None => {
+                    eprintln!(
+                        "mmreason: MMREASON_GEMM={v}: no such cubek strategy (one of {}); the default instead",
+                        cubek::CubekGemm::NAMES.join(", ")
+                    );
+                    GemmImpl::Cublas
+                }
+            },
             _ => GemmImpl::Cublas,
         })
     }
@@ -36,12 +58,21 @@ impl GemmImpl {
 
 impl GemmImpl {
     /// What `linear_nt` runs on backend `B`: cuBLAS only on burn-cuda (and only if the library loads — a
-    /// missing library is reported once when first used).
+    /// missing library is reported once when first used), a cubek strategy on burn-cuda and burn-wgpu (where it
+    /// declines a product, that product takes the default path).
     pub fn active<B: Backend>() -> GemmImpl {
+        let sel = GemmImpl::selected();
         #[cfg(feature = "cuda")]
         if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::CudaBackend>() {
-            return GemmImpl::selected();
+            return sel;
         }
+        #[cfg(feature = "wgpu")]
+        if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::WgpuBackend>()
+            && matches!(sel, GemmImpl::Cubek(_))
+        {
+            return sel;
+        }
+        let _ = sel;
         GemmImpl::Burn
     }
 }
@@ -50,6 +81,12 @@ impl GemmImpl {
 pub fn linear_nt<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
     // A few rows (decoding at small batch): a memory-bound kernel on burn's stream, no cuBLAS synchronisation.
     if let Some(y) = crate::fused::skinny_linear(&x, w) {
+        return y;
+    }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let GemmImpl::Cubek(kind) = GemmImpl::selected()
+        && let Some(y) = cubek::product(&x, &w.clone().transpose(), kind)
+    {
         return y;
     }
     #[cfg(feature = "cuda")]
@@ -64,6 +101,12 @@ pub fn linear_nt<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> 
 /// Batched `a · bᵀ`: `a: [g, m, k]`, `b: [g, n, k]` → `[g, m, n]` (attention scores `q · kᵀ`, one batch entry
 /// per (sequence, key/value head), the query heads sharing that key head stacked in `m`: no repeated keys).
 pub fn bmm_nt<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> Tensor<B, 3> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let GemmImpl::Cubek(kind) = GemmImpl::selected()
+        && let Some(y) = cubek::product(&a, &b.clone().swap_dims(1, 2), kind)
+    {
+        return y;
+    }
     #[cfg(feature = "cuda")]
     if GemmImpl::selected() == GemmImpl::Cublas
         && let Some(y) = cuda::product(&a, &b, true)
@@ -75,6 +118,12 @@ pub fn bmm_nt<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> Tensor<B, 3> {
 
 /// Batched `a · b`: `a: [g, m, k]`, `b: [g, k, n]` → `[g, m, n]` (attention output `p · v`).
 pub fn bmm_nn<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> Tensor<B, 3> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let GemmImpl::Cubek(kind) = GemmImpl::selected()
+        && let Some(y) = cubek::product(&a, &b, kind)
+    {
+        return y;
+    }
     #[cfg(feature = "cuda")]
     if GemmImpl::selected() == GemmImpl::Cublas
         && let Some(y) = cuda::product(&a, &b, false)
@@ -228,6 +277,21 @@ pub mod cuda {
                 cudarc::cublas::result::create_handle().map_err(|e| format!("cublasCreate: {e:?}"))?;
             cudarc::cublas::result::set_stream(handle, stream as cb::cudaStream_t)
                 .map_err(|e| format!("cublasSetStream: {e:?}"))?;
+            // After the stream: cublasSetStream puts the handle back on cuBLAS's default workspace pool.
+            let major = drv::device::get_attribute(
+                dev,
+                dsys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+            )
+            .map_err(|e| format!("compute capability: {e:?}"))?;
+            let bytes = workspace_bytes(major);
+            if bytes > 0 {
+                // Lives as long as the handle, i.e. the process (the state is a static).
+                let ws = drv::malloc_sync(bytes)
+                    .map_err(|e| format!("cuBLAS workspace of {bytes} bytes: {e:?}"))?;
+                cb::cublasSetWorkspace_v2(handle, ws as *mut c_void, bytes)
+                    .result()
+                    .map_err(|e| format!("cublasSetWorkspace: {e:?}"))?;
+            }
             Ok(Mutex::new(Cublas {
                 ordinal,
                 ctx,
@@ -235,6 +299,22 @@ pub mod cuda {
                 handle,
                 flags: None,
             }))
+        }
+    }
+
+    /// The workspace handed to cuBLAS: `MMREASON_CUBLAS_WORKSPACE_MIB` (0 = cuBLAS's own default pool), else
+    /// what NVIDIA recommends and PyTorch sets on its handles — 32 MiB from Hopper (compute capability 9) on,
+    /// 4 MiB before. Without enough workspace cuBLAS leaves out the kernels that need one (split-K reductions
+    /// among them, which the skinny decode products at batch 8–32 are made for).
+    fn workspace_bytes(major: i32) -> usize {
+        const MIB: usize = 1 << 20;
+        match std::env::var("MMREASON_CUBLAS_WORKSPACE_MIB")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            Some(mib) => mib.saturating_mul(MIB),
+            None if major >= 9 => 32 * MIB,
+            None => 4 * MIB,
         }
     }
 
@@ -441,33 +521,72 @@ pub mod cuda {
                 st.flags = Some(Err(e.clone()));
                 return Err(e);
             }
-            let product = cb::cublasGemmStridedBatchedEx(
-                st.handle,
-                op_b,
-                cb::cublasOperation_t::CUBLAS_OP_N,
-                n_,
-                m_,
-                k_,
-                (&alpha as *const f32).cast::<c_void>(),
-                rb.resource().ptr as *const c_void,
-                dt,
-                ldb,
-                stride_b,
+            // One matrix: the plain call, as PyTorch's `mm`/`F.linear` makes it (cuBLAS's heuristics are keyed by
+            // the call as well as the shape).
+            let (pa, pb, py) = (
                 ra.resource().ptr as *const c_void,
-                dt,
-                lda,
-                stride_a,
-                (&beta as *const f32).cast::<c_void>(),
+                rb.resource().ptr as *const c_void,
                 ry.resource().ptr as *mut c_void,
-                dt,
-                n_,
-                stride_y,
-                batch_,
-                cb::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-            .result()
-            .map_err(|e| format!("cublasGemmStridedBatchedEx: {e:?}"));
+            );
+            let (alpha_p, beta_p) = (
+                (&alpha as *const f32).cast::<c_void>(),
+                (&beta as *const f32).cast::<c_void>(),
+            );
+            let compute = cb::cublasComputeType_t::CUBLAS_COMPUTE_32F;
+            let algo = cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT;
+            let product = if batch == 1 {
+                cb::cublasGemmEx(
+                    st.handle,
+                    op_b,
+                    cb::cublasOperation_t::CUBLAS_OP_N,
+                    n_,
+                    m_,
+                    k_,
+                    alpha_p,
+                    pb,
+                    dt,
+                    ldb,
+                    pa,
+                    dt,
+                    lda,
+                    beta_p,
+                    py,
+                    dt,
+                    n_,
+                    compute,
+                    algo,
+                )
+                .result()
+                .map_err(|e| format!("cublasGemmEx: {e:?}"))
+            } else {
+                cb::cublasGemmStridedBatchedEx(
+                    st.handle,
+                    op_b,
+                    cb::cublasOperation_t::CUBLAS_OP_N,
+                    n_,
+                    m_,
+                    k_,
+                    alpha_p,
+                    pb,
+                    dt,
+                    ldb,
+                    stride_b,
+                    pa,
+                    dt,
+                    lda,
+                    stride_a,
+                    beta_p,
+                    py,
+                    dt,
+                    n_,
+                    stride_y,
+                    batch_,
+                    compute,
+                    algo,
+                )
+                .result()
+                .map_err(|e| format!("cublasGemmStridedBatchedEx: {e:?}"))
+            };
             match &device_order {
                 Some((words, ptr, n)) => {
                     // The handshake ends whether or not the product was queued. The default flags order the

@@ -1,4 +1,5 @@
-//! The `gemm_bench` example's work: TFLOP/s of burn's matmul and of [`linear_nt`] on the same operands.
+//! The `gemm_bench` example's work: TFLOP/s of burn's matmul and of [`linear_nt`] on the same operands, and
+//! optionally of cubek's matmul strategies by name (`--cubek`, see [`crate::gemm::cubek`]).
 
 use std::time::Instant;
 
@@ -24,6 +25,51 @@ pub struct GemmFigures {
     pub linear_nt_impl: String,
     /// max |Δ| between the two results, relative to max |burn|.
     pub max_rel_diff: f64,
+    /// cubek's strategies asked for, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cubek: Vec<StrategyFigures>,
+}
+
+/// One cubek strategy on one shape: `None`s where it declined (the reason is printed once).
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyFigures {
+    pub name: String,
+    pub tflops: Option<f64>,
+    /// max |Δ| against burn's result, relative to max |burn|.
+    pub max_rel_diff: Option<f64>,
+}
+
+/// Checks the `--cubek` names (comma-separated; `all` for every one) before anything runs.
+pub fn parse_strategies(s: &str) -> Result<Vec<String>> {
+    let names: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        return Ok(names);
+    }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    {
+        use crate::gemm::cubek::CubekGemm;
+        if names.iter().any(|n| n == "all") {
+            return Ok(CubekGemm::NAMES.iter().map(|n| n.to_string()).collect());
+        }
+        for n in &names {
+            if CubekGemm::parse(n).is_none() {
+                return Err(ModelError::Input(format!(
+                    "--cubek: no strategy `{n}` (one of all, {})",
+                    CubekGemm::NAMES.join(", ")
+                )));
+            }
+        }
+        Ok(names)
+    }
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    Err(ModelError::Input(
+        "--cubek: cubek's kernels need a build with --features wgpu or cuda".into(),
+    ))
 }
 
 /// Parses `m×k×n` (or `mxkxn`) shapes separated by commas.
@@ -45,8 +91,9 @@ pub fn run(
     dtype: WeightDtype,
     shapes: &[[usize; 3]],
     iters: usize,
+    cubek: &[String],
 ) -> Result<Vec<GemmFigures>> {
-    crate::on_backend!(backend, run_on(backend, dtype, shapes, iters))
+    crate::on_backend!(backend, run_on(backend, dtype, shapes, iters, cubek))
 }
 
 fn time<B: Backend>(iters: usize, f: impl Fn() -> Tensor<B, 2>) -> (f64, Tensor<B, 2>) {
@@ -67,6 +114,7 @@ fn run_on<B: Backend>(
     dtype: WeightDtype,
     shapes: &[[usize; 3]],
     iters: usize,
+    cubek: &[String],
     device: &B::Device,
 ) -> Result<Vec<GemmFigures>> {
     let mut out = Vec::new();
@@ -82,7 +130,25 @@ fn run_on<B: Backend>(
             .max()
             .into_scalar()
             .elem_f64();
-        let scale = yb.abs().max().into_scalar().elem_f64().max(f64::MIN_POSITIVE);
+        let scale = yb
+            .clone()
+            .abs()
+            .max()
+            .into_scalar()
+            .elem_f64()
+            .max(f64::MIN_POSITIVE);
+        let rel = |y: Tensor<B, 2>| {
+            (yb.clone() - y.cast(burn::tensor::DType::F32))
+                .abs()
+                .max()
+                .into_scalar()
+                .elem_f64()
+                / scale
+        };
+        let strategies = cubek
+            .iter()
+            .map(|name| strategy_figures(name, &x, &w, iters, flops, rel))
+            .collect();
         out.push(GemmFigures {
             backend: backend.name().into(),
             dtype: dtype.name().into(),
@@ -91,11 +157,49 @@ fn run_on<B: Backend>(
             n,
             burn_tflops: flops / t_burn / 1e12,
             linear_nt_tflops: flops / t_ours / 1e12,
-            linear_nt_impl: GemmImpl::active::<B>().name().into(),
+            linear_nt_impl: GemmImpl::active::<B>().name(),
             max_rel_diff: diff / scale,
+            cubek: strategies,
         });
     }
     Ok(out)
+}
+
+/// cubek's strategy `name` on `x · wᵀ` (the weight a transposed view, as `linear_nt` passes it).
+fn strategy_figures<B: Backend>(
+    name: &str,
+    x: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    iters: usize,
+    flops: f64,
+    rel: impl Fn(Tensor<B, 2>) -> f64,
+) -> StrategyFigures {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    let (tflops, max_rel_diff) = match crate::gemm::cubek::CubekGemm::parse(name) {
+        Some(kind) => {
+            let wt = w.clone().transpose();
+            let run = || crate::gemm::cubek::product(x, &wt, kind);
+            match run() {
+                // `product` declines the same way on every call with these operands.
+                Some(_) => {
+                    let (t, y) = time(iters, || run().unwrap_or_else(|| x.clone().matmul(wt.clone())));
+                    (Some(flops / t / 1e12), Some(rel(y)))
+                }
+                None => (None, None),
+            }
+        }
+        None => (None, None),
+    };
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    let (tflops, max_rel_diff) = {
+        let _ = (x, w, iters, flops, rel);
+        (None, None)
+    };
+    StrategyFigures {
+        name: name.into(),
+        tflops,
+        max_rel_diff,
+    }
 }
 
 trait ElemF64 {

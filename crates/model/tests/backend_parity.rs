@@ -130,8 +130,14 @@ fn reference_half_error(dtype: WeightDtype, what: &str) -> (f64, f64) {
 impl Case {
     fn check(&self, what: &str, s: &Stats) {
         eprintln!(
-            "PARITY {{\"backend\":\"{}\",\"dtype\":\"{:?}\",\"gemm\":\"{:?}\",\"what\":\"{what}\",\"max_rel\":{:e},\"rel_l2\":{:e},\"argmax_agree\":{},\"rows\":{}}}",
-            self.backend, self.dtype, self.gemm, s.max_rel, s.rel_l2, s.argmax_agree, s.rows
+            "PARITY {{\"backend\":\"{}\",\"dtype\":\"{:?}\",\"gemm\":\"{}\",\"what\":\"{what}\",\"max_rel\":{:e},\"rel_l2\":{:e},\"argmax_agree\":{},\"rows\":{}}}",
+            self.backend,
+            self.dtype,
+            self.gemm.name(),
+            s.max_rel,
+            s.rel_l2,
+            s.argmax_agree,
+            s.rows
         );
         let (bound, min_agree) = match self.dtype {
             WeightDtype::F32 => (1e-3, 0.99),

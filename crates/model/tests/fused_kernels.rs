@@ -32,12 +32,18 @@ fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().expect("f32 values")
 }
 
-/// Largest |a − b| relative to max(1, |b|).
+/// Largest |a − b| relative to max(1, |b|); a NaN on one side only counts as infinitely far (`f32::max`
+/// would drop it), NaN on both and equal infinities as equal.
 fn max_rel(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len(), "lengths differ");
     got.iter()
         .zip(want)
-        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .map(|(a, b)| match (a.is_nan(), b.is_nan()) {
+            (true, true) => 0.0,
+            (false, false) if a == b => 0.0,
+            (false, false) => (a - b).abs() / b.abs().max(1.0),
+            _ => f32::INFINITY,
+        })
         .fold(0.0, f32::max)
 }
 
@@ -640,5 +646,150 @@ fn flash_attention_on_cuda_matches_the_composition() {
             let way = format!("{way} causal={causal}");
             assert!(ran.contains(&way), "{way} did not run on CUDA: {ran:?}");
         }
+    }
+}
+
+/// cubek's matmul strategies by name (`MMREASON_GEMM=cubek:NAME`) against the CPU's product, in f32 and f16, on
+/// a linear layer's `x · wᵀ` (the weight a transposed view, read in place), a batched `a · bᵀ` and `a · b`,
+/// at one row (decode), 5 rows and 37 rows (not a multiple of any tile). Returns the names that ran on at
+/// least one shape (a strategy the device cannot run declines, and the callers say which must run) and the
+/// products that were wrong (the callers require none).
+fn cubek_products<B: Backend>(device: &B::Device, names: &[&str]) -> (Vec<String>, Vec<String>) {
+    use mmreason_model::gemm::cubek::{CubekGemm, product};
+    let cpu = Default::default();
+    let (n, g) = (40, 3);
+    let mut ran: Vec<String> = Vec::new();
+    let mut wrong: Vec<String> = Vec::new();
+    for &name in names {
+        let kind = CubekGemm::parse(name).expect("a listed strategy");
+        // k = 72 is not a whole number of any kernel's k-stages (the double-buffered ones decline it), 128 is.
+        for (m, k) in [
+            (1usize, 72usize),
+            (5, 72),
+            (37, 72),
+            (1, 128),
+            (5, 128),
+            (37, 128),
+        ] {
+            for (dtype, tol) in [(DType::F32, 1e-4), (DType::F16, 2e-2)] {
+                // f16 operands rounded before the reference sees them; sums of 72 products of values in
+                // [-1, 1) stay well inside f16's range.
+                let round = |v: Vec<f32>| -> Vec<f32> {
+                    v.into_iter()
+                        .map(|x| {
+                            let x = 0.5 * x;
+                            if dtype == DType::F16 {
+                                half::f16::from_f32(x).to_f32()
+                            } else {
+                                x
+                            }
+                        })
+                        .collect()
+                };
+                let (x, w) = (round(values(m * k, 51)), round(values(n * k, 52)));
+                let want = host(
+                    tensor::<Cpu, 2>(x.clone(), [m, k], &cpu)
+                        .matmul(tensor::<Cpu, 2>(w.clone(), [n, k], &cpu).transpose()),
+                );
+                let (xg, wg) = (
+                    tensor::<B, 2>(x, [m, k], device).cast(dtype),
+                    tensor::<B, 2>(w, [n, k], device).cast(dtype),
+                );
+                let what = format!("cubek {name} linear m={m} {dtype:?}");
+                let Some(got) = product(&xg, &wg.transpose(), kind) else {
+                    continue;
+                };
+                note(&mut wrong, &what, host(got.cast(DType::F32)), want, tol);
+
+                let (a, b) = (round(values(g * m * k, 53)), round(values(g * n * k, 54)));
+                let (ac, bc) = (
+                    tensor::<Cpu, 3>(a.clone(), [g, m, k], &cpu),
+                    tensor::<Cpu, 3>(b.clone(), [g, n, k], &cpu),
+                );
+                let (ag, bg) = (
+                    tensor::<B, 3>(a, [g, m, k], device).cast(dtype),
+                    tensor::<B, 3>(b, [g, n, k], device).cast(dtype),
+                );
+                if let Some(got) = product(&ag, &bg.clone().swap_dims(1, 2), kind) {
+                    let want = host(ac.clone().matmul(bc.clone().swap_dims(1, 2)));
+                    note(
+                        &mut wrong,
+                        &format!("cubek {name} a·bᵀ m={m} {dtype:?}"),
+                        host(got.cast(DType::F32)),
+                        want,
+                        tol,
+                    );
+                }
+                // a · b with b stored [g, k, n] (the attention output's p · v).
+                let bkn = bg.swap_dims(1, 2).cast(DType::F32).into_data().convert::<f32>();
+                let bkn = tensor::<B, 3>(bkn.to_vec().expect("f32"), [g, k, n], device).cast(dtype);
+                if let Some(got) = product(&ag, &bkn, kind) {
+                    let want = host(ac.matmul(bc.swap_dims(1, 2)));
+                    note(
+                        &mut wrong,
+                        &format!("cubek {name} a·b m={m} {dtype:?}"),
+                        host(got.cast(DType::F32)),
+                        want,
+                        tol,
+                    );
+                }
+                if !ran.iter().any(|r| r == name) {
+                    ran.push(name.to_string());
+                }
+            }
+        }
+    }
+    (ran, wrong)
+}
+
+/// Records `what` in `wrong` when `got` is further than `tol` from `want`.
+fn note(wrong: &mut Vec<String>, what: &str, got: Vec<f32>, want: Vec<f32>, tol: f32) {
+    let e = max_rel(&got, &want);
+    if e >= tol {
+        wrong.push(format!("{what}: {e:e}"));
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn cubek_matmul_strategies_on_wgpu_match_the_cpu() {
+    // The strategies without tensor cores (lavapipe has none; nor plane operations, which the vecmat kernels
+    // need): the unit kernels must run, the matrix-vector ones where they can.
+    let names = [
+        "auto",
+        "naive",
+        "simple_unit",
+        "double_unit",
+        "simple_vecmat",
+        "double_vecmat",
+        "gemv_plane",
+        "gemv_unit",
+    ];
+    let (ran, wrong) = cubek_products::<burn::backend::Wgpu>(&Default::default(), &names);
+    eprintln!("cubek strategies that ran on wgpu: {ran:?}");
+    assert!(wrong.is_empty(), "wrong products: {wrong:#?}");
+    for name in ["auto", "naive", "simple_unit", "double_unit"] {
+        assert!(
+            ran.iter().any(|r| r == name),
+            "{name} did not run on wgpu: {ran:?}"
+        );
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+fn cubek_matmul_strategies_on_cuda_match_the_cpu() {
+    mmreason_model::backend::check_cuda().expect("CUDA is available");
+    let names = mmreason_model::gemm::cubek::CubekGemm::NAMES;
+    let (ran, wrong) = cubek_products::<mmreason_model::backend::CudaBackend>(&Default::default(), names);
+    eprintln!("cubek strategies that ran on CUDA: {ran:?}");
+    assert!(wrong.is_empty(), "wrong products: {wrong:#?}");
+    // An H100 has tensor cores: at least the plain tensor-core kernels must run.
+    for name in ["auto", "simple_unit", "simple_cmma", "simple_mma"] {
+        assert!(
+            ran.iter().any(|r| r == name),
+            "{name} did not run on CUDA: {ran:?}"
+        );
     }
 }
