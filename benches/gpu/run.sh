@@ -88,7 +88,7 @@ step profile-orderclip 60 env GEMM_LABEL=cublas-devorder $PROF order-clip "MMREA
 # cubek's matmul strategies (MMREASON_GEMM=cubek:NAME): correctness of every one (f32/f16, awkward shapes),
 # then the tensor-core ones at the prefill MLP, q/k/v and decode b8/b32 shapes (bf16; --cubek adds them to
 # each gemm_bench line), then Mistral with the fastest correct one for prefill and for decode b32.
-step cubek-kernels 90 bash -c "$BIN/fused_kernels cubek --include-ignored --nocapture 2>&1 | tee $OUT/cubek_kernels.log | grep -E 'test |panicked|ran on|wrong|not used' "
+step cubek-kernels 120 bash -c "$BIN/fused_kernels cubek --include-ignored --nocapture 2>&1 | tee $OUT/cubek_kernels.log | grep -E 'test |panicked|ran on|wrong|not used' "
 CUBEK=auto,simple_cmma,simple_mma,simple_multi_mma,ordered_mma,double_mma,double_spec_mma,specialized_mma,tma_mma,tma_multi_mma,specialized_tma_cmma,specialized_tma_mma
 step cubek-gemm 150 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --shapes 4096x4096x14336,4096x4096x6144,32x4096x14336,8x4096x14336 --cubek $CUBEK --iters 5 | tee $OUT/gemm-cubek.jsonl"
 cubek_best() { # m: the fastest strategy within 1e-2 of burn's result at that m, from gemm-cubek.jsonl
@@ -105,7 +105,7 @@ if [ -s "$OUT/gemm-cubek.jsonl" ]; then
   done
 fi
 # What the cuBLAS workspace (32 MiB on Hopper, as PyTorch sets it) changed: the same products and work without.
-step cubek-nows-gemm 40 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/gemm_bench --backend cuda --dtype bf16 --shapes 4096x4096x14336,32x4096x14336,8x4096x14336 --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-nows\"/' | tee -a $OUT/gemm.jsonl"
+step cubek-nows-gemm 40 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/gemm_bench --backend cuda --dtype bf16 --shapes 4096x4096x14336,32x4096x14336 --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-nows\"/' | tee -a $OUT/gemm.jsonl"
 step cubek-nows-mistral 80 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-nows\"/' | tee -a $TP"
 # cubek's flash attention (prefill without padding, the CLIP tower; bf16/f16 only): correctness — the kernels
 # against the composition at head sizes 64 and 128 (the model fixtures' heads of 4-8 and short prompts are

@@ -649,12 +649,16 @@ fn flash_attention_on_cuda_matches_the_composition() {
     }
 }
 
-/// cubek's matmul strategies by name (`MMREASON_GEMM=cubek:NAME`) against the CPU's product, in f32 and f16, on
+/// cubek's matmul strategies by name (`MMREASON_GEMM=cubek:NAME`) against the CPU's product, in `dtypes`, on
 /// a linear layer's `x · wᵀ` (the weight a transposed view, read in place), a batched `a · bᵀ` and `a · b`,
 /// at one row (decode), 5 rows and 37 rows (not a multiple of any tile). Returns the names that ran on at
 /// least one shape (a strategy the device cannot run declines, and the callers say which must run) and the
 /// products that were wrong (the callers require none).
-fn cubek_products<B: Backend>(device: &B::Device, names: &[&str]) -> (Vec<String>, Vec<String>) {
+fn cubek_products<B: Backend>(
+    device: &B::Device,
+    names: &[&str],
+    dtypes: &[(DType, f32)],
+) -> (Vec<String>, Vec<String>) {
     use mmreason_model::gemm::cubek::{CubekGemm, product};
     let cpu = Default::default();
     let (n, g) = (40, 3);
@@ -671,17 +675,17 @@ fn cubek_products<B: Backend>(device: &B::Device, names: &[&str]) -> (Vec<String
             (5, 128),
             (37, 128),
         ] {
-            for (dtype, tol) in [(DType::F32, 1e-4), (DType::F16, 2e-2)] {
-                // f16 operands rounded before the reference sees them; sums of 72 products of values in
-                // [-1, 1) stay well inside f16's range.
+            for &(dtype, tol) in dtypes {
+                // Half-precision operands rounded before the reference sees them; sums of up to 128 products of
+                // values in [-1, 1) stay well inside f16's range.
                 let round = |v: Vec<f32>| -> Vec<f32> {
                     v.into_iter()
                         .map(|x| {
                             let x = 0.5 * x;
-                            if dtype == DType::F16 {
-                                half::f16::from_f32(x).to_f32()
-                            } else {
-                                x
+                            match dtype {
+                                DType::F16 => half::f16::from_f32(x).to_f32(),
+                                DType::BF16 => half::bf16::from_f32(x).to_f32(),
+                                _ => x,
                             }
                         })
                         .collect()
@@ -765,7 +769,8 @@ fn cubek_matmul_strategies_on_wgpu_match_the_cpu() {
         "gemv_plane",
         "gemv_unit",
     ];
-    let (ran, wrong) = cubek_products::<burn::backend::Wgpu>(&Default::default(), &names);
+    let dtypes = [(DType::F32, 1e-4), (DType::F16, 2e-2)];
+    let (ran, wrong) = cubek_products::<burn::backend::Wgpu>(&Default::default(), &names, &dtypes);
     eprintln!("cubek strategies that ran on wgpu: {ran:?}");
     assert!(wrong.is_empty(), "wrong products: {wrong:#?}");
     for name in ["auto", "naive", "simple_unit", "double_unit"] {
@@ -782,7 +787,10 @@ fn cubek_matmul_strategies_on_wgpu_match_the_cpu() {
 fn cubek_matmul_strategies_on_cuda_match_the_cpu() {
     mmreason_model::backend::check_cuda().expect("CUDA is available");
     let names = mmreason_model::gemm::cubek::CubekGemm::NAMES;
-    let (ran, wrong) = cubek_products::<mmreason_model::backend::CudaBackend>(&Default::default(), names);
+    // bf16 only, the models' dtype on a GPU (each strategy, shape and dtype is another kernel to compile).
+    let dtypes = [(DType::BF16, 3e-2)];
+    let (ran, wrong) =
+        cubek_products::<mmreason_model::backend::CudaBackend>(&Default::default(), names, &dtypes);
     eprintln!("cubek strategies that ran on CUDA: {ran:?}");
     assert!(wrong.is_empty(), "wrong products: {wrong:#?}");
     // An H100 has tensor cores: at least the plain tensor-core kernels must run.
