@@ -89,7 +89,7 @@ step profile-orderclip 60 env GEMM_LABEL=cublas-devorder $PROF order-clip "MMREA
 # then the tensor-core ones at the prefill MLP, q/k/v and decode b8/b32 shapes (bf16; --cubek adds them to
 # each gemm_bench line), then Mistral with the fastest correct one for prefill and for decode b32.
 step cubek-kernels 120 bash -c "$BIN/fused_kernels cubek --include-ignored --nocapture 2>&1 | tee $OUT/cubek_kernels.log | grep -E 'test |panicked|ran on|wrong|not used' "
-CUBEK=auto,simple_cmma,simple_mma,simple_multi_mma,ordered_mma,double_mma,double_spec_mma,specialized_mma,tma_mma,tma_multi_mma,specialized_tma_cmma,specialized_tma_mma
+CUBEK=simple_cmma,simple_mma,simple_multi_mma,ordered_mma,double_mma,double_spec_mma,specialized_mma,tma_mma,tma_multi_mma,specialized_tma_cmma,specialized_tma_mma
 step cubek-gemm 150 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --shapes 4096x4096x14336,4096x4096x6144,32x4096x14336,8x4096x14336 --cubek $CUBEK --iters 5 | tee $OUT/gemm-cubek.jsonl"
 cubek_best() { # m: the fastest strategy within 1e-2 of burn's result at that m, from gemm-cubek.jsonl
   $PY -c 'import json,sys

@@ -38,9 +38,10 @@ pub struct CubekGemm {
 }
 
 impl CubekGemm {
-    /// Every name, the plain-unit and matrix-vector kernels (any device with compute shaders) first.
+    /// Every name, the plain-unit and matrix-vector kernels (any device with compute shaders) first. cubek's
+    /// `Auto` is left out: it is what burn's own matmul runs (`MMREASON_GEMM=burn`), and it panics on setup
+    /// errors other than a missing feature instead of returning them.
     pub const NAMES: &'static [&'static str] = &[
-        "auto",
         "naive",
         "simple_unit",
         "double_unit",
@@ -81,10 +82,41 @@ impl CubekGemm {
         self.name
     }
 
-    /// Whether the kernel double-buffers its k-stages (see `product_on` for why that matters).
-    fn double_buffered(self) -> bool {
+    /// The k-stage sizes (powers of two) the kernel may pick, for the ones that run stages in pairs, on a device
+    /// with planes of `plane` units; `None` for the rest.
+    ///
+    /// cubek 0.2's double-buffered, ordered and warp-specialised (non-TMA) loops always run an even number of
+    /// k-stages, but switch their k bounds check on only when k is not a whole number of *one* stage
+    /// (`check_k_bounds = k % stage_k != 0`): when k is an odd number of stages the last, unmasked stage reads
+    /// past the row and adds what lies there (on lavapipe `double_unit`, stage 8, is wrong at k = 8, 24, 40,
+    /// 72, …). Stage sizes from its selectors: `double_unit` twice its tile (4–16 values), the tensor-core
+    /// ones a plane's worth (16-wide tiles, partition `plane / 16`), `double_vecmat` a plane's worth of vectors
+    /// (up to 16 values each). TMA kernels are masked by the hardware and the single-stage ones by `div_ceil`.
+    fn paired_stages(self, plane: usize) -> Option<(usize, usize)> {
         let n = self.name;
-        n.starts_with("double") || n.starts_with("ordered") || n.starts_with("specialized")
+        if n.contains("tma") {
+            None
+        } else if n == "double_unit" {
+            Some((4, 32))
+        } else if n == "double_vecmat" {
+            Some((plane.max(4), plane.max(4) * 16))
+        } else if n.starts_with("double") || n.starts_with("ordered") || n.starts_with("specialized") {
+            Some((16, 2 * plane.max(8)))
+        } else {
+            None
+        }
+    }
+
+    /// Whether cubek computes `k` right with this kernel: a kernel with paired stages is wrong exactly when k
+    /// is an odd number of its stage, i.e. when the largest power of two dividing k is the stage size.
+    fn takes_k(self, k: usize, plane: usize) -> bool {
+        match self.paired_stages(plane) {
+            None => true,
+            Some((lo, hi)) => {
+                let pow2 = k & k.wrapping_neg();
+                !(lo..=hi).contains(&pow2)
+            }
+        }
     }
 
     /// cubek's strategy value; `None` only for a name missing from this table (a test keeps the two in step).
@@ -112,7 +144,6 @@ impl CubekGemm {
         };
         let tile_size = TileSizeSelection::MaxTileSize;
         Some(match self.name {
-            "auto" => Strategy::Auto,
             "naive" => Strategy::Naive,
             "simple_unit" => Strategy::SimpleUnit(Inferred(SimpleUnitSelectionArgs { tile_size })),
             "double_unit" => Strategy::DoubleUnit(Inferred(DoubleUnitSelectionArgs { tile_size })),
@@ -182,12 +213,18 @@ fn product_on<B: Backend, R: CubeRuntime, const D: usize>(
     if sb[D - 2] != k || sa[..D - 2] != sb[..D - 2] || m * k * n == 0 {
         return None;
     }
-    // The double-buffered kernels of cubek 0.2 read past a partial last pair of k-stages without masking it:
-    // `double_unit` on lavapipe is wrong for every k that is not a multiple of 16 (the fused-kernel test's
-    // k = 72, and an attention's `p · v` over an odd number of positions). Those take the default path unless
-    // k is a multiple of 64, which covers the tile sizes cubek picks on the devices we run and every model
-    // width (4096, 14336, 1024, head sizes 64 and 128).
-    if kind.double_buffered() && !k.is_multiple_of(64) {
+    // Shapes cubek 0.2 gets wrong take the default path (see `paired_stages`).
+    let plane = ac.client.properties().hardware.plane_size_max as usize;
+    if !kind.takes_k(k, plane) {
+        return None;
+    }
+    // TMA descriptors need 16-byte aligned starts; cubek checks the strides but not a view's offset (a failed
+    // descriptor would surface as a launch failure, not an error returned here).
+    if kind.name.contains("tma")
+        && ![&ac, &bc]
+            .iter()
+            .all(|t| t.handle.offset_start.unwrap_or(0).is_multiple_of(16))
+    {
         return None;
     }
     let strategy = kind.strategy()?;
@@ -245,14 +282,40 @@ mod tests {
             let s = kind
                 .strategy()
                 .unwrap_or_else(|| panic!("`{name}` has no strategy"));
-            // Only `auto` may map to cubek's automatic selection.
-            assert_eq!(
-                matches!(s, Strategy::Auto),
-                name == "auto",
-                "`{name}` maps to {s}"
-            );
+            assert!(!matches!(s, Strategy::Auto), "`{name}` maps to {s}");
         }
         assert!(CubekGemm::parse("tma").is_none());
+        assert!(CubekGemm::parse("auto").is_none());
         assert!(CubekGemm::parse("").is_none());
+    }
+
+    #[test]
+    fn paired_stage_kernels_decline_an_odd_number_of_stages() {
+        let unit = CubekGemm::parse("double_unit").expect("listed");
+        // lavapipe's failures (stage 8): 8, 24, 40, 72 are odd multiples of 8; its passes include 16, 48, 128.
+        for k in [8, 24, 40, 72, 104, 136] {
+            assert!(!unit.takes_k(k, 8), "double_unit must decline k = {k}");
+        }
+        for k in [64, 128, 4096, 14336, 577, 513, 7] {
+            assert!(unit.takes_k(k, 8), "double_unit should take k = {k}");
+        }
+        // Tensor-core stages of a 32-unit plane: 16–64.
+        let double = CubekGemm::parse("double_mma").expect("listed");
+        assert!(!double.takes_k(32, 32) && !double.takes_k(96, 32) && !double.takes_k(64, 32));
+        assert!(double.takes_k(128, 32) && double.takes_k(4096, 32) && double.takes_k(577, 32));
+        // bf16 vectors of 8 on a 32-unit plane: stages up to 512.
+        let vecmat = CubekGemm::parse("double_vecmat").expect("listed");
+        assert!(!vecmat.takes_k(256, 32) && !vecmat.takes_k(768, 32) && vecmat.takes_k(4096, 32));
+        // TMA and single-stage kernels take any k.
+        for name in [
+            "tma_mma",
+            "specialized_tma_mma",
+            "simple_mma",
+            "simple_unit",
+            "naive",
+        ] {
+            let kind = CubekGemm::parse(name).expect("listed");
+            assert!([8, 24, 72, 4096].iter().all(|&k| kind.takes_k(k, 32)), "{name}");
+        }
     }
 }
