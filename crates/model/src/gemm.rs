@@ -58,8 +58,8 @@ impl GemmImpl {
 
 impl GemmImpl {
     /// What `linear_nt` runs on backend `B`: cuBLAS only on burn-cuda (and only if the library loads — a
-    /// missing library is reported once when first used), a cubek strategy on burn-cuda and burn-wgpu (where it
-    /// declines a product, that product takes the default path).
+    /// missing library is reported once when first used), a cubek strategy on burn-cuda and burn-wgpu (a
+    /// product it declines, said once per strategy, goes to cuBLAS on CUDA and to burn's matmul on wgpu).
     pub fn active<B: Backend>() -> GemmImpl {
         let sel = GemmImpl::selected();
         #[cfg(feature = "cuda")]
@@ -90,7 +90,7 @@ pub fn linear_nt<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> 
         return y;
     }
     #[cfg(feature = "cuda")]
-    if GemmImpl::selected() == GemmImpl::Cublas
+    if GemmImpl::selected() != GemmImpl::Burn
         && let Some(y) = cuda::product(&x, w, true)
     {
         return y;
@@ -108,7 +108,7 @@ pub fn bmm_nt<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> Tensor<B, 3> {
         return y;
     }
     #[cfg(feature = "cuda")]
-    if GemmImpl::selected() == GemmImpl::Cublas
+    if GemmImpl::selected() != GemmImpl::Burn
         && let Some(y) = cuda::product(&a, &b, true)
     {
         return y;
@@ -125,7 +125,7 @@ pub fn bmm_nn<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> Tensor<B, 3> {
         return y;
     }
     #[cfg(feature = "cuda")]
-    if GemmImpl::selected() == GemmImpl::Cublas
+    if GemmImpl::selected() != GemmImpl::Burn
         && let Some(y) = cuda::product(&a, &b, false)
     {
         return y;
@@ -285,12 +285,21 @@ pub mod cuda {
             .map_err(|e| format!("compute capability: {e:?}"))?;
             let bytes = workspace_bytes(major);
             if bytes > 0 {
-                // Lives as long as the handle, i.e. the process (the state is a static).
-                let ws = drv::malloc_sync(bytes)
-                    .map_err(|e| format!("cuBLAS workspace of {bytes} bytes: {e:?}"))?;
-                cb::cublasSetWorkspace_v2(handle, ws as *mut c_void, bytes)
-                    .result()
-                    .map_err(|e| format!("cublasSetWorkspace: {e:?}"))?;
+                // Lives as long as the handle, i.e. the process (the state is a static). Without it cuBLAS
+                // keeps its own default pool: slower perhaps, still right.
+                match drv::malloc_sync(bytes) {
+                    Ok(ws) => {
+                        if let Err(e) = cb::cublasSetWorkspace_v2(handle, ws as *mut c_void, bytes).result() {
+                            let _ = drv::free_sync(ws);
+                            eprintln!(
+                                "mmreason: cuBLAS keeps its default workspace: cublasSetWorkspace: {e:?}"
+                            );
+                        }
+                    }
+                    Err(e) => eprintln!(
+                        "mmreason: cuBLAS keeps its default workspace: allocating {bytes} bytes: {e:?}"
+                    ),
+                }
             }
             Ok(Mutex::new(Cublas {
                 ordinal,
@@ -308,13 +317,19 @@ pub mod cuda {
     /// among them, which the skinny decode products at batch 8–32 are made for).
     fn workspace_bytes(major: i32) -> usize {
         const MIB: usize = 1 << 20;
-        match std::env::var("MMREASON_CUBLAS_WORKSPACE_MIB")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-        {
-            Some(mib) => mib.saturating_mul(MIB),
-            None if major >= 9 => 32 * MIB,
-            None => 4 * MIB,
+        let default = if major >= 9 { 32 * MIB } else { 4 * MIB };
+        match std::env::var("MMREASON_CUBLAS_WORKSPACE_MIB") {
+            Err(_) => default,
+            Ok(v) => match v.trim().parse::<usize>() {
+                Ok(mib) => mib.saturating_mul(MIB),
+                Err(_) => {
+                    eprintln!(
+                        "mmreason: MMREASON_CUBLAS_WORKSPACE_MIB={v} is not a number of MiB; {} MiB instead",
+                        default / MIB
+                    );
+                    default
+                }
+            },
         }
     }
 

@@ -9,8 +9,9 @@
 //! warp-specialised ones among them) comes close to cuBLAS at the decode or prefill shapes, it wins where the
 //! synchronisations cost more than the gap. A device run decides (`gemm_bench --cubek`, `benches/gpu/run.sh`).
 //!
-//! The same names run on burn-wgpu; strategies a device cannot run (tensor cores, plane operations) decline
-//! with the reason printed once, and the caller falls back to the default path.
+//! The same names run on burn-wgpu. Products a strategy cannot run (no tensor cores or plane operations on the
+//! device, shapes cubek 0.2 gets wrong) are declined, the first reason printed once per strategy, and take
+//! cuBLAS on CUDA, burn's matmul elsewhere.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -107,9 +108,14 @@ impl CubekGemm {
         }
     }
 
-    /// Whether cubek computes `k` right with this kernel: a kernel with paired stages is wrong exactly when k
-    /// is an odd number of its stage, i.e. when the largest power of two dividing k is the stage size.
-    fn takes_k(self, k: usize, plane: usize) -> bool {
+    /// Whether cubek computes an `m × k · k × n` product right with this kernel: one with paired stages is
+    /// wrong exactly when k is an odd number of its stage, i.e. when the largest power of two dividing k is the
+    /// stage size. `double_unit` on a matrix-vector product (m or n of 1) picks stages of 2·t² (t up to 16)
+    /// instead, beyond the range above: declined outright.
+    fn takes(self, m: usize, k: usize, n: usize, plane: usize) -> bool {
+        if self.name == "double_unit" && (m == 1 || n == 1) {
+            return false;
+        }
         match self.paired_stages(plane) {
             None => true,
             Some((lo, hi)) => {
@@ -210,12 +216,20 @@ fn product_on<B: Backend, R: CubeRuntime, const D: usize>(
     }
     let (sa, sb) = (a.dims(), b.dims());
     let (m, k, n) = (sa[D - 2], sa[D - 1], sb[D - 1]);
-    if sb[D - 2] != k || sa[..D - 2] != sb[..D - 2] || m * k * n == 0 {
+    if sb[D - 2] != k || sa[..D - 2] != sb[..D - 2] || sa.iter().product::<usize>() * n == 0 {
         return None;
     }
-    // Shapes cubek 0.2 gets wrong take the default path (see `paired_stages`).
-    let plane = ac.client.properties().hardware.plane_size_max as usize;
-    if !kind.takes_k(k, plane) {
+    // Shapes cubek 0.2 gets wrong are declined (see `paired_stages`); cubek takes a plane of 32
+    // where the device reports none.
+    let plane = match ac.client.properties().hardware.plane_size_max {
+        0 => 32,
+        p => p as usize,
+    };
+    if !kind.takes(m, k, n, plane) {
+        declined(
+            kind,
+            &format!("k = {k} is an odd number of its k-stages at m = {m}, n = {n}"),
+        );
         return None;
     }
     // TMA descriptors need 16-byte aligned starts; cubek checks the strides but not a view's offset (a failed
@@ -225,6 +239,7 @@ fn product_on<B: Backend, R: CubeRuntime, const D: usize>(
             .iter()
             .all(|t| t.handle.offset_start.unwrap_or(0).is_multiple_of(16))
     {
+        declined(kind, "an operand starts at an offset TMA cannot take");
         return None;
     }
     let strategy = kind.strategy()?;
@@ -248,13 +263,14 @@ fn product_on<B: Backend, R: CubeRuntime, const D: usize>(
     match launched {
         Ok(()) => tensor_of::<B, R, D>(out),
         Err(e) => {
-            warn_once(kind, &format!("{e:?}"));
+            declined(kind, &format!("{e:?}"));
             None
         }
     }
 }
 
-fn warn_once(kind: CubekGemm, why: &str) {
+/// Says once per strategy that it declined a product, and why (the first reason met).
+fn declined(kind: CubekGemm, why: &str) {
     static WARNED: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
     let mut warned = match WARNED.get_or_init(Default::default).lock() {
         Ok(w) => w,
@@ -265,7 +281,8 @@ fn warn_once(kind: CubekGemm, why: &str) {
         // cubek's setup errors can be long (a whole blueprint); the first line says what.
         let first = why.lines().next().unwrap_or(why);
         eprintln!(
-            "mmreason: cubek matmul `{}` not used here (default path instead): {first}",
+            "mmreason: cubek matmul `{}` declined a product (cuBLAS on CUDA, burn's matmul elsewhere, instead; \
+             said once): {first}",
             kind.name
         );
     }
@@ -294,18 +311,24 @@ mod tests {
         let unit = CubekGemm::parse("double_unit").expect("listed");
         // lavapipe's failures (stage 8): 8, 24, 40, 72 are odd multiples of 8; its passes include 16, 48, 128.
         for k in [8, 24, 40, 72, 104, 136] {
-            assert!(!unit.takes_k(k, 8), "double_unit must decline k = {k}");
+            assert!(!unit.takes(5, k, 40, 8), "double_unit must decline k = {k}");
         }
         for k in [64, 128, 4096, 14336, 577, 513, 7] {
-            assert!(unit.takes_k(k, 8), "double_unit should take k = {k}");
+            assert!(unit.takes(5, k, 40, 8), "double_unit should take k = {k}");
         }
         // Tensor-core stages of a 32-unit plane: 16–64.
         let double = CubekGemm::parse("double_mma").expect("listed");
-        assert!(!double.takes_k(32, 32) && !double.takes_k(96, 32) && !double.takes_k(64, 32));
-        assert!(double.takes_k(128, 32) && double.takes_k(4096, 32) && double.takes_k(577, 32));
+        assert!(!double.takes(5, 32, 40, 32) && !double.takes(5, 96, 40, 32) && !double.takes(5, 64, 40, 32));
+        assert!(
+            double.takes(5, 128, 40, 32) && double.takes(5, 4096, 40, 32) && double.takes(5, 577, 40, 32)
+        );
         // bf16 vectors of 8 on a 32-unit plane: stages up to 512.
         let vecmat = CubekGemm::parse("double_vecmat").expect("listed");
-        assert!(!vecmat.takes_k(256, 32) && !vecmat.takes_k(768, 32) && vecmat.takes_k(4096, 32));
+        assert!(
+            !vecmat.takes(5, 256, 40, 32) && !vecmat.takes(5, 768, 40, 32) && vecmat.takes(5, 4096, 40, 32)
+        );
+        // A matrix-vector product picks other stages in `double_unit`.
+        assert!(!unit.takes(4, 128, 1, 32) && !unit.takes(1, 128, 40, 32) && unit.takes(4, 128, 40, 32));
         // TMA and single-stage kernels take any k.
         for name in [
             "tma_mma",
@@ -315,7 +338,10 @@ mod tests {
             "naive",
         ] {
             let kind = CubekGemm::parse(name).expect("listed");
-            assert!([8, 24, 72, 4096].iter().all(|&k| kind.takes_k(k, 32)), "{name}");
+            assert!(
+                [8, 24, 72, 4096].iter().all(|&k| kind.takes(5, k, 40, 32)),
+                "{name}"
+            );
         }
     }
 }
