@@ -125,11 +125,6 @@ fn run_on<B: Backend>(
         let (t_burn, y_burn) = time(iters, || x.clone().matmul(w.clone().transpose()));
         let (t_ours, y_ours) = time(iters, || linear_nt(x.clone(), &w));
         let yb = y_burn.cast(burn::tensor::DType::F32);
-        let diff = (yb.clone() - y_ours.cast(burn::tensor::DType::F32))
-            .abs()
-            .max()
-            .into_scalar()
-            .elem_f64();
         let scale = yb
             .clone()
             .abs()
@@ -158,7 +153,7 @@ fn run_on<B: Backend>(
             burn_tflops: flops / t_burn / 1e12,
             linear_nt_tflops: flops / t_ours / 1e12,
             linear_nt_impl: GemmImpl::active::<B>().name(),
-            max_rel_diff: diff / scale,
+            max_rel_diff: rel(y_ours),
             cubek: strategies,
         });
     }
