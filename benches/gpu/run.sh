@@ -10,7 +10,8 @@
 # It runs, each step under its own time limit so one slow step cannot eat the whole lease:
 #   1. the backend parity tests on CUDA (f32, bf16, f16; every model path) — PARITY lines → parity.log — and
 #      the fused kernels against burn's composition (fused_kernels)
-#   2. the GEMM microbenchmark (burn's matmul vs cuBLAS on the same operands) → gemm.jsonl
+#   2. the GEMM microbenchmark (burn's matmul vs cuBLAS ordered on the host and on the device, and PyTorch's
+#      F.linear, on the same shapes) → gemm.jsonl, and the table → gemm.md (benches/gpu/gemm_table.py)
 #   3. throughput: mmreason with cuBLAS and the fused kernels, with burn's composed element-wise chains instead
 #      (MMREASON_FUSED=off), with burn's matmul (MMREASON_GEMM=burn), and PyTorch + transformers on
 #      the same shapes (Mistral-7B and Llama-2-7B prefill b8×512 and b32×256, decode b1 and b32 with 128 new
@@ -65,7 +66,14 @@ step() { # name seconds command...
 
 step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error' "
 step parity-fused 120 bash -c "$BIN/fused_kernels --include-ignored --nocapture 2>&1 | tee $OUT/fused_kernels.log | grep -E 'test |panicked|error' "
-step gemm-bf16 60 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --iters 10 | tee $OUT/gemm.jsonl"
+# The same products three ways in one call: cuBLAS ordered on the host (the default), cuBLAS ordered on the
+# device (MMREASON_CUBLAS_ORDER=device) and PyTorch's F.linear. 64×4096×4096 is ≈ 3 µs of tensor-core work, so
+# its time per call is mostly what a product costs beyond its kernel; gemm.md puts the microseconds per call
+# over PyTorch's in a column.
+GEMM_SHAPES=8192x8192x8192,4096x4096x14336,4096x4096x6144,4096x14336x4096,32x4096x14336,8x4096x14336,64x4096x4096
+step gemm-bf16 60 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | tee $OUT/gemm.jsonl"
+step gemm-devorder 60 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-devorder\"/' | tee -a $OUT/gemm.jsonl"
+step gemm-torch 60 bash -c "$PY benches/peers/torch_gemm.py --shapes $GEMM_SHAPES --dtype bfloat16 --iters 10 | tee -a $OUT/gemm.jsonl"
 step gemm-f32 30 bash -c "$BIN/gemm_bench --backend cuda --dtype f32 --shapes 4096x4096x4096 --iters 5 | tee -a $OUT/gemm.jsonl"
 RUNS=8x512x0,32x256x0,1x128x128,32x128x128
 TP="$OUT/throughput.jsonl"
@@ -155,4 +163,5 @@ step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-
 step llama-cublas 80 bash -c "$BIN/throughput --config llama-2-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
 step llama-torch 70 bash -c "$PY benches/peers/torch_throughput.py --preset llama-2-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
 if [ -s "$TP" ]; then $PY benches/gpu/table.py "$TP" | tee "$OUT/table.md"; fi
+if [ -s "$OUT/gemm.jsonl" ]; then $PY benches/gpu/gemm_table.py "$OUT"/gemm*.jsonl | tee "$OUT/gemm.md"; fi
 step kernels 300 bash -c "CRITERION_HOME=$OUT/criterion MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench --warm-up-time 1 --measurement-time 2 2>&1 | tee $OUT/kernels.log | grep -E '^[a-z_0-9]+/|time:'"
