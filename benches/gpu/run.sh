@@ -16,8 +16,9 @@
 #      (MMREASON_FUSED=off), with burn's matmul (MMREASON_GEMM=burn), and PyTorch + transformers on
 #      the same shapes (Mistral-7B and Llama-2-7B prefill b8×512 and b32×256, decode b1 and b32 with 128 new
 #      tokens; CLIP ViT-L/14-336 at batch 32) → throughput.jsonl, and the ratio table → table.md
-#   4. cuBLAS ordered with burn's stream on the device (MMREASON_CUBLAS_ORDER=device): the parity tests, the
-#      Mistral and CLIP throughput again → parity-order.log, throughput.jsonl (gemm "cublas-devorder")
+#   4. cuBLAS ordered with burn's stream on the device (MMREASON_CUBLAS_ORDER=device), and half on the device
+#      (=wait): the parity tests, the Mistral and CLIP throughput again → parity-order.log, parity-wait.log,
+#      throughput.jsonl (gemm "cublas-devorder", "cublas-wait")
 #   5. where each forward's device time goes: the throughput example under cubecl's kernel profiler (CLIP b32,
 #      Mistral prefill b8×512, decode b1 and b32), one table per work → profile-*.md (benches/gpu/profile.py)
 #   6. cubek's flash attention kernels instead of the composed attention (MMREASON_ATTENTION=flash, flash2,
@@ -66,13 +67,14 @@ step() { # name seconds command...
 
 step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error' "
 step parity-fused 120 bash -c "$BIN/fused_kernels --include-ignored --nocapture 2>&1 | tee $OUT/fused_kernels.log | grep -E 'test |panicked|error' "
-# The same products three ways in one call: cuBLAS ordered on the host (the default), cuBLAS ordered on the
-# device (MMREASON_CUBLAS_ORDER=device) and PyTorch's F.linear. 64×4096×4096 is ≈ 3 µs of tensor-core work, so
+# The same products four ways in one call: cuBLAS ordered on the host (the default), on the device
+# (MMREASON_CUBLAS_ORDER=device), half on the device (=wait: no spinning kernel) and PyTorch's F.linear. 64×4096×4096 is ≈ 3 µs of tensor-core work, so
 # its time per call is mostly what a product costs beyond its kernel; gemm.md puts the microseconds per call
 # over PyTorch's in a column.
 GEMM_SHAPES=8192x8192x8192,4096x4096x14336,4096x4096x6144,4096x14336x4096,32x4096x14336,8x4096x14336,64x4096x4096
 step gemm-bf16 60 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | tee $OUT/gemm.jsonl"
 step gemm-devorder 60 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-devorder\"/' | tee -a $OUT/gemm.jsonl"
+step gemm-wait 60 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-wait\"/' | tee -a $OUT/gemm.jsonl"
 step gemm-torch 60 bash -c "$PY benches/peers/torch_gemm.py --shapes $GEMM_SHAPES --dtype bfloat16 --iters 10 | tee -a $OUT/gemm.jsonl"
 step gemm-f32 30 bash -c "$BIN/gemm_bench --backend cuda --dtype f32 --shapes 4096x4096x4096 --iters 5 | tee -a $OUT/gemm.jsonl"
 RUNS=8x512x0,32x256x0,1x128x128,32x128x128
@@ -82,6 +84,11 @@ step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mi
 # cuBLAS ordered on the device (no host synchronisation per product): correctness first, then the figures.
 step order-parity 120 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-order.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-devorder\"/' | tee -a $TP"
+# Half the device order (cuBLAS's stream waits on the device, the host waits for cuBLAS; no spinning kernel):
+# the fallback if the device order is wrong or stalls.
+step order-wait-parity 120 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-wait.log | grep -E 'PARITY|test |panicked|error|ordered' "
+step order-wait-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-wait\"/' | tee -a $TP"
+step order-wait-clip 40 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-wait\"/' | tee -a $TP"
 step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-devorder\"/' | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"

@@ -156,6 +156,12 @@ pub mod cuda {
     //! which now runs after the product. Only the first thread that multiplies uses it (cubecl gives each
     //! thread its own stream; the equality waits assume one stream's calls in order); others and devices
     //! without stream memory operations keep the host order.
+    //!
+    //! `MMREASON_CUBLAS_ORDER=wait` is the first half of that alone: cuBLAS's stream waits on the device for
+    //! word 0, and the host then waits for cuBLAS's stream, as in the host order. It keeps one of the two
+    //! host round trips per product (the GPU idles while the host queues what follows) but runs no spinning
+    //! kernel: if a cuBLAS kernel needs every SM at once, or a profiler serialises kernels, the device order's
+    //! spin could slow or stall it, and this cannot.
 
     use std::any::TypeId;
     use std::ffi::c_void;
@@ -190,12 +196,16 @@ pub mod cuda {
         thread: std::thread::ThreadId,
     }
 
-    /// How cuBLAS's stream is ordered with burn's (`MMREASON_CUBLAS_ORDER=host|device`, read once; host by
-    /// default until the device order has been measured on more machines).
+    /// How cuBLAS's stream is ordered with burn's (`MMREASON_CUBLAS_ORDER=host|device|wait`, read once; host
+    /// by default until the other two have been measured on a GPU).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Order {
+        /// The host waits for burn's queue before each product and for cuBLAS's stream after it.
         Host,
+        /// Both ways on the device (a stream wait on cuBLAS's side, a spinning kernel on burn's).
         Device,
+        /// cuBLAS's stream waits on the device; the host waits for it after the product.
+        Wait,
     }
 
     impl Order {
@@ -203,6 +213,7 @@ pub mod cuda {
             static SEL: OnceLock<Order> = OnceLock::new();
             *SEL.get_or_init(|| match std::env::var("MMREASON_CUBLAS_ORDER").as_deref() {
                 Ok("device") => Order::Device,
+                Ok("wait") => Order::Wait,
                 _ => Order::Host,
             })
         }
@@ -483,8 +494,9 @@ pub mod cuda {
         };
         let (ra, rb, ry) = (get(a)?, get(b)?, get(&y)?);
         let (alpha, beta) = (1.0f32, 0.0f32);
-        // Device order: the call's number, its words' address. Host order: wait for burn's queue here.
-        let device_order = if Order::selected() == Order::Device {
+        // Device and wait orders: the call's number, its words' address. Host order: wait for burn's queue here.
+        let order = Order::selected();
+        let device_order = if order != Order::Host {
             let f = st.flags.get_or_insert_with(|| flags(&client));
             match f {
                 Ok(f) if f.thread == std::thread::current().id() => {
@@ -505,7 +517,20 @@ pub mod cuda {
             None
         };
         match &device_order {
-            Some((words, _, n)) => crate::fused::cube::set_flag(&client, words, 2, 0, *n),
+            Some((words, _, n)) => {
+                crate::fused::cube::set_flag(&client, words, 2, 0, *n);
+                if order == Order::Wait {
+                    // cubecl queues launches on its device thread until something flushes them; the host is
+                    // about to wait for a stream that waits for this kernel, so it must reach CUDA first.
+                    if let Err(e) = client.flush() {
+                        // The flag kernel may never run: nothing is queued on our stream yet, so order on the
+                        // host from here on (the word's late write, if any, is overwritten by the next number).
+                        let e = format!("flush: {e:?}");
+                        st.flags = Some(Err(e.clone()));
+                        return Err(e);
+                    }
+                }
+            }
             None => block_on(client.sync()).map_err(|e| format!("sync: {e:?}"))?,
         }
         // Row-major y = a·op(b) is column-major yᵀ = op(b)ᵀ·aᵀ: cuBLAS's A is our b (transposed back when
@@ -603,6 +628,13 @@ pub mod cuda {
                 .map_err(|e| format!("cublasGemmStridedBatchedEx: {e:?}"))
             };
             match &device_order {
+                Some(_) if order == Order::Wait => {
+                    // Whether or not the product was queued, the stream's wait is met once burn's stream runs
+                    // the flag kernel (flushed above); the host waits for both, as in the host order.
+                    let synced = drv::stream::synchronize(st.stream);
+                    product?;
+                    synced.map_err(|e| format!("stream sync: {e:?}"))?;
+                }
                 Some((words, ptr, n)) => {
                     // The handshake ends whether or not the product was queued. The default flags order the
                     // product's writes before the word's.
