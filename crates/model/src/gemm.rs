@@ -647,8 +647,10 @@ pub mod cuda {
                     .result();
                     if let Err(e) = written {
                         // Burn cannot be told: wait here for what our stream holds (its wait is met once
-                        // burn's stream runs the flag kernel) before the operands and output go back to burn's
-                        // memory pool, and order on the host from now on.
+                        // burn's stream runs the flag kernel, which may still sit in cubecl's launch queue:
+                        // flush it first) before the operands and output go back to burn's memory pool, and
+                        // order on the host from now on.
+                        let _ = client.flush();
                         let _ = drv::stream::synchronize(st.stream);
                         let e = format!("cuStreamWriteValue32: {e:?}");
                         st.flags = Some(Err(e.clone()));
