@@ -65,17 +65,35 @@ step() { # name seconds command...
   echo "== $name rc=$rc in $((SECONDS - t0))s" | tee -a "$OUT/steps.log"
 }
 
+# cuBLAS calls run on cubecl's device thread by default (MMREASON_CUBLAS_THREAD=device, new since run 6 and
+# untimed): if a small product does not come back through cuBLAS that way within 40 s while it does on the
+# caller's thread, every step below keeps the calls on the caller's thread, and steps.log says so.
+smoke() { # ENV=VALUE...: succeeds if a small product runs in cuBLAS (no fallback warning) within 40 s
+  local err
+  err=$(timeout -k 5 40 env "$@" "$BIN/gemm_bench" --backend cuda --dtype bf16 --shapes 256x256x256 --iters 2 2>&1 >/dev/null) || return 1
+  case "$err" in *"cuBLAS not used"*) return 1;; esac
+}
+if ! smoke MMREASON_CUBLAS_THREAD=device && smoke MMREASON_CUBLAS_THREAD=caller; then
+  export MMREASON_CUBLAS_THREAD=caller
+  echo "== cuBLAS on cubecl's device thread failed a small product: MMREASON_CUBLAS_THREAD=caller for every step" | tee -a "$OUT/steps.log"
+fi
+
 step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error' "
 step parity-fused 120 bash -c "$BIN/fused_kernels --include-ignored --nocapture 2>&1 | tee $OUT/fused_kernels.log | grep -E 'test |panicked|error' "
-# The same products four ways in one call: cuBLAS ordered on the host (the default), on the device
-# (MMREASON_CUBLAS_ORDER=device), half on the device (=wait: no spinning kernel) and PyTorch's F.linear. 64×4096×4096 is ≈ 3 µs of tensor-core work, so
+# The same products five ways in one call: cuBLAS ordered on the host (the default), on the device
+# (MMREASON_CUBLAS_ORDER=device), half on the device (=wait: no spinning kernel), the host order with the call
+# on the caller's thread as before run 7 (MMREASON_CUBLAS_THREAD=caller), and PyTorch's F.linear. 64×4096×4096 is ≈ 3 µs of tensor-core work, so
 # its time per call is mostly what a product costs beyond its kernel; gemm.md puts the microseconds per call
 # over PyTorch's in a column.
 GEMM_SHAPES=8192x8192x8192,4096x4096x14336,4096x4096x6144,4096x14336x4096,32x4096x14336,8x4096x14336,64x4096x4096
 step gemm-bf16 60 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | tee $OUT/gemm.jsonl"
 step gemm-devorder 60 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-devorder\"/' | tee -a $OUT/gemm.jsonl"
 step gemm-wait 60 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-wait\"/' | tee -a $OUT/gemm.jsonl"
+step gemm-caller 60 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-caller\"/' | tee -a $OUT/gemm.jsonl"
 step gemm-torch 60 bash -c "$PY benches/peers/torch_gemm.py --shapes $GEMM_SHAPES --dtype bfloat16 --iters 10 | tee -a $OUT/gemm.jsonl"
+# The mechanism behind MMREASON_CUBLAS_THREAD on this host: a round trip to cubecl's device thread after the
+# host was busy 0–3 ms, the wait on the caller's thread or on the device thread (host_probe.jsonl).
+step gemm-probe 30 bash -c "$BIN/host_probe --backend cuda 2>&1 | tee $OUT/host_probe.jsonl"
 step gemm-f32 30 bash -c "$BIN/gemm_bench --backend cuda --dtype f32 --shapes 4096x4096x4096 --iters 5 | tee -a $OUT/gemm.jsonl"
 RUNS=8x512x0,32x256x0,1x128x128,32x128x128
 TP="$OUT/throughput.jsonl"
@@ -89,6 +107,10 @@ step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --c
 step order-wait-parity 120 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-wait.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step order-wait-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-wait\"/' | tee -a $TP"
 step order-wait-clip 40 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-wait\"/' | tee -a $TP"
+# The host order with the cuBLAS call on the caller's thread (the default until this run): what the device
+# thread changed.
+step order-caller-mistral 100 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-caller\"/' | tee -a $TP"
+step order-caller-clip 40 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-caller\"/' | tee -a $TP"
 step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-devorder\"/' | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"

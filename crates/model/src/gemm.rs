@@ -162,6 +162,9 @@ pub mod cuda {
     //! host round trips per product (the GPU idles while the host queues what follows) but runs no spinning
     //! kernel: if a cuBLAS kernel needs every SM at once, or a profiler serialises kernels, the device order's
     //! spin could slow or stall it, and this cannot.
+    //!
+    //! Whichever the order, the call and its host waits run on cubecl's device thread by default
+    //! ([`host_thread`] says why).
 
     use std::any::TypeId;
     use std::ffi::c_void;
@@ -223,7 +226,10 @@ pub mod cuda {
     /// known to have the `_v2` stream memory operations (CUDA 11.7; an older one would lack the symbols, which
     /// dynamic loading reports by panicking). Whether the device takes them on this memory shows at the first
     /// wait: an error there turns the device order off and that product falls back to burn.
-    fn flags(client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>) -> Result<Flags, String> {
+    fn flags(
+        client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>,
+        caller: std::thread::ThreadId,
+    ) -> Result<Flags, String> {
         let mut version = 0i32;
         // SAFETY: writes one int.
         unsafe { dsys::cuDriverGetVersion(&mut version) }
@@ -249,7 +255,7 @@ pub mod cuda {
             handle,
             ptr,
             last: 0,
-            thread: std::thread::current().id(),
+            thread: caller,
         })
     }
 
@@ -433,7 +439,16 @@ pub mod cuda {
         if work < min_work() {
             return None;
         }
-        match gemm(&a, la, &b, lb, b_transposed) {
+        let caller = std::thread::current().id();
+        let result = if host_thread() == HostThread::Device {
+            let client = a.client.clone();
+            client
+                .exclusive(|| gemm(&a, la, &b, lb, b_transposed, caller))
+                .unwrap_or_else(|e| Err(format!("cubecl's device thread: {e:?}")))
+        } else {
+            gemm(&a, la, &b, lb, b_transposed, caller)
+        };
+        match result {
             Ok(y) => tensor_of::<B, CudaRuntime, D>(y),
             Err(e) => {
                 warn_once(&e);
@@ -442,7 +457,43 @@ pub mod cuda {
         }
     }
 
-    fn gemm(a: &Cube, la: Layout, b: &Cube, lb: Layout, b_transposed: bool) -> Result<Cube, String> {
+    /// Which host thread makes the cuBLAS call and its waits (`MMREASON_CUBLAS_THREAD=device|caller`, read
+    /// once; device by default).
+    ///
+    /// cubecl 0.10 runs every operation of a device on one thread of its own, fed in batches of 32 tasks;
+    /// when it has had nothing to do for a while (a few hundred microseconds of spinning and yielding) it
+    /// sleeps in steps of 150 µs. A wait for cuBLAS's stream on the caller's thread — the whole product, in
+    /// the host order — leaves it idle that long for any product of more than a few hundred microseconds, and
+    /// the next operation then waits for it to wake: on this project's 2-core workstation (burn-wgpu, the same
+    /// cubecl channel) a round trip took 5–30 µs while the thread was busy and 190–270 µs after the caller had
+    /// been away for 0.5–3 ms. Made on cubecl's own thread (`ComputeClient::exclusive`, as cubecl's profiler
+    /// runs its work), the waits keep it busy, and the round trip after stayed at 17–33 µs. The call's cubecl
+    /// operations (the sync, the resources, the flag kernels) run inline there. `caller` keeps the call on the
+    /// calling thread, as before.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum HostThread {
+        Device,
+        Caller,
+    }
+
+    pub fn host_thread() -> HostThread {
+        static SEL: OnceLock<HostThread> = OnceLock::new();
+        *SEL.get_or_init(|| match std::env::var("MMREASON_CUBLAS_THREAD").as_deref() {
+            Ok("caller") => HostThread::Caller,
+            _ => HostThread::Device,
+        })
+    }
+
+    /// `caller`: the thread that asked for the product (the device order is kept to one such thread, whose
+    /// cubecl stream it orders; the call itself may run on cubecl's device thread).
+    fn gemm(
+        a: &Cube,
+        la: Layout,
+        b: &Cube,
+        lb: Layout,
+        b_transposed: bool,
+        caller: std::thread::ThreadId,
+    ) -> Result<Cube, String> {
         if a.dtype != b.dtype {
             return Err(format!("mixed dtypes {:?} · {:?}", a.dtype, b.dtype));
         }
@@ -497,9 +548,9 @@ pub mod cuda {
         // Device and wait orders: the call's number, its words' address. Host order: wait for burn's queue here.
         let order = Order::selected();
         let device_order = if order != Order::Host {
-            let f = st.flags.get_or_insert_with(|| flags(&client));
+            let f = st.flags.get_or_insert_with(|| flags(&client, caller));
             match f {
-                Ok(f) if f.thread == std::thread::current().id() => {
+                Ok(f) if f.thread == caller => {
                     // Never 0, the words' initial value.
                     f.last = f.last.checked_add(1).unwrap_or(1);
                     Some((f.handle.clone(), f.ptr, f.last))

@@ -13,6 +13,7 @@ pub mod fused;
 pub mod gemm;
 pub mod gemm_bench;
 pub mod generate;
+pub mod host_probe;
 pub mod image_processor;
 pub mod kv_cache;
 pub mod llama;
