@@ -442,8 +442,15 @@ pub mod cuda {
         let caller = std::thread::current().id();
         let result = if host_thread() == HostThread::Device {
             let client = a.client.clone();
+            // A panic must not end cubecl's thread (every later operation of the device would fail with it):
+            // it becomes this product's error, and burn's matmul takes the product.
             client
-                .exclusive(|| gemm(&a, la, &b, lb, b_transposed, caller))
+                .exclusive(|| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        gemm(&a, la, &b, lb, b_transposed, caller)
+                    }))
+                    .unwrap_or_else(|_| Err("panicked on cubecl's device thread".into()))
+                })
                 .unwrap_or_else(|e| Err(format!("cubecl's device thread: {e:?}")))
         } else {
             gemm(&a, la, &b, lb, b_transposed, caller)
