@@ -1,6 +1,6 @@
-//! How long a round trip to cubecl's device thread takes after the host was busy for a while, with that wait
-//! on the calling thread or on the device thread itself (`mmreason::model::host_probe` says why it matters:
-//! the cuBLAS calls' host waits). JSON lines, then a table on stderr.
+//! What a busy spell of the host costs beyond its own length when a round trip to cubecl's device thread
+//! follows, with the spell on the calling thread or on the device thread itself (`mmreason::model::host_probe`
+//! says why it matters: the cuBLAS calls' host waits). JSON lines, then a table on stderr.
 //!
 //! cargo run --release --features wgpu --example host_probe -- --backend wgpu
 //! cargo run --release --features cuda --example host_probe -- --backend cuda
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         for f in &figures {
             println!("{}", serde_json::to_string(f)?);
         }
-        eprintln!("| busy before (µs) | wait on | round trip median (µs) | p90 (µs) |");
+        eprintln!("| busy (µs) | busy on | cost beyond the busy time, median (µs) | p90 (µs) |");
         eprintln!("|---|---|---|---|");
         for f in &figures {
             let side = if f.on_device_thread {

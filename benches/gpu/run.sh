@@ -68,12 +68,15 @@ step() { # name seconds command...
 # cuBLAS calls run on cubecl's device thread by default (MMREASON_CUBLAS_THREAD=device, new since run 6 and
 # untimed): if a small product does not come back through cuBLAS that way within 40 s while it does on the
 # caller's thread, every step below keeps the calls on the caller's thread, and steps.log says so.
-smoke() { # ENV=VALUE...: succeeds if a small product runs in cuBLAS (no fallback warning) within 40 s
-  local err
-  err=$(timeout -k 5 40 env "$@" "$BIN/gemm_bench" --backend cuda --dtype bf16 --shapes 256x256x256 --iters 2 2>&1 >/dev/null) || return 1
-  case "$err" in *"cuBLAS not used"*) return 1;; esac
+smoke() { # NAME ENV=VALUE...: succeeds if a small product runs in cuBLAS (no fallback warning) within 40 s and
+  # agrees with burn's matmul (smoke-NAME.log keeps what it printed)
+  local name=$1; shift
+  timeout -k 5 40 env "$@" "$BIN/gemm_bench" --backend cuda --dtype bf16 --shapes 256x256x256 --iters 2 \
+    > "$OUT/smoke-$name.log" 2>&1 || return 1
+  grep -q "cuBLAS not used" "$OUT/smoke-$name.log" && return 1
+  $PY -c 'import json, sys; r = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]; sys.exit(0 if r and r[0]["max_rel_diff"] < 1e-2 else 1)' "$OUT/smoke-$name.log"
 }
-if ! smoke MMREASON_CUBLAS_THREAD=device && smoke MMREASON_CUBLAS_THREAD=caller; then
+if ! smoke device MMREASON_CUBLAS_THREAD=device && smoke caller MMREASON_CUBLAS_THREAD=caller; then
   export MMREASON_CUBLAS_THREAD=caller
   echo "== cuBLAS on cubecl's device thread failed a small product: MMREASON_CUBLAS_THREAD=caller for every step" | tee -a "$OUT/steps.log"
 fi
@@ -91,9 +94,9 @@ step gemm-devorder 60 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/gemm_bench --ba
 step gemm-wait 60 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-wait\"/' | tee -a $OUT/gemm.jsonl"
 step gemm-caller 60 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-caller\"/' | tee -a $OUT/gemm.jsonl"
 step gemm-torch 60 bash -c "$PY benches/peers/torch_gemm.py --shapes $GEMM_SHAPES --dtype bfloat16 --iters 10 | tee -a $OUT/gemm.jsonl"
-# The mechanism behind MMREASON_CUBLAS_THREAD on this host: a round trip to cubecl's device thread after the
-# host was busy 0–3 ms, the wait on the caller's thread or on the device thread (host_probe.jsonl).
-step gemm-probe 30 bash -c "$BIN/host_probe --backend cuda 2>&1 | tee $OUT/host_probe.jsonl"
+# The mechanism behind MMREASON_CUBLAS_THREAD on this host: what a busy spell of 0–3 ms on the caller's thread
+# or on cubecl's device thread costs the round trip after it (host_probe.jsonl, host_probe.md).
+step gemm-probe 30 bash -c "$BIN/host_probe --backend cuda > $OUT/host_probe.jsonl 2> $OUT/host_probe.md; cat $OUT/host_probe.md"
 step gemm-f32 30 bash -c "$BIN/gemm_bench --backend cuda --dtype f32 --shapes 4096x4096x4096 --iters 5 | tee -a $OUT/gemm.jsonl"
 RUNS=8x512x0,32x256x0,1x128x128,32x128x128
 TP="$OUT/throughput.jsonl"

@@ -187,7 +187,7 @@ pub mod cuda {
         ctx: dsys::CUcontext,
         stream: dsys::CUstream,
         handle: cb::cublasHandle_t,
-        /// Device-side ordering, set up by the first product when `MMREASON_CUBLAS_ORDER=device`.
+        /// Device-side ordering, set up by the first product when `MMREASON_CUBLAS_ORDER=device|wait`.
         flags: Option<Result<Flags, String>>,
     }
 
@@ -442,15 +442,10 @@ pub mod cuda {
         let caller = std::thread::current().id();
         let result = if host_thread() == HostThread::Device {
             let client = a.client.clone();
-            // A panic must not end cubecl's thread (every later operation of the device would fail with it):
-            // it becomes this product's error, and burn's matmul takes the product.
+            // cubecl catches a panic of the task and returns it as an error: burn's matmul then takes the
+            // product, and cubecl's thread lives on.
             client
-                .exclusive(|| {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        gemm(&a, la, &b, lb, b_transposed, caller)
-                    }))
-                    .unwrap_or_else(|_| Err("panicked on cubecl's device thread".into()))
-                })
+                .exclusive(|| gemm(&a, la, &b, lb, b_transposed, caller))
                 .unwrap_or_else(|e| Err(format!("cubecl's device thread: {e:?}")))
         } else {
             gemm(&a, la, &b, lb, b_transposed, caller)
@@ -471,12 +466,18 @@ pub mod cuda {
     /// when it has had nothing to do for a while (a few hundred microseconds of spinning and yielding) it
     /// sleeps in steps of 150 µs. A wait for cuBLAS's stream on the caller's thread — the whole product, in
     /// the host order — leaves it idle that long for any product of more than a few hundred microseconds, and
-    /// the next operation then waits for it to wake: on this project's 2-core workstation (burn-wgpu, the same
-    /// cubecl channel) a round trip took 5–30 µs while the thread was busy and 190–270 µs after the caller had
-    /// been away for 0.5–3 ms. Made on cubecl's own thread (`ComputeClient::exclusive`, as cubecl's profiler
-    /// runs its work), the waits keep it busy, and the round trip after stayed at 17–33 µs. The call's cubecl
-    /// operations (the sync, the resources, the flag kernels) run inline there. `caller` keeps the call on the
-    /// calling thread, as before.
+    /// the next operation then waits for it to wake. On this project's 2-core workstation (burn-wgpu, the same
+    /// cubecl channel; the `host_probe` example) a round trip right after the caller's own work cost 5–15 µs
+    /// when that work was short and 140–210 µs once it lasted 0.2–3 ms. Made on cubecl's own thread
+    /// (`ComputeClient::exclusive`, as cubecl's profiler runs its work), the wait keeps that thread busy: the
+    /// hand-over there and back plus the round trip then cost 31–68 µs, however long the wait. The call's
+    /// cubecl operations (the sync, the resources, the flag kernels) run inline there, so a product makes one
+    /// blocking round trip instead of four. The cost: in the host and wait
+    /// orders cubecl's thread is blocked for the product, so another thread's work on the same device waits
+    /// for it (the models drive a device from one thread). `caller` keeps the call on the calling thread, as
+    /// before; with it, a flag kernel whose launch panics (cubecl's thread swallows queued tasks' panics) would
+    /// leave the wait order waiting for ever; on the device thread the panic ends the call before anything
+    /// waits, and launch errors come back from the flush in either case.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum HostThread {
         Device,
@@ -518,7 +519,12 @@ pub mod cuda {
         let batch = la.batch;
         let ordinal = a.device.index;
         let state = STATE
-            .get_or_init(|| init(ordinal))
+            .get_or_init(|| {
+                // A panic here (a symbol the loaded library lacks, say) is remembered as the reason cuBLAS is
+                // off, rather than retried, and leaked, on every product.
+                std::panic::catch_unwind(|| init(ordinal))
+                    .unwrap_or_else(|_| Err("cuBLAS setup panicked".into()))
+            })
             .as_ref()
             .map_err(Clone::clone)?;
         let mut st = state.lock().map_err(|_| "cuBLAS state poisoned".to_string())?;
@@ -577,16 +583,16 @@ pub mod cuda {
         match &device_order {
             Some((words, _, n)) => {
                 crate::fused::cube::set_flag(&client, words, 2, 0, *n);
-                if order == Order::Wait {
-                    // cubecl queues launches on its device thread until something flushes them; the host is
-                    // about to wait for a stream that waits for this kernel, so it must reach CUDA first.
-                    if let Err(e) = client.flush() {
-                        // The flag kernel may never run: nothing is queued on our stream yet, so order on the
-                        // host from here on (the word's late write, if any, is overwritten by the next number).
-                        let e = format!("flush: {e:?}");
-                        st.flags = Some(Err(e.clone()));
-                        return Err(e);
-                    }
+                // cubecl queues launches for its device thread until something flushes them (on that thread
+                // itself, as by default, they run at once and this flush costs no round trip). The flag kernel
+                // must reach CUDA before cuBLAS's stream waits for it: the host waits for that stream in the
+                // wait order, and may inside cuBLAS (a lazily loaded module can synchronise the context).
+                if let Err(e) = client.flush() {
+                    // The flag kernel may not have run: nothing is queued on our stream yet, so order on the
+                    // host from here on.
+                    let e = format!("flush: {e:?}");
+                    st.flags = Some(Err(e.clone()));
+                    return Err(e);
                 }
             }
             None => block_on(client.sync()).map_err(|e| format!("sync: {e:?}"))?,
@@ -704,11 +710,11 @@ pub mod cuda {
                     )
                     .result();
                     if let Err(e) = written {
-                        // Burn cannot be told: wait here for what our stream holds (its wait is met once
-                        // burn's stream runs the flag kernel, which may still sit in cubecl's launch queue:
-                        // flush it first) before the operands and output go back to burn's memory pool, and
-                        // order on the host from now on.
-                        let _ = client.flush();
+                        // Burn cannot be told. Release our stream's wait from here (the flag kernel writes
+                        // the same value, before or after: whatever the product computes is discarded) and
+                        // wait for what the stream holds before the operands and output go back to burn's
+                        // memory pool; order on the host from now on.
+                        let _ = dsys::cuMemsetD32_v2(*ptr, *n, 1);
                         let _ = drv::stream::synchronize(st.stream);
                         let e = format!("cuStreamWriteValue32: {e:?}");
                         st.flags = Some(Err(e.clone()));
