@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""GEMM table of a GPU run: joins the JSON lines of `gemm_bench` (each `linear_nt_impl`: cublas, its
-device-ordered and no-workspace variants; burn's matmul; cubek's strategies) and of the PyTorch peer
-(benches/peers/torch_gemm.py) by shape and prints, per shape, each side's TFLOP/s, its ratio to PyTorch and the
+"""GEMM table of a GPU run: joins the JSON lines of `gemm_bench` (each `linear_nt_impl`: cublas and its
+variants — the caller's thread, the device and wait orders, no workspace; burn's matmul; cubek's strategies)
+and of the PyTorch peer (benches/peers/torch_gemm.py) by shape and prints, per shape, each side's TFLOP/s, its ratio to PyTorch and the
 microseconds per call it spends beyond PyTorch's (what a product costs us that is not the kernel: host
 synchronisations, launches, allocation — or a slower kernel). cubek's column is its fastest strategy within 1e-2
 of burn's result.
@@ -16,9 +16,12 @@ by = {}
 for r in rows:
     key = (r.get("dtype", "?"), r["m"], r["k"], r["n"])
     v = by.setdefault(key, {})
-    if r.get("linear_nt_tflops"):
+    # gemm_bench lines that time cubek's strategies (gemm-cubek.jsonl) time cuBLAS and burn with fewer
+    # iterations: only their cubek figures are taken.
+    own = not r.get("cubek")
+    if own and r.get("linear_nt_tflops"):
         v.setdefault(r.get("linear_nt_impl", "?"), (r["linear_nt_tflops"], ""))
-    if r.get("burn_tflops"):
+    if own and r.get("burn_tflops"):
         v.setdefault("burn", (r["burn_tflops"], ""))
     for c in r.get("cubek", []):
         ok = c.get("tflops") and c.get("max_rel_diff") is not None and c["max_rel_diff"] < 1e-2

@@ -10,15 +10,17 @@
 # It runs, each step under its own time limit so one slow step cannot eat the whole lease:
 #   1. the backend parity tests on CUDA (f32, bf16, f16; every model path) — PARITY lines → parity.log — and
 #      the fused kernels against burn's composition (fused_kernels)
-#   2. the GEMM microbenchmark (burn's matmul vs cuBLAS ordered on the host and on the device, and PyTorch's
-#      F.linear, on the same shapes) → gemm.jsonl, and the table → gemm.md (benches/gpu/gemm_table.py)
+#   2. the GEMM microbenchmark (burn's matmul; cuBLAS ordered on the host, on the device and half on the device
+#      (=wait), called on cubecl's device thread or the caller's; PyTorch's F.linear; same shapes) → gemm.jsonl,
+#      and the table → gemm.md (benches/gpu/gemm_table.py); what a host wait costs cubecl → host_probe.md
 #   3. throughput: mmreason with cuBLAS and the fused kernels, with burn's composed element-wise chains instead
 #      (MMREASON_FUSED=off), with burn's matmul (MMREASON_GEMM=burn), and PyTorch + transformers on
 #      the same shapes (Mistral-7B and Llama-2-7B prefill b8×512 and b32×256, decode b1 and b32 with 128 new
 #      tokens; CLIP ViT-L/14-336 at batch 32) → throughput.jsonl, and the ratio table → table.md
-#   4. cuBLAS ordered with burn's stream on the device (MMREASON_CUBLAS_ORDER=device), and half on the device
-#      (=wait): the parity tests, the Mistral and CLIP throughput again → parity-order.log, parity-wait.log,
-#      throughput.jsonl (gemm "cublas-devorder", "cublas-wait")
+#   4. cuBLAS ordered with burn's stream on the device (MMREASON_CUBLAS_ORDER=device), half on the device
+#      (=wait), and called on the caller's thread (MMREASON_CUBLAS_THREAD=caller, the default before run 7): the
+#      parity tests, the Mistral and CLIP throughput again → parity-order.log, parity-wait.log, throughput.jsonl
+#      (gemm "cublas-devorder", "cublas-wait", "cublas-caller")
 #   5. where each forward's device time goes: the throughput example under cubecl's kernel profiler (CLIP b32,
 #      Mistral prefill b8×512, decode b1 and b32), one table per work → profile-*.md (benches/gpu/profile.py)
 #   6. cubek's flash attention kernels instead of the composed attention (MMREASON_ATTENTION=flash, flash2,
@@ -76,18 +78,22 @@ smoke() { # NAME ENV=VALUE...: succeeds if a small product runs in cuBLAS (no fa
   grep -q "cuBLAS not used" "$OUT/smoke-$name.log" && return 1
   $PY -c 'import json, sys; r = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]; sys.exit(0 if r and r[0]["max_rel_diff"] < 1e-2 else 1)' "$OUT/smoke-$name.log"
 }
-if ! smoke device MMREASON_CUBLAS_THREAD=device && smoke caller MMREASON_CUBLAS_THREAD=caller; then
+if smoke device MMREASON_CUBLAS_THREAD=device; then
+  :
+elif smoke caller MMREASON_CUBLAS_THREAD=caller; then
   export MMREASON_CUBLAS_THREAD=caller
   echo "== cuBLAS on cubecl's device thread failed a small product: MMREASON_CUBLAS_THREAD=caller for every step" | tee -a "$OUT/steps.log"
+else
+  echo "== a small cuBLAS product failed on both threads (smoke-*.log): the cuBLAS figures below are suspect" | tee -a "$OUT/steps.log"
 fi
 
 step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error' "
 step parity-fused 120 bash -c "$BIN/fused_kernels --include-ignored --nocapture 2>&1 | tee $OUT/fused_kernels.log | grep -E 'test |panicked|error' "
 # The same products five ways in one call: cuBLAS ordered on the host (the default), on the device
 # (MMREASON_CUBLAS_ORDER=device), half on the device (=wait: no spinning kernel), the host order with the call
-# on the caller's thread as before run 7 (MMREASON_CUBLAS_THREAD=caller), and PyTorch's F.linear. 64×4096×4096 is ≈ 3 µs of tensor-core work, so
-# its time per call is mostly what a product costs beyond its kernel; gemm.md puts the microseconds per call
-# over PyTorch's in a column.
+# on the caller's thread as before run 7 (MMREASON_CUBLAS_THREAD=caller), and PyTorch's F.linear.
+# 64×4096×4096 is ≈ 3 µs of tensor-core work, so its time per call is mostly what a product costs beyond its
+# kernel; gemm.md puts the microseconds per call over PyTorch's in a column.
 GEMM_SHAPES=8192x8192x8192,4096x4096x14336,4096x4096x6144,4096x14336x4096,32x4096x14336,8x4096x14336,64x4096x4096
 step gemm-bf16 60 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | tee $OUT/gemm.jsonl"
 step gemm-devorder 60 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-devorder\"/' | tee -a $OUT/gemm.jsonl"
@@ -96,7 +102,7 @@ step gemm-caller 60 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/gemm_bench --bac
 step gemm-torch 60 bash -c "$PY benches/peers/torch_gemm.py --shapes $GEMM_SHAPES --dtype bfloat16 --iters 10 | tee -a $OUT/gemm.jsonl"
 # The mechanism behind MMREASON_CUBLAS_THREAD on this host: what a busy spell of 0–3 ms on the caller's thread
 # or on cubecl's device thread costs the round trip after it (host_probe.jsonl, host_probe.md).
-step gemm-probe 30 bash -c "$BIN/host_probe --backend cuda > $OUT/host_probe.jsonl 2> $OUT/host_probe.md; cat $OUT/host_probe.md"
+step gemm-probe 30 bash -c "$BIN/host_probe --backend cuda > $OUT/host_probe.jsonl 2> $OUT/host_probe.md; rc=\$?; cat $OUT/host_probe.md; exit \$rc"
 step gemm-f32 30 bash -c "$BIN/gemm_bench --backend cuda --dtype f32 --shapes 4096x4096x4096 --iters 5 | tee -a $OUT/gemm.jsonl"
 RUNS=8x512x0,32x256x0,1x128x128,32x128x128
 TP="$OUT/throughput.jsonl"
@@ -105,15 +111,6 @@ step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mi
 # cuBLAS ordered on the device (no host synchronisation per product): correctness first, then the figures.
 step order-parity 120 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-order.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-devorder\"/' | tee -a $TP"
-# Half the device order (cuBLAS's stream waits on the device, the host waits for cuBLAS; no spinning kernel):
-# the fallback if the device order is wrong or stalls.
-step order-wait-parity 120 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-wait.log | grep -E 'PARITY|test |panicked|error|ordered' "
-step order-wait-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-wait\"/' | tee -a $TP"
-step order-wait-clip 40 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-wait\"/' | tee -a $TP"
-# The host order with the cuBLAS call on the caller's thread (the default until this run): what the device
-# thread changed.
-step order-caller-mistral 100 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-caller\"/' | tee -a $TP"
-step order-caller-clip 40 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-caller\"/' | tee -a $TP"
 step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-devorder\"/' | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
@@ -125,6 +122,16 @@ step profile-decode1 60 $PROF decode1 "" --config mistral-7b --runs 1x128x128
 step profile-decode32 60 $PROF decode32 "" --config mistral-7b --runs 32x128x128
 # With the device order, the spin kernel that waits for each product shows the cuBLAS time among the kernels.
 step profile-orderclip 60 env GEMM_LABEL=cublas-devorder $PROF order-clip "MMREASON_CUBLAS_ORDER=device" --config clip-vit-l-336 --runs 32x0x0
+# After the baseline, CLIP and the profiles (so a short call still has those):
+# Half the device order (cuBLAS's stream waits on the device, the host waits for cuBLAS; no spinning kernel):
+# the fallback if the device order is wrong or stalls.
+step order-wait-parity 120 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-wait.log | grep -E 'PARITY|test |panicked|error|ordered' "
+step order-wait-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-wait\"/' | tee -a $TP"
+step order-wait-clip 40 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-wait\"/' | tee -a $TP"
+# The host order with the cuBLAS call on the caller's thread (the default until this run): what the device
+# thread changed.
+step order-caller-mistral 100 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-caller\"/' | tee -a $TP"
+step order-caller-clip 40 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-caller\"/' | tee -a $TP"
 # cubek's matmul strategies (MMREASON_GEMM=cubek:NAME): correctness of every one (f32/f16, awkward shapes),
 # then the tensor-core ones at the prefill MLP, q/k/v and decode b8/b32 shapes (bf16; --cubek adds them to
 # each gemm_bench line), then Mistral with the fastest correct one for prefill and for decode b32.
@@ -195,5 +202,5 @@ step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-
 step llama-cublas 80 bash -c "$BIN/throughput --config llama-2-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
 step llama-torch 70 bash -c "$PY benches/peers/torch_throughput.py --preset llama-2-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
 if [ -s "$TP" ]; then $PY benches/gpu/table.py "$TP" | tee "$OUT/table.md"; fi
-if [ -s "$OUT/gemm.jsonl" ]; then $PY benches/gpu/gemm_table.py "$OUT"/gemm*.jsonl | tee "$OUT/gemm.md"; fi
+if [ -s "$OUT/gemm.jsonl" ]; then $PY benches/gpu/gemm_table.py "$OUT/gemm.jsonl" "$OUT"/gemm-*.jsonl | tee "$OUT/gemm.md"; fi
 step kernels 300 bash -c "CRITERION_HOME=$OUT/criterion MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench --warm-up-time 1 --measurement-time 2 2>&1 | tee $OUT/kernels.log | grep -E '^[a-z_0-9]+/|time:'"

@@ -442,8 +442,8 @@ pub mod cuda {
         let caller = std::thread::current().id();
         let result = if host_thread() == HostThread::Device {
             let client = a.client.clone();
-            // cubecl catches a panic of the task and returns it as an error: burn's matmul then takes the
-            // product, and cubecl's thread lives on.
+            // cubecl catches a panic of the task and returns it as an error, and its thread lives on: burn's
+            // matmul takes the product — and every later one if the panic poisoned the cuBLAS state's lock.
             client
                 .exclusive(|| gemm(&a, la, &b, lb, b_transposed, caller))
                 .unwrap_or_else(|e| Err(format!("cubecl's device thread: {e:?}")))
@@ -467,17 +467,19 @@ pub mod cuda {
     /// sleeps in steps of 150 µs. A wait for cuBLAS's stream on the caller's thread — the whole product, in
     /// the host order — leaves it idle that long for any product of more than a few hundred microseconds, and
     /// the next operation then waits for it to wake. On this project's 2-core workstation (burn-wgpu, the same
-    /// cubecl channel; the `host_probe` example) a round trip right after the caller's own work cost 5–15 µs
-    /// when that work was short and 140–210 µs once it lasted 0.2–3 ms. Made on cubecl's own thread
+    /// cubecl channel; the `host_probe` example) a round trip right after the caller's own work cost 5–35 µs
+    /// when that work took up to 200 µs and 135–200 µs once it lasted 0.5–3 ms. Made on cubecl's own thread
     /// (`ComputeClient::exclusive`, as cubecl's profiler runs its work), the wait keeps that thread busy: the
-    /// hand-over there and back plus the round trip then cost 31–68 µs, however long the wait. The call's
+    /// hand-over there and back plus the round trip then cost 14–57 µs, however long the wait. The call's
     /// cubecl operations (the sync, the resources, the flag kernels) run inline there, so a product makes one
     /// blocking round trip instead of four. The cost: in the host and wait
     /// orders cubecl's thread is blocked for the product, so another thread's work on the same device waits
     /// for it (the models drive a device from one thread). `caller` keeps the call on the calling thread, as
     /// before; with it, a flag kernel whose launch panics (cubecl's thread swallows queued tasks' panics) would
-    /// leave the wait order waiting for ever; on the device thread the panic ends the call before anything
-    /// waits, and launch errors come back from the flush in either case.
+    /// leave cuBLAS's stream waiting for ever in the wait and device orders, and a wait kernel's would leave
+    /// burn's stream unordered with the product in the device order; on the device thread the launches run
+    /// inline, so such a panic ends the call before anything waits, and launch errors come back from the flush
+    /// in either case.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum HostThread {
         Device,
@@ -606,9 +608,9 @@ pub mod cuda {
             cb::cublasOperation_t::CUBLAS_OP_N
         };
         // SAFETY: pointers come from live resources whose layouts were checked above; burn's queue has run
-        // (host order) or our stream waits for it on the device (device order), and our stream is
-        // synchronised (host order) or burn's stream waits for it (device order) before anything burn queues
-        // next can touch the memory.
+        // (host order) or our stream waits for it on the device (device and wait orders), and our stream is
+        // synchronised (host and wait orders) or burn's stream waits for it (device order) before anything burn
+        // queues next can touch the memory.
         unsafe {
             drv::ctx::set_current(st.ctx).map_err(|e| format!("set context: {e:?}"))?;
             if let Some((_, ptr, n)) = device_order
@@ -720,7 +722,17 @@ pub mod cuda {
                         st.flags = Some(Err(e.clone()));
                         return Err(e);
                     }
-                    crate::fused::cube::wait_flag(&client, words, 2, 1, *n);
+                    // If the wait kernel cannot be queued, burn's stream would not wait for the product: wait
+                    // for it here instead, before the operands and output go back to burn's pool.
+                    let queued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        crate::fused::cube::wait_flag(&client, words, 2, 1, *n)
+                    }));
+                    if queued.is_err() {
+                        let _ = drv::stream::synchronize(st.stream);
+                        let e = "queuing the wait kernel panicked".to_string();
+                        st.flags = Some(Err(e.clone()));
+                        return Err(e);
+                    }
                     product?;
                 }
                 None => {

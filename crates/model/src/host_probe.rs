@@ -70,8 +70,11 @@ fn probe<R: burn_cubecl::cubecl::Runtime>(
             let mut times = Vec::with_capacity(samples);
             for _ in 0..samples {
                 let t0 = Instant::now();
+                // The spell's clock starts where it runs: on the device thread the hand-over there counts
+                // as cost, not as part of the spell.
                 let busy = move || {
-                    while t0.elapsed() < Duration::from_micros(away) {
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(away) {
                         std::hint::spin_loop();
                     }
                 };
