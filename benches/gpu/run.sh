@@ -70,6 +70,11 @@ step() { # name seconds command...
 # cuBLAS calls run on cubecl's device thread by default (MMREASON_CUBLAS_THREAD=device, new since run 6 and
 # untimed): if a small product does not come back through cuBLAS that way within 40 s while it does on the
 # caller's thread, every step below keeps the calls on the caller's thread, and steps.log says so.
+# Rows of a switched-on variant are told apart by relabelling the default's GEMM name in a JSON field:
+# `relabel gemm cublas-wait` (throughput lines), `relabel linear_nt_impl cublas-wait` (gemm_bench lines).
+# Exported for the `bash -c` of each step.
+relabel() { sed "s/\"$1\":\"cublas\"/\"$1\":\"$2\"/"; }
+export -f relabel
 smoke() { # NAME ENV=VALUE...: succeeds if a small product runs in cuBLAS (no fallback warning) within 40 s and
   # agrees with burn's matmul (smoke-NAME.log keeps what it printed)
   local name=$1; shift
@@ -96,9 +101,9 @@ step parity-fused 120 bash -c "$BIN/fused_kernels --include-ignored --nocapture 
 # kernel; gemm.md puts the microseconds per call over PyTorch's in a column.
 GEMM_SHAPES=8192x8192x8192,4096x4096x14336,4096x4096x6144,4096x14336x4096,32x4096x14336,8x4096x14336,64x4096x4096
 step gemm-bf16 60 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | tee $OUT/gemm.jsonl"
-step gemm-devorder 60 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-devorder\"/' | tee -a $OUT/gemm.jsonl"
-step gemm-wait 60 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-wait\"/' | tee -a $OUT/gemm.jsonl"
-step gemm-caller 60 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-caller\"/' | tee -a $OUT/gemm.jsonl"
+step gemm-devorder 60 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-devorder | tee -a $OUT/gemm.jsonl"
+step gemm-wait 60 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-wait | tee -a $OUT/gemm.jsonl"
+step gemm-caller 60 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-caller | tee -a $OUT/gemm.jsonl"
 step gemm-torch 60 bash -c "$PY benches/peers/torch_gemm.py --shapes $GEMM_SHAPES --dtype bfloat16 --iters 10 | tee -a $OUT/gemm.jsonl"
 # The mechanism behind MMREASON_CUBLAS_THREAD on this host: what a busy spell of 0–3 ms on the caller's thread
 # or on cubecl's device thread costs the round trip after it (host_probe.jsonl, host_probe.md).
@@ -110,8 +115,8 @@ step mistral-cublas 100 bash -c "$BIN/throughput --config mistral-7b --random-we
 step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mistral-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
 # cuBLAS ordered on the device (no host synchronisation per product): correctness first, then the figures.
 step order-parity 120 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-order.log | grep -E 'PARITY|test |panicked|error|ordered' "
-step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-devorder\"/' | tee -a $TP"
-step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-devorder\"/' | tee -a $TP"
+step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-devorder | tee -a $TP"
+step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-devorder | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).
@@ -126,12 +131,12 @@ step profile-orderclip 60 env GEMM_LABEL=cublas-devorder $PROF order-clip "MMREA
 # Half the device order (cuBLAS's stream waits on the device, the host waits for cuBLAS; no spinning kernel):
 # the fallback if the device order is wrong or stalls.
 step order-wait-parity 120 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-wait.log | grep -E 'PARITY|test |panicked|error|ordered' "
-step order-wait-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-wait\"/' | tee -a $TP"
-step order-wait-clip 40 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-wait\"/' | tee -a $TP"
+step order-wait-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-wait | tee -a $TP"
+step order-wait-clip 40 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-wait | tee -a $TP"
 # The host order with the cuBLAS call on the caller's thread (the default until this run): what the device
 # thread changed.
-step order-caller-mistral 100 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-caller\"/' | tee -a $TP"
-step order-caller-clip 40 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-caller\"/' | tee -a $TP"
+step order-caller-mistral 100 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-caller | tee -a $TP"
+step order-caller-clip 40 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-caller | tee -a $TP"
 # cubek's matmul strategies (MMREASON_GEMM=cubek:NAME): correctness of every one (f32/f16, awkward shapes),
 # then the tensor-core ones at the prefill MLP, q/k/v and decode b8/b32 shapes (bf16; --cubek adds them to
 # each gemm_bench line), then Mistral with the fastest correct one for prefill and for decode b32.
@@ -165,8 +170,8 @@ case " $STEPS " in *" cubek "*)
   fi;;
 esac
 # What the cuBLAS workspace (32 MiB on Hopper, as PyTorch sets it) changed: the same products and work without.
-step cubek-nows-gemm 40 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/gemm_bench --backend cuda --dtype bf16 --shapes 4096x4096x14336,32x4096x14336 --iters 10 | sed 's/\"linear_nt_impl\":\"cublas\"/\"linear_nt_impl\":\"cublas-nows\"/' | tee -a $OUT/gemm.jsonl"
-step cubek-nows-mistral 80 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-nows\"/' | tee -a $TP"
+step cubek-nows-gemm 40 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/gemm_bench --backend cuda --dtype bf16 --shapes 4096x4096x14336,32x4096x14336 --iters 10 | relabel linear_nt_impl cublas-nows | tee -a $OUT/gemm.jsonl"
+step cubek-nows-mistral 80 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x128x128 --repeats 2 --json | relabel gemm cublas-nows | tee -a $TP"
 # cubek's flash attention (prefill without padding, the CLIP tower; bf16/f16 only): correctness — the kernels
 # against the composition at head sizes 64 and 128 (the model fixtures' heads of 4-8 and short prompts are
 # below what the tensor-core kernel takes; the unit kernel does take them) — then figures. CLIP's 577 positions
@@ -174,29 +179,29 @@ step cubek-nows-mistral 80 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/through
 step flash-kernels 120 bash -c "$BIN/fused_kernels flash_attention --include-ignored --nocapture 2>&1 | tee $OUT/flash_kernels.log | grep -E 'test |panicked|error|ran|not used' "
 step flash-parity 120 bash -c "MMREASON_ATTENTION=flash-unit $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-flash.log | grep -E 'PARITY|test |panicked|error|flash' "
 for f in flash flash2 flash8 flash-unit; do
-  step flash-$f-mistral 60 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-$f\"/' | tee -a $TP"
-  step flash-$f-clip 40 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-$f\"/' | tee -a $TP"
+  step flash-$f-mistral 60 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-$f | tee -a $TP"
+  step flash-$f-clip 40 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-$f | tee -a $TP"
 done
-step unfused-mistral 80 bash -c "MMREASON_FUSED=off $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-unfused\"/' | tee -a $TP"
-step unfused-clip 30 bash -c "MMREASON_FUSED=off $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-unfused\"/' | tee -a $TP"
+step unfused-mistral 80 bash -c "MMREASON_FUSED=off $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x128 --repeats 2 --json | relabel gemm cublas-unfused | tee -a $TP"
+step unfused-clip 30 bash -c "MMREASON_FUSED=off $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | relabel gemm cublas-unfused | tee -a $TP"
 # The skinny product kernel (decode at small batch) off, and taking the batch-32 decode products too.
-step gemvbase-off 60 bash -c "MMREASON_GEMV_MAX_M=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-nogemv\"/' | tee -a $TP"
-step gemvbase-32 60 bash -c "MMREASON_GEMV_MAX_M=32 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-gemv32\"/' | tee -a $TP"
+step gemvbase-off 60 bash -c "MMREASON_GEMV_MAX_M=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-nogemv | tee -a $TP"
+step gemvbase-32 60 bash -c "MMREASON_GEMV_MAX_M=32 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 32x128x128 --repeats 2 --json | relabel gemm cublas-gemv32 | tee -a $TP"
 # The attention softmax reading each row once (MMREASON_SOFTMAX=regs) on prefill and CLIP.
-step softmax-mistral 60 bash -c "MMREASON_SOFTMAX=regs $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-softmax-regs\"/' | tee -a $TP"
-step softmax-clip 40 bash -c "MMREASON_SOFTMAX=regs $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-softmax-regs\"/' | tee -a $TP"
+step softmax-mistral 60 bash -c "MMREASON_SOFTMAX=regs $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-softmax-regs | tee -a $TP"
+step softmax-clip 40 bash -c "MMREASON_SOFTMAX=regs $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-softmax-regs | tee -a $TP"
 # The decode attention kernel with more loads in flight (MMREASON_DECODE_ATTN=ilp) on decode b1 and b32.
-step decode-ilp 80 bash -c "MMREASON_DECODE_ATTN=ilp $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-decode-ilp\"/' | tee -a $TP"
+step decode-ilp 80 bash -c "MMREASON_DECODE_ATTN=ilp $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-ilp | tee -a $TP"
 # The few-row kernel with one plane per column (MMREASON_GEMV=plane:UNROLL:COLUMNS) against the shared-memory
 # reduction (the default, in the mistral rows above) on decode b1; the kernels step times each on one product.
 for g in plane:4:8 plane:8:8 plane:2:16; do
-  step gemv-$g 60 bash -c "MMREASON_GEMV=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-gemv-$g\"/' | tee -a $TP"
+  step gemv-$g 60 bash -c "MMREASON_GEMV=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-gemv-$g | tee -a $TP"
 done
 # The multi-row kernel (MMREASON_GEMV_MULTI=ROWS:COLUMNS) for the batch-32 decode products instead of cuBLAS.
 for g in 8:4 16:2 4:4; do
-  step gemv-multi-$g 60 bash -c "MMREASON_GEMV_MULTI=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-multi-$g\"/' | tee -a $TP"
+  step gemv-multi-$g 60 bash -c "MMREASON_GEMV_MULTI=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 32x128x128 --repeats 2 --json | relabel gemm cublas-multi-$g | tee -a $TP"
 done
-step small-mistral 60 bash -c "MMREASON_CUBLAS_MIN_WORK=16777216 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | sed 's/\"gemm\":\"cublas\"/\"gemm\":\"cublas-min16M\"/' | tee -a $TP"
+step small-mistral 60 bash -c "MMREASON_CUBLAS_MIN_WORK=16777216 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-min16M | tee -a $TP"
 step burn-mistral 90 bash -c "MMREASON_GEMM=burn $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x32 --repeats 1 --json | tee -a $TP"
 step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | tee -a $TP"
 step llama-cublas 80 bash -c "$BIN/throughput --config llama-2-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"

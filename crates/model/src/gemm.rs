@@ -191,6 +191,14 @@ pub mod cuda {
         flags: Option<Result<Flags, String>>,
     }
 
+    impl Cublas {
+        /// Orders on the host from the next product on, for reason `e` — returned, as this product's error.
+        fn order_on_host(&mut self, e: String) -> String {
+            self.flags = Some(Err(e.clone()));
+            e
+        }
+    }
+
     /// The two ordering words (see the module's doc) and the number of the last call.
     struct Flags {
         handle: burn_cubecl::cubecl::server::Handle,
@@ -472,9 +480,9 @@ pub mod cuda {
     /// (`ComputeClient::exclusive`, as cubecl's profiler runs its work), the wait keeps that thread busy: the
     /// hand-over there and back plus the round trip then cost 14–57 µs, however long the wait. The call's
     /// cubecl operations (the sync, the resources, the flag kernels) run inline there, so a product makes one
-    /// blocking round trip instead of four. The cost: in the host and wait
-    /// orders cubecl's thread is blocked for the product, so another thread's work on the same device waits
-    /// for it (the models drive a device from one thread). `caller` keeps the call on the calling thread, as
+    /// blocking round trip instead of four. The cost: in the host and wait orders cubecl's thread is blocked
+    /// for the product, so another thread's work on the same device waits for it (the models drive a device
+    /// from one thread). `caller` keeps the call on the calling thread, as
     /// before; with it, a flag kernel whose launch panics (cubecl's thread swallows queued tasks' panics) would
     /// leave cuBLAS's stream waiting for ever in the wait and device orders, and a wait kernel's would leave
     /// burn's stream unordered with the product in the device order; on the device thread the launches run
@@ -592,9 +600,7 @@ pub mod cuda {
                 if let Err(e) = client.flush() {
                     // The flag kernel may not have run: nothing is queued on our stream yet, so order on the
                     // host from here on.
-                    let e = format!("flush: {e:?}");
-                    st.flags = Some(Err(e.clone()));
-                    return Err(e);
+                    return Err(st.order_on_host(format!("flush: {e:?}")));
                 }
             }
             None => block_on(client.sync()).map_err(|e| format!("sync: {e:?}"))?,
@@ -623,9 +629,7 @@ pub mod cuda {
                 .result()
             {
                 // Nothing was queued on our stream: the host order takes over from the next call.
-                let e = format!("cuStreamWaitValue32: {e:?}");
-                st.flags = Some(Err(e.clone()));
-                return Err(e);
+                return Err(st.order_on_host(format!("cuStreamWaitValue32: {e:?}")));
             }
             // One matrix: the plain call, as PyTorch's `mm`/`F.linear` makes it (cuBLAS's heuristics are keyed by
             // the call as well as the shape).
@@ -718,9 +722,7 @@ pub mod cuda {
                         // memory pool; order on the host from now on.
                         let _ = dsys::cuMemsetD32_v2(*ptr, *n, 1);
                         let _ = drv::stream::synchronize(st.stream);
-                        let e = format!("cuStreamWriteValue32: {e:?}");
-                        st.flags = Some(Err(e.clone()));
-                        return Err(e);
+                        return Err(st.order_on_host(format!("cuStreamWriteValue32: {e:?}")));
                     }
                     // If the wait kernel cannot be queued, burn's stream would not wait for the product: wait
                     // for it here instead, before the operands and output go back to burn's pool.
@@ -729,9 +731,7 @@ pub mod cuda {
                     }));
                     if queued.is_err() {
                         let _ = drv::stream::synchronize(st.stream);
-                        let e = "queuing the wait kernel panicked".to_string();
-                        st.flags = Some(Err(e.clone()));
-                        return Err(e);
+                        return Err(st.order_on_host("queuing the wait kernel panicked".into()));
                     }
                     product?;
                 }
