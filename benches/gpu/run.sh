@@ -207,5 +207,5 @@ step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-
 step llama-cublas 80 bash -c "$BIN/throughput --config llama-2-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
 step llama-torch 70 bash -c "$PY benches/peers/torch_throughput.py --preset llama-2-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
 if [ -s "$TP" ]; then $PY benches/gpu/table.py "$TP" | tee "$OUT/table.md"; fi
-if [ -s "$OUT/gemm.jsonl" ]; then $PY benches/gpu/gemm_table.py "$OUT/gemm.jsonl" "$OUT"/gemm-*.jsonl | tee "$OUT/gemm.md"; fi
+if [ -s "$OUT/gemm.jsonl" ]; then $PY benches/gpu/gemm_table.py "$OUT/gemm.jsonl" $(ls "$OUT"/gemm-*.jsonl 2>/dev/null) | tee "$OUT/gemm.md"; fi
 step kernels 300 bash -c "CRITERION_HOME=$OUT/criterion MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench --warm-up-time 1 --measurement-time 2 2>&1 | tee $OUT/kernels.log | grep -E '^[a-z_0-9]+/|time:'"
