@@ -2,6 +2,20 @@
 # Builds what benches/gpu/run.sh runs on a lent GPU (nothing is compiled there): release binaries with
 # --features cuda, stripped and packed into gpu-bin.tar.gz (the device tool carries at most 64 MiB).
 set -euo pipefail
+# First (minutes, not the release build's half hour): the CUDA C++ of every cubecl kernel of ours, written by
+# cubecl-cuda's compiler here and compiled with NVRTC for sm_90a (no GPU needed; benches/gpu/nvrtc_check.py),
+# so a kernel NVRTC rejects is found before a lent device's 15 minutes are spent on it. NVRTC comes from torch's
+# wheels (NVRTC_PYTHON=/path/to/venv/bin/python) or a CUDA toolkit; without it only the C++ is checked.
+sources=$(mktemp -d)
+trap 'rm -rf "$sources"' EXIT
+MMREASON_CUDA_SOURCES=$sources cargo test -p mmreason-model --features wgpu,cuda --lib cuda_source
+rc=0
+"${NVRTC_PYTHON:-python3}" benches/gpu/nvrtc_check.py "$sources" || rc=$?
+case $rc in
+  0) ;;
+  2) echo "build.sh: no NVRTC here, the kernels' CUDA C++ was generated but not compiled" >&2 ;;
+  *) exit 1 ;;
+esac
 cargo build --release --features cuda --example throughput --example gemm_bench --example host_probe
 tests=$(cargo test --release -p mmreason-model --features cuda --test backend_parity --test fused_kernels --no-run --message-format=json)
 exe() { python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == sys.argv[1]][-1])' "$1"; }

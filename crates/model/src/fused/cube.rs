@@ -2307,6 +2307,9 @@ fn launch_flag<R: CubeRuntime>(
     }
 }
 
+#[cfg(all(test, feature = "wgpu", feature = "cuda"))]
+mod cuda_source;
+
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;

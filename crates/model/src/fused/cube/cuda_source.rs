@@ -1,0 +1,363 @@
+//! The CUDA C++ that cubecl's CUDA compiler writes for every kernel of [`super`], produced on a machine without
+//! a GPU.
+//!
+//! Why: a lent GPU comes rarely and for 15 minutes, and on it each kernel is compiled (NVRTC) only when first
+//! launched. A kernel that expands fine for WGSL (CI runs them all on lavapipe) can still emit C++ that NVRTC
+//! rejects — a unary minus on a vector did once — and the device time is then spent on a failure that the next
+//! lent device (sessions later) is needed to fix. These tests expand each kernel with each comptime choice the
+//! launch sites can make (dtype f32/f16/bf16, 1 and the widest vector, every flag, the comptime sizes used), run
+//! cubecl-cuda's own compiler over the result with the options it sets for an sm_90 device, and check the C++
+//! names the kernel. With `MMREASON_CUDA_SOURCES=DIR` they also write each source to `DIR/NAME.cu`, for
+//! `benches/gpu/nvrtc_check.py` to compile with NVRTC for sm_90a where libnvrtc is installed (`build.sh` does,
+//! before packing the binaries).
+//!
+//! The kernels' IR is built with a burn-wgpu client standing in for the CUDA device: expansion reads only the
+//! runtime's matrix-core layout (unused by these kernels) and the device properties (read by none of them).
+
+use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
+use cubecl::{Compiler, cuda::CudaCompiler};
+
+use super::*;
+
+type Options = <CudaCompiler as Compiler>::CompilationOptions;
+
+/// The options cubecl-cuda 0.10 sets for a device of compute capability 9.0 with CUDA ≥ 12.8 (its runtime's
+/// `create_server`): what NVRTC sees on an H100.
+fn h100_options() -> Options {
+    // `Options` names its fields' types through cubecl-cpp, which is not a dependency of ours: the warp size is
+    // the default's (32), the features are set one by one.
+    let mut options = Options::default();
+    assert_eq!(options.warp_size, 32);
+    let features = &mut options.supports_features;
+    features.fast_math = true;
+    features.grid_constants = true;
+    features.fast_tanh = true;
+    features.clusters = true;
+    features.elect_sync = true;
+    options
+}
+
+/// One expanded kernel: the file stem to write it under and its IR.
+struct Expanded {
+    name: String,
+    definition: KernelDefinition,
+}
+
+/// Collects the expansions of [`all`]: `name` is made unique by the comptime choices that produced it.
+struct Kernels {
+    client: ComputeClient<WgpuRuntime>,
+    list: Vec<Expanded>,
+}
+
+impl Kernels {
+    fn settings(dim: CubeDim) -> KernelSettings {
+        KernelSettings::default().cube_dim(dim)
+    }
+
+    fn push(&mut self, name: String, kernel: impl CubeKernel) {
+        self.list.push(Expanded {
+            name,
+            definition: kernel.define(),
+        });
+    }
+}
+
+fn arr() -> ArrayCompilationArg {
+    ArrayCompilationArg { inplace: None }
+}
+
+/// Expands every kernel with element type `F` (vector sizes `vectors`) into `k`.
+fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
+    let c = k.client.clone();
+    let row = || Kernels::settings(CubeDim::new_1d(BLOCK));
+    let grid = || Kernels::settings(CubeDim::new_2d(32, 8));
+    for &n in vectors {
+        for residual in [false, true] {
+            let tag = format!("{dtype}_v{n}_res{}", residual as u8);
+            let kernel = layer_norm_kernel::LayerNormKernel::<F, WgpuRuntime>::new(
+                row(),
+                c.clone(),
+                arr(),
+                arr(),
+                arr(),
+                arr(),
+                arr(),
+                arr(),
+                arr(),
+                (),
+                (),
+                (),
+                n,
+                residual,
+            );
+            k.push(format!("layer_norm_{tag}"), kernel);
+            let kernel = rms_norm_kernel::RmsNormKernel::<F, WgpuRuntime>::new(
+                row(),
+                c.clone(),
+                arr(),
+                arr(),
+                arr(),
+                arr(),
+                arr(),
+                (),
+                (),
+                (),
+                n,
+                residual,
+            );
+            k.push(format!("rms_norm_{tag}"), kernel);
+            for gelu in [false, true] {
+                let kernel = bias_act_kernel::BiasActKernel::<F, WgpuRuntime>::new(
+                    row(),
+                    c.clone(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    (),
+                    (),
+                    n,
+                    gelu,
+                    residual,
+                );
+                k.push(format!("bias_act_{tag}_gelu{}", gelu as u8), kernel);
+            }
+        }
+        let tag = format!("{dtype}_v{n}");
+        let kernel =
+            silu_mul_kernel::SiluMulKernel::<F, WgpuRuntime>::new(row(), c.clone(), arr(), arr(), (), (), n);
+        k.push(format!("silu_mul_{tag}"), kernel);
+        let kernel = qkv_heads_kernel::QkvHeadsKernel::<F, WgpuRuntime>::new(
+            row(),
+            c.clone(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            (),
+            (),
+            (),
+            (),
+            (),
+            (),
+            (),
+            n,
+        );
+        k.push(format!("qkv_heads_{tag}"), kernel);
+        let kernel = decode_attention_ilp_kernel::DecodeAttentionIlpKernel::<F, WgpuRuntime>::new(
+            row(),
+            c.clone(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            (),
+            (),
+            (),
+            (),
+            (),
+            (),
+            (),
+            n,
+        );
+        k.push(format!("decode_attention_ilp_{tag}"), kernel);
+        let kernel = skinny_nt_kernel::SkinnyNtKernel::<F, WgpuRuntime>::new(
+            grid(),
+            c.clone(),
+            arr(),
+            arr(),
+            arr(),
+            (),
+            (),
+            (),
+            n,
+        );
+        k.push(format!("skinny_nt_{tag}"), kernel);
+        for unroll in [2, 4] {
+            let kernel = skinny_plane_kernel::SkinnyPlaneKernel::<F, WgpuRuntime>::new(
+                grid(),
+                c.clone(),
+                arr(),
+                arr(),
+                arr(),
+                (),
+                (),
+                (),
+                n,
+                unroll,
+            );
+            k.push(format!("skinny_plane_{tag}_u{unroll}"), kernel);
+        }
+        for (mb, cb) in [(8, 2), (4, 4), (8, 8), (32, 1)] {
+            let kernel = skinny_multi_kernel::SkinnyMultiKernel::<F, WgpuRuntime>::new(
+                Kernels::settings(CubeDim::new_2d(MULTI_LANES, MULTI_PLANES)),
+                c.clone(),
+                arr(),
+                arr(),
+                arr(),
+                (),
+                (),
+                (),
+                n,
+                mb,
+                cb,
+            );
+            k.push(format!("skinny_multi_{tag}_{mb}x{cb}"), kernel);
+        }
+    }
+    let kernel = quick_gelu_kernel::QuickGeluKernel::<F, WgpuRuntime>::new(row(), c.clone(), arr(), arr());
+    k.push(format!("quick_gelu_{dtype}"), kernel);
+    let kernel = qkv_bias_heads_kernel::QkvBiasHeadsKernel::<F, WgpuRuntime>::new(
+        row(),
+        c.clone(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        (),
+        (),
+        (),
+    );
+    k.push(format!("qkv_bias_heads_{dtype}"), kernel);
+    let kernel = heads_kernel::HeadsKernel::<F, WgpuRuntime>::new(
+        row(),
+        c.clone(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        (),
+        (),
+        (),
+        (),
+        (),
+        (),
+    );
+    k.push(format!("heads_{dtype}"), kernel);
+    for masked in [false, true] {
+        let kernel = masked_softmax_kernel::MaskedSoftmaxKernel::<F, WgpuRuntime>::new(
+            grid(),
+            c.clone(),
+            arr(),
+            arr(),
+            arr(),
+            (),
+            (),
+            (),
+            (),
+            (),
+            masked,
+        );
+        k.push(format!("masked_softmax_{dtype}_mask{}", masked as u8), kernel);
+        // 1 (t ≤ 32), 16 (t = 512), 19 (CLIP's 577 positions), 32 (the largest the launch site takes).
+        for per in [1, 16, 19, 32] {
+            let kernel = softmax_regs_kernel::SoftmaxRegsKernel::<F, WgpuRuntime>::new(
+                grid(),
+                c.clone(),
+                arr(),
+                arr(),
+                arr(),
+                (),
+                (),
+                (),
+                (),
+                (),
+                masked,
+                per,
+            );
+            k.push(
+                format!("softmax_regs_{dtype}_mask{}_per{per}", masked as u8),
+                kernel,
+            );
+        }
+    }
+    let kernel = decode_attention_kernel::DecodeAttentionKernel::<F, WgpuRuntime>::new(
+        row(),
+        c.clone(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        (),
+        (),
+        (),
+        (),
+        (),
+        (),
+        (),
+    );
+    k.push(format!("decode_attention_{dtype}"), kernel);
+}
+
+/// Every kernel of [`super`] expanded with each comptime choice its launch sites make on CUDA.
+fn all() -> Vec<Expanded> {
+    let mut k = Kernels {
+        client: <WgpuRuntime as Runtime>::client(&WgpuDevice::default()),
+        list: Vec::new(),
+    };
+    // cubecl-cuda loads 128 bits at once: 4 f32 or 8 f16/bf16 per vector ([`vector_for`] takes the widest
+    // that divides the row).
+    expand_float::<f32>(&mut k, "f32", &[1, 4]);
+    expand_float::<half::f16>(&mut k, "f16", &[1, 8]);
+    expand_float::<half::bf16>(&mut k, "bf16", &[1, 8]);
+    for wait in [false, true] {
+        let kernel = flag_kernel::FlagKernel::<WgpuRuntime>::new(
+            Kernels::settings(CubeDim::new_1d(1)),
+            k.client.clone(),
+            arr(),
+            (),
+            (),
+            wait,
+        );
+        k.push(format!("flag_wait{}", wait as u8), kernel);
+    }
+    k.list
+}
+
+#[test]
+fn every_kernel_compiles_to_cuda_cpp() {
+    let options = h100_options();
+    let dir = std::env::var_os("MMREASON_CUDA_SOURCES").map(std::path::PathBuf::from);
+    if let Some(dir) = &dir {
+        std::fs::create_dir_all(dir).expect("creating MMREASON_CUDA_SOURCES");
+    }
+    let kernels = all();
+    let mut failed = Vec::new();
+    for Expanded { name, definition } in &kernels {
+        let entry = definition.options.kernel_name.clone();
+        let compiled = CudaCompiler::default().compile(
+            definition.clone(),
+            &options,
+            ExecutionMode::Unchecked,
+            AddressType::U32.unsigned_type(),
+        );
+        match compiled {
+            Ok(source) => {
+                let source = source.to_string();
+                // The entry point is what cubecl-cuda looks the kernel up by after NVRTC compiled it
+                // (`extern "C" __global__ void __launch_bounds__(256)NAME (`).
+                if !source.contains("__global__") || !source.contains(&format!("{entry} (")) {
+                    failed.push(format!("{name}: no entry point `{entry}` in the source"));
+                }
+                if let Some(dir) = &dir {
+                    std::fs::write(dir.join(format!("{name}.cu")), source).expect("writing a source");
+                }
+            }
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} kernels failed:\n{}",
+        failed.len(),
+        kernels.len(),
+        failed.join("\n")
+    );
+    // Per dtype, per vector: 8 norm/bias variants and 10 others; per dtype: 14; then 2 flag kernels.
+    assert_eq!(kernels.len(), 3 * (2 * 18 + 14) + 2);
+}
