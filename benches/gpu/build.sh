@@ -10,7 +10,8 @@ sources=$(mktemp -d)
 trap 'rm -rf "$sources"' EXIT
 MMREASON_CUDA_SOURCES=$sources cargo test -p mmreason-model --features wgpu,cuda --lib cuda_source
 rc=0
-"${NVRTC_PYTHON:-python3}" benches/gpu/nvrtc_check.py "$sources" || rc=$?
+# ptxas's registers and spills per kernel go to target/ptxas.md (kernels that spill are named on the terminal).
+"${NVRTC_PYTHON:-python3}" benches/gpu/nvrtc_check.py "$sources" --table target/ptxas.md || rc=$?
 case $rc in
   0) ;;
   2) echo "build.sh: no NVRTC here, the kernels' CUDA C++ was generated but not compiled" >&2 ;;

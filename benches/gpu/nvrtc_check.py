@@ -11,12 +11,15 @@ in the `nvidia` Python package, then in `$CUDA_PATH` and /usr/local/cuda. The op
 (`--gpu-architecture=sm_90a` for compute capability 9.0, the include paths, `-lineinfo`).
 
 Prints one line per failing kernel with NVRTC's log, then a summary; exits 1 if any kernel fails, 2 if NVRTC or
-the headers are not found or DIR holds no sources.
+the headers are not found or DIR holds no sources. With `--table FILE` it also writes what ptxas reports for
+each kernel (`--ptxas-options=-v`: registers per unit, spills, stack, barriers) as a Markdown table: a kernel
+that spills registers to local memory or holds so many that few units fit on an SM is slow before it runs.
 """
 import argparse
 import ctypes
 import glob
 import os
+import re
 import sys
 
 
@@ -44,29 +47,66 @@ def candidates():
 
 
 def compile_one(nvrtc, source, name, options):
-    """None when NVRTC compiles `source`, else its log."""
+    """(True, (log, ptx)) when NVRTC compiles `source` (the log holds ptxas's report with
+    `--ptxas-options=-v`), else (False, log)."""
     prog = ctypes.c_void_p()
     rc = nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source, name, 0, None, None)
     if rc != 0:
-        return f"nvrtcCreateProgram returned {rc}"
+        return False, f"nvrtcCreateProgram returned {rc}"
     try:
         opts = (ctypes.c_char_p * len(options))(*options)
         rc = nvrtc.nvrtcCompileProgram(prog, len(options), opts)
-        if rc == 0:
-            return None
         size = ctypes.c_size_t()
         nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
         log = ctypes.create_string_buffer(size.value)
         nvrtc.nvrtcGetProgramLog(prog, log)
-        return log.value.decode(errors="replace").strip() or f"nvrtcCompileProgram returned {rc}"
+        log = log.value.decode(errors="replace").strip()
+        if rc != 0:
+            return False, log or f"nvrtcCompileProgram returned {rc}"
+        size = ctypes.c_size_t()
+        nvrtc.nvrtcGetPTXSize(prog, ctypes.byref(size))
+        ptx = ctypes.create_string_buffer(size.value)
+        nvrtc.nvrtcGetPTX(prog, ptx)
+        return True, (log, ptx.value.decode(errors="replace"))
     finally:
         nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def resources(log):
+    """ptxas's figures for the one entry point of a kernel's log (`--ptxas-options=-v`), or None."""
+    fields = {
+        "registers": r"Used (\d+) registers",
+        "barriers": r"used (\d+) barriers",
+        "stack": r"(\d+) bytes stack frame",
+        "spill_stores": r"(\d+) bytes spill stores",
+        "spill_loads": r"(\d+) bytes spill loads",
+    }
+    out = {}
+    for key, pattern in fields.items():
+        m = re.search(pattern, log)
+        if m:
+            out[key] = int(m.group(1))
+    return out if "registers" in out else None
+
+
+def memory_ops(ptx):
+    """Global loads and stores in the PTX (static counts), as (128-bit loads, other loads, 128-bit stores, other
+    stores): the vectorised kernels should move their rows in 128-bit accesses (`ld.global.nc.v4.u32`)."""
+    counts = [0, 0, 0, 0]
+    for op, shape in re.findall(r"\b(ld|st)\.global((?:\.[a-z0-9]+)*)", ptx):
+        parts = shape.split(".")
+        bits = next((int(p[1:]) for p in reversed(parts) if re.fullmatch(r"[usfb]\d+", p)), 0)
+        lanes = next((int(p[1:]) for p in parts if re.fullmatch(r"v\d", p)), 1)
+        wide = bits * lanes >= 128
+        counts[(0 if op == "ld" else 2) + (0 if wide else 1)] += 1
+    return tuple(counts)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", help="the .cu files written by the cuda_source test (MMREASON_CUDA_SOURCES)")
     ap.add_argument("--arch", default="sm_90a", help="NVRTC's --gpu-architecture (cubecl: sm_90a on an H100)")
+    ap.add_argument("--table", help="write ptxas's registers, spills and stack per kernel here (Markdown)")
     args = ap.parse_args()
 
     sources = sorted(glob.glob(os.path.join(args.dir, "*.cu")))
@@ -82,18 +122,49 @@ def main():
     major, minor = ctypes.c_int(), ctypes.c_int()
     nvrtc.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
     options = [f"--gpu-architecture={args.arch}".encode(), f"--include-path={include}".encode(), b"-lineinfo"]
+    if args.table:
+        # Not one of cubecl's options: it only makes ptxas report, the code is the same.
+        options.append(b"--ptxas-options=-v")
     cccl = os.path.join(include, "cccl")
     if os.path.isdir(cccl):
         options.append(f"--include-path={cccl}".encode())
 
     failed = 0
+    rows = []
     for path in sources:
         name = os.path.basename(path)
         with open(path, "rb") as f:
-            log = compile_one(nvrtc, f.read(), name.encode(), options)
-        if log is not None:
+            ok, log = compile_one(nvrtc, f.read(), name.encode(), options)
+        if not ok:
             failed += 1
             print(f"FAIL {name}\n    " + "\n    ".join(log.splitlines()))
+        elif args.table:
+            rows.append((name[: -len(".cu")], resources(log[0]), memory_ops(log[1])))
+    if args.table:
+        lines = [
+            f"ptxas for {args.arch} (NVRTC {major.value}.{minor.value}): per unit (thread); spills and stack in "
+            "bytes; global loads and stores counted in the PTX (instructions, not executions), 128-bit or narrower",
+            "",
+            "| kernel | registers | spill stores | spill loads | stack | barriers | loads 128/other "
+            "| stores 128/other |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r, (ldw, ldn, stw, stn) in rows:
+            mem = f"| {ldw}/{ldn} | {stw}/{stn} |"
+            if r is None:
+                lines.append(f"| {name} | ? | | | | {mem}")
+                continue
+            lines.append(
+                f"| {name} | {r['registers']} | {r.get('spill_stores', 0)} | {r.get('spill_loads', 0)} "
+                f"| {r.get('stack', 0)} | {r.get('barriers', 0)} {mem}"
+            )
+        tmp = args.table + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, args.table)
+        spilling = [name for name, r, _ in rows if r and (r.get("spill_stores", 0) or r.get("spill_loads", 0))]
+        if spilling:
+            print(f"nvrtc_check: {len(spilling)} kernels spill registers: {', '.join(spilling)}")
     print(
         f"nvrtc_check: {len(sources) - failed} of {len(sources)} kernels compile for {args.arch} "
         f"(NVRTC {major.value}.{minor.value}, {lib})"
