@@ -127,6 +127,20 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
         let kernel =
             silu_mul_kernel::SiluMulKernel::<F, WgpuRuntime>::new(row(), c.clone(), arr(), arr(), (), (), n);
         k.push(format!("silu_mul_{tag}"), kernel);
+        let kernel = qkv_bias_heads_kernel::QkvBiasHeadsKernel::<F, WgpuRuntime>::new(
+            row(),
+            c.clone(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            (),
+            (),
+            (),
+            n,
+        );
+        k.push(format!("qkv_bias_heads_{tag}"), kernel);
         let kernel = qkv_heads_kernel::QkvHeadsKernel::<F, WgpuRuntime>::new(
             row(),
             c.clone(),
@@ -210,19 +224,6 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
     }
     let kernel = quick_gelu_kernel::QuickGeluKernel::<F, WgpuRuntime>::new(row(), c.clone(), arr(), arr());
     k.push(format!("quick_gelu_{dtype}"), kernel);
-    let kernel = qkv_bias_heads_kernel::QkvBiasHeadsKernel::<F, WgpuRuntime>::new(
-        row(),
-        c.clone(),
-        arr(),
-        arr(),
-        arr(),
-        arr(),
-        arr(),
-        (),
-        (),
-        (),
-    );
-    k.push(format!("qkv_bias_heads_{dtype}"), kernel);
     let kernel = heads_kernel::HeadsKernel::<F, WgpuRuntime>::new(
         row(),
         c.clone(),
@@ -358,6 +359,6 @@ fn every_kernel_compiles_to_cuda_cpp() {
         kernels.len(),
         failed.join("\n")
     );
-    // Per dtype, per vector: 8 norm/bias variants and 10 others; per dtype: 14; then 2 flag kernels.
-    assert_eq!(kernels.len(), 3 * (2 * 18 + 14) + 2);
+    // Per dtype, per vector: 8 norm/bias variants and 11 others; per dtype: 13; then 2 flag kernels.
+    assert_eq!(kernels.len(), 3 * (2 * 19 + 13) + 2);
 }
