@@ -190,7 +190,8 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
             n,
         );
         k.push(format!("skinny_nt_{tag}"), kernel);
-        for unroll in [2, 4] {
+        // The unroll depths benches/gpu/run.sh times (MMREASON_GEMV=plane:UNROLL:…).
+        for unroll in [2, 4, 8] {
             let kernel = skinny_plane_kernel::SkinnyPlaneKernel::<F, WgpuRuntime>::new(
                 grid(),
                 c.clone(),
@@ -205,7 +206,8 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
             );
             k.push(format!("skinny_plane_{tag}_u{unroll}"), kernel);
         }
-        for (mb, cb) in [(8, 2), (4, 4), (8, 8), (32, 1)] {
+        // run.sh's MMREASON_GEMV_MULTI=ROWS:COLUMNS choices, and the largest the launch site takes (8 × 8, 32 × 2).
+        for (mb, cb) in [(8, 4), (16, 2), (4, 4), (8, 8), (32, 2)] {
             let kernel = skinny_multi_kernel::SkinnyMultiKernel::<F, WgpuRuntime>::new(
                 Kernels::settings(CubeDim::new_2d(MULTI_LANES, MULTI_PLANES)),
                 c.clone(),
@@ -359,6 +361,6 @@ fn every_kernel_compiles_to_cuda_cpp() {
         kernels.len(),
         failed.join("\n")
     );
-    // Per dtype, per vector: 8 norm/bias variants and 11 others; per dtype: 13; then 2 flag kernels.
-    assert_eq!(kernels.len(), 3 * (2 * 19 + 13) + 2);
+    // Per dtype, per vector: 8 norm/bias variants and 13 others; per dtype: 13; then 2 flag kernels.
+    assert_eq!(kernels.len(), 3 * (2 * 21 + 13) + 2);
 }
