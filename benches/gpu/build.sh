@@ -2,15 +2,19 @@
 # Builds what benches/gpu/run.sh runs on a lent GPU (nothing is compiled there): release binaries with
 # --features cuda, stripped and packed into gpu-bin.tar.gz (the device tool carries at most 64 MiB).
 set -euo pipefail
+cd "$(dirname "$0")/../.."
 # First (minutes, not the release build's half hour): the CUDA C++ of every cubecl kernel of ours, written by
 # cubecl-cuda's compiler here and compiled with NVRTC for sm_90a (no GPU needed; benches/gpu/nvrtc_check.py),
 # so a kernel NVRTC rejects is found before a lent device's 15 minutes are spent on it. NVRTC comes from torch's
 # wheels (NVRTC_PYTHON=/path/to/venv/bin/python) or a CUDA toolkit; without it only the C++ is checked.
 sources=$(mktemp -d)
 trap 'rm -rf "$sources"' EXIT
-MMREASON_CUDA_SOURCES=$sources cargo test -p mmreason-model --features wgpu,cuda --lib cuda_source
+# (The test needs a wgpu adapter: Mesa's lavapipe, as .ci/run installs.)
+MMREASON_CUDA_SOURCES=$sources cargo test -p mmreason-model --features wgpu,cuda --lib \
+  fused::cube::cuda_source::every_kernel_compiles_to_cuda_cpp -- --exact
 rc=0
 # ptxas's registers and spills per kernel go to target/ptxas.md (kernels that spill are named on the terminal).
+mkdir -p target
 "${NVRTC_PYTHON:-python3}" benches/gpu/nvrtc_check.py "$sources" --table target/ptxas.md || rc=$?
 case $rc in
   0) ;;

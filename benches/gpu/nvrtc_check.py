@@ -11,7 +11,7 @@ in the `nvidia` Python package, then in `$CUDA_PATH` and /usr/local/cuda. The op
 (`--gpu-architecture=sm_90a` for compute capability 9.0, the include paths, `-lineinfo`).
 
 Prints one line per failing kernel with NVRTC's log, then a summary; exits 1 if any kernel fails, 2 if NVRTC or
-the headers are not found or DIR holds no sources. With `--table FILE` it also writes what ptxas reports for
+the headers are not found, 3 if DIR holds no sources. With `--table FILE` it also writes what ptxas reports for
 each kernel (`--ptxas-options=-v`: registers per unit, spills, stack, barriers) as a Markdown table: a kernel
 that spills registers to local memory or holds so many that few units fit on an SM is slow before it runs.
 """
@@ -66,7 +66,9 @@ def compile_one(nvrtc, source, name, options):
         size = ctypes.c_size_t()
         nvrtc.nvrtcGetPTXSize(prog, ctypes.byref(size))
         ptx = ctypes.create_string_buffer(size.value)
-        nvrtc.nvrtcGetPTX(prog, ptx)
+        rc = nvrtc.nvrtcGetPTX(prog, ptx)
+        if rc != 0:
+            return False, f"nvrtcGetPTX returned {rc}"
         return True, (log, ptx.value.decode(errors="replace"))
     finally:
         nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
@@ -93,7 +95,8 @@ def memory_ops(ptx):
     """Global loads and stores in the PTX (static counts), as (128-bit loads, other loads, 128-bit stores, other
     stores): the vectorised kernels should move their rows in 128-bit accesses (`ld.global.nc.v4.u32`)."""
     counts = [0, 0, 0, 0]
-    for op, shape in re.findall(r"\b(ld|st)\.global((?:\.[a-z0-9]+)*)", ptx):
+    # Qualifiers may hold `::` and capitals (`ld.global.nc.L1::no_allocate.v4.u32`).
+    for op, shape in re.findall(r"\b(ld|st)\.global((?:\.[\w:]+)*)", ptx):
         parts = shape.split(".")
         bits = next((int(p[1:]) for p in reversed(parts) if re.fullmatch(r"[usfb]\d+", p)), 0)
         lanes = next((int(p[1:]) for p in parts if re.fullmatch(r"v\d", p)), 1)
@@ -111,8 +114,9 @@ def main():
 
     sources = sorted(glob.glob(os.path.join(args.dir, "*.cu")))
     if not sources:
+        # Not "NVRTC missing" (2): the generating test did not run (renamed, filtered out) — a failure.
         print(f"nvrtc_check: no .cu files in {args.dir}", file=sys.stderr)
-        return 2
+        return 3
     found = candidates()
     if not found:
         print("nvrtc_check: no libnvrtc with CUDA headers found (set NVRTC and CUDA_INCLUDE)", file=sys.stderr)

@@ -5,7 +5,7 @@
 //! launched. A kernel that expands fine for WGSL (CI runs them all on lavapipe) can still emit C++ that NVRTC
 //! rejects — a unary minus on a vector did once — and the device time is then spent on a failure that the next
 //! lent device (sessions later) is needed to fix. These tests expand each kernel with each comptime choice the
-//! launch sites can make (dtype f32/f16/bf16, 1 and the widest vector, every flag, the comptime sizes used), run
+//! launch sites can make (dtype f32/f16/bf16, every vector width, every flag, the comptime sizes used), run
 //! cubecl-cuda's own compiler over the result with the options it sets for an sm_90 device, and check the C++
 //! names the kernel. With `MMREASON_CUDA_SOURCES=DIR` they also write each source to `DIR/NAME.cu`, for
 //! `benches/gpu/nvrtc_check.py` to compile with NVRTC for sm_90a where libnvrtc is installed (`build.sh` does,
@@ -190,10 +190,11 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
             n,
         );
         k.push(format!("skinny_nt_{tag}"), kernel);
-        // The unroll depths benches/gpu/run.sh times (MMREASON_GEMV=plane:UNROLL:…).
-        for unroll in [2, 4, 8] {
+        // What benches/gpu/run.sh times (MMREASON_GEMV=plane:UNROLL:COLUMNS): a plane of 32 per column, so
+        // 16 columns make 512-unit cubes, for which ptxas allows at most 128 registers per unit.
+        for (unroll, columns) in [(4, 8), (8, 8), (2, 16)] {
             let kernel = skinny_plane_kernel::SkinnyPlaneKernel::<F, WgpuRuntime>::new(
-                grid(),
+                Kernels::settings(CubeDim::new_2d(32, columns)),
                 c.clone(),
                 arr(),
                 arr(),
@@ -204,10 +205,11 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
                 n,
                 unroll,
             );
-            k.push(format!("skinny_plane_{tag}_u{unroll}"), kernel);
+            k.push(format!("skinny_plane_{tag}_u{unroll}_c{columns}"), kernel);
         }
-        // run.sh's MMREASON_GEMV_MULTI=ROWS:COLUMNS choices, and the largest the launch site takes (8 × 8, 32 × 2).
-        for (mb, cb) in [(8, 4), (16, 2), (4, 4), (8, 8), (32, 2)] {
+        // run.sh's MMREASON_GEMV_MULTI=ROWS:COLUMNS choices, and the largest tiles the launch site takes (8 × 8,
+        // 16 × 4; 32 × 2 only through `skinny_linear_with`).
+        for (mb, cb) in [(8, 4), (16, 2), (4, 4), (8, 8), (16, 4), (32, 2)] {
             let kernel = skinny_multi_kernel::SkinnyMultiKernel::<F, WgpuRuntime>::new(
                 Kernels::settings(CubeDim::new_2d(MULTI_LANES, MULTI_PLANES)),
                 c.clone(),
@@ -303,11 +305,12 @@ fn all() -> Vec<Expanded> {
         client: <WgpuRuntime as Runtime>::client(&WgpuDevice::default()),
         list: Vec::new(),
     };
-    // cubecl-cuda loads 128 bits at once: 4 f32 or 8 f16/bf16 per vector ([`vector_for`] takes the widest
-    // that divides the row).
-    expand_float::<f32>(&mut k, "f32", &[1, 4]);
-    expand_float::<half::f16>(&mut k, "f16", &[1, 8]);
-    expand_float::<half::bf16>(&mut k, "bf16", &[1, 8]);
+    // cubecl-cuda loads 128 bits at once: 4 f32 or 8 f16/bf16 per vector. [`vector_for`] takes the widest that
+    // divides the row and the operands' offsets, so narrower ones occur too — and they are other C++: cubecl-cpp
+    // packs f16/bf16 pairs into `__half2`/`__nv_bfloat162`, so 2, 4 and 8 values are one, two and four of those.
+    expand_float::<f32>(&mut k, "f32", &[1, 2, 4]);
+    expand_float::<half::f16>(&mut k, "f16", &[1, 2, 4, 8]);
+    expand_float::<half::bf16>(&mut k, "bf16", &[1, 2, 4, 8]);
     for wait in [false, true] {
         let kernel = flag_kernel::FlagKernel::<WgpuRuntime>::new(
             Kernels::settings(CubeDim::new_1d(1)),
@@ -361,6 +364,6 @@ fn every_kernel_compiles_to_cuda_cpp() {
         kernels.len(),
         failed.join("\n")
     );
-    // Per dtype, per vector: 8 norm/bias variants and 13 others; per dtype: 13; then 2 flag kernels.
-    assert_eq!(kernels.len(), 3 * (2 * 21 + 13) + 2);
+    // Per dtype and vector: 8 norm/bias variants and 14 others (11 vectors in all); per dtype: 13; 2 flag kernels.
+    assert_eq!(kernels.len(), 11 * 22 + 3 * 13 + 2);
 }
