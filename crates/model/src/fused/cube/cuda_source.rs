@@ -333,11 +333,12 @@ fn every_kernel_compiles_to_cuda_cpp() {
         std::fs::create_dir_all(dir).expect("creating MMREASON_CUDA_SOURCES");
     }
     let kernels = all();
+    let count = kernels.len();
     let mut failed = Vec::new();
-    for Expanded { name, definition } in &kernels {
+    for Expanded { name, definition } in kernels {
         let entry = definition.options.kernel_name.clone();
         let compiled = CudaCompiler::default().compile(
-            definition.clone(),
+            definition,
             &options,
             ExecutionMode::Unchecked,
             AddressType::U32.unsigned_type(),
@@ -361,9 +362,9 @@ fn every_kernel_compiles_to_cuda_cpp() {
         failed.is_empty(),
         "{} of {} kernels failed:\n{}",
         failed.len(),
-        kernels.len(),
+        count,
         failed.join("\n")
     );
     // Per dtype and vector: 8 norm/bias variants and 14 others (11 vectors in all); per dtype: 13; 2 flag kernels.
-    assert_eq!(kernels.len(), 11 * 22 + 3 * 13 + 2);
+    assert_eq!(count, 11 * 22 + 3 * 13 + 2);
 }
