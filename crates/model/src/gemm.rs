@@ -150,12 +150,13 @@ pub mod cuda {
     //! `MMREASON_CUBLAS_ORDER=device` orders the two streams on the device instead, through two words of
     //! device memory: a one-unit kernel on burn's stream sets word 0 to the call's number once all before it
     //! has run; cuBLAS's stream waits for that value (`cuStreamWaitValue32`), runs the product and writes the
-    //! number to word 1 (`cuStreamWriteValue32`, after the product's writes); a one-unit kernel on burn's
-    //! stream spins until word 1 holds it, so what burn queues next reads the product. The host waits for
-    //! nothing. Inputs and output stay valid: burn frees or reuses their memory only in its stream's order,
-    //! which now runs after the product. Only the first thread that multiplies uses it (cubecl gives each
-    //! thread its own stream; the equality waits assume one stream's calls in order); others and devices
-    //! without stream memory operations keep the host order.
+    //! number to word 1 (`cuStreamWriteValue32`, after the product's writes; where the driver refuses stream
+    //! memory operations on cubecl's memory, two one-unit kernels of ours wait and write instead); a one-unit
+    //! kernel on burn's stream spins until word 1 holds it, so what burn queues next reads the product. The
+    //! host waits for nothing. Inputs and output stay valid: burn frees or reuses their memory only in its
+    //! stream's order, which now runs after the product. Only the first thread that multiplies uses it (cubecl
+    //! gives each thread its own stream; the equality waits assume one stream's calls in order); other threads,
+    //! and devices where neither way of waiting can be set up, keep the host order.
     //!
     //! `MMREASON_CUBLAS_ORDER=wait` is the first half of that alone: cuBLAS's stream waits on the device for
     //! word 0, and the host then waits for cuBLAS's stream, as in the host order. It keeps one of the two
@@ -205,6 +206,80 @@ pub mod cuda {
         ptr: dsys::CUdeviceptr,
         last: u32,
         thread: std::thread::ThreadId,
+        /// How cuBLAS's stream waits for word 0 and writes word 1: stream memory operations, or (where the
+        /// driver refuses those on cubecl's memory) two one-unit kernels of ours.
+        spin: Option<Spin>,
+    }
+
+    /// The CUDA C++ of the two one-unit kernels cuBLAS's stream runs when the driver refuses stream memory
+    /// operations on cubecl's memory (H100 run 7: `cuStreamWaitValue32` → `CUDA_ERROR_INVALID_VALUE` on a word
+    /// from cubecl's stream-ordered pool). Compiled with NVRTC at the first product that needs them; the
+    /// `cuda_source` test writes it beside cubecl's kernels for `benches/gpu/nvrtc_check.py`.
+    pub const ORDERING_KERNELS: &str = r#"
+// Spins until another stream's kernel has written `value` to `word` (volatile: each test reads memory).
+extern "C" __global__ void mmreason_wait_word(const unsigned int* word, unsigned int value) {
+    while (*(const volatile unsigned int*)word != value) {
+    }
+    __threadfence();
+}
+// Writes `value` once everything queued before it on this stream has run (kernel order: the product's writes
+// are complete and visible device-wide before this kernel starts).
+extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int value) {
+    __threadfence();
+    *(volatile unsigned int*)word = value;
+}
+"#;
+
+    /// The two ordering kernels, loaded (function handles of a module that lives as long as the process).
+    #[derive(Clone, Copy)]
+    struct Spin {
+        wait: dsys::CUfunction,
+        set: dsys::CUfunction,
+    }
+
+    impl Spin {
+        /// Compiles and loads [`ORDERING_KERNELS`] in the current context.
+        fn load() -> Result<Spin, String> {
+            let ptx = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx(ORDERING_KERNELS))
+                .map_err(|_| "NVRTC could not be loaded".to_string())?
+                .map_err(|e| format!("NVRTC: {e:?}"))?;
+            let image = std::ffi::CString::new(ptx.to_src()).map_err(|e| format!("PTX: {e}"))?;
+            // SAFETY: `image` is a NUL-terminated PTX module; the module is never unloaded, so the function
+            // handles stay valid.
+            unsafe {
+                let module = drv::module::load_data(image.as_ptr().cast())
+                    .map_err(|e| format!("loading the ordering kernels: {e:?}"))?;
+                let function = |name: &str| {
+                    drv::module::get_function(module, std::ffi::CString::new(name).expect("no NUL"))
+                        .map_err(|e| format!("{name}: {e:?}"))
+                };
+                Ok(Spin {
+                    wait: function("mmreason_wait_word")?,
+                    set: function("mmreason_set_word")?,
+                })
+            }
+        }
+
+        /// Queues `f(word, value)` as one unit on `stream`.
+        ///
+        /// # Safety
+        /// The context is current, `stream` lives in it and `word` is device memory that outlives the launch.
+        unsafe fn launch(
+            f: dsys::CUfunction,
+            stream: dsys::CUstream,
+            word: dsys::CUdeviceptr,
+            value: u32,
+        ) -> Result<(), String> {
+            let (mut word, mut value) = (word, value);
+            let mut params = [
+                (&mut word as *mut dsys::CUdeviceptr).cast::<c_void>(),
+                (&mut value as *mut u32).cast::<c_void>(),
+            ];
+            // SAFETY: the parameters match the kernels' (pointer, unsigned int) and outlive the call, which
+            // copies them.
+            unsafe { drv::launch_kernel(f, (1, 1, 1), (1, 1, 1), 0, stream, &mut params) }
+                .map_err(|e| format!("launch: {e:?}"))
+        }
     }
 
     /// How cuBLAS's stream is ordered with burn's (`MMREASON_CUBLAS_ORDER=host|device|wait`, read once; host
@@ -232,11 +307,15 @@ pub mod cuda {
 
     /// Allocates the ordering words in cubecl's memory, so its kernels can bind them, once the driver is
     /// known to have the `_v2` stream memory operations (CUDA 11.7; an older one would lack the symbols, which
-    /// dynamic loading reports by panicking). Whether the device takes them on this memory shows at the first
-    /// wait: an error there turns the device order off and that product falls back to burn.
+    /// dynamic loading reports by panicking). A wait that is met at once probes whether the driver takes them
+    /// on this memory; where it does not (the H100 of run 7 refused them on cubecl's pool memory), cuBLAS's
+    /// side of the handshake runs as two one-unit kernels of ours ([`ORDERING_KERNELS`]) instead. If those
+    /// cannot be loaded either, the device order is off and this product falls back to burn.
     fn flags(
         client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>,
         caller: std::thread::ThreadId,
+        ctx: dsys::CUcontext,
+        stream: dsys::CUstream,
     ) -> Result<Flags, String> {
         let mut version = 0i32;
         // SAFETY: writes one int.
@@ -259,12 +338,63 @@ pub mod cuda {
             .map_err(|e| format!("flags resource: {e:?}"))?
             .resource()
             .ptr;
+        // Does the driver take stream memory operations on this memory? A wait that is met at once (word 0 is
+        // 0, `≥ 0`) says, without ordering anything.
+        // SAFETY: the context is the primary one, `stream` is ours in it, `ptr` is live device memory.
+        let probe = unsafe {
+            drv::ctx::set_current(ctx).map_err(|e| format!("set context: {e:?}"))?;
+            dsys::cuStreamWaitValue32_v2(
+                stream,
+                ptr,
+                0,
+                dsys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ as u32,
+            )
+            .result()
+            .and_then(|()| drv::stream::synchronize(stream))
+        };
+        let spin = match probe {
+            Ok(()) => None,
+            Err(e) => {
+                let spin = Spin::load().map_err(|k| {
+                    format!(
+                        "cuStreamWaitValue32: {e:?} ({}); ordering kernels: {k}",
+                        pool_note(ptr)
+                    )
+                })?;
+                eprintln!(
+                    "mmreason: cuBLAS's stream orders with kernels of ours: the driver refused stream memory \
+                     operations on cubecl's memory ({e:?}; {})",
+                    pool_note(ptr)
+                );
+                Some(spin)
+            }
+        };
         Ok(Flags {
             handle,
             ptr,
             last: 0,
             thread: caller,
+            spin,
         })
+    }
+
+    /// Whether `ptr` comes from a stream-ordered memory pool (for the message when stream memory operations
+    /// are refused on it: that is what run 7 suggests, and what the next run's message confirms or not).
+    fn pool_note(ptr: dsys::CUdeviceptr) -> String {
+        let mut pool: dsys::CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: writes one pool handle.
+        let r = unsafe {
+            dsys::cuPointerGetAttribute(
+                (&mut pool as *mut dsys::CUmemoryPool).cast(),
+                dsys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE,
+                ptr,
+            )
+        };
+        match r.result() {
+            Ok(()) if pool.is_null() => "the words are not pool memory".into(),
+            Ok(()) => "the words are pool memory (cuMemAllocAsync)".into(),
+            Err(e) => format!("pool attribute: {e:?}"),
+        }
     }
 
     // SAFETY: the raw handles are only used under the mutex below, with the context made current first.
@@ -571,12 +701,15 @@ pub mod cuda {
         // Device and wait orders: the call's number, its words' address. Host order: wait for burn's queue here.
         let order = Order::selected();
         let device_order = if order != Order::Host {
-            let f = st.flags.get_or_insert_with(|| flags(&client, caller));
+            let (ctx, stream) = (st.ctx, st.stream);
+            let f = st
+                .flags
+                .get_or_insert_with(|| flags(&client, caller, ctx, stream));
             match f {
                 Ok(f) if f.thread == caller => {
                     // Never 0, the words' initial value.
                     f.last = f.last.checked_add(1).unwrap_or(1);
-                    Some((f.handle.clone(), f.ptr, f.last))
+                    Some((f.handle.clone(), f.ptr, f.last, f.spin))
                 }
                 Ok(_) => {
                     warn_order_once("only the first thread that multiplies orders on the device");
@@ -591,7 +724,7 @@ pub mod cuda {
             None
         };
         match &device_order {
-            Some((words, _, n)) => {
+            Some((words, _, n, _)) => {
                 crate::fused::cube::set_flag(&client, words, 2, 0, *n);
                 // cubecl queues launches for its device thread until something flushes them (on that thread
                 // itself, as by default, they run at once and this flush costs no round trip). The flag kernel
@@ -619,17 +752,24 @@ pub mod cuda {
         // queues next can touch the memory.
         unsafe {
             drv::ctx::set_current(st.ctx).map_err(|e| format!("set context: {e:?}"))?;
-            if let Some((_, ptr, n)) = device_order
-                && let Err(e) = dsys::cuStreamWaitValue32_v2(
-                    st.stream,
-                    ptr,
-                    n,
-                    dsys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ as u32,
-                )
-                .result()
-            {
-                // Nothing was queued on our stream: the host order takes over from the next call.
-                return Err(st.order_on_host(format!("cuStreamWaitValue32: {e:?}")));
+            if let Some((_, ptr, n, spin)) = device_order {
+                let waited = match spin {
+                    Some(k) => {
+                        Spin::launch(k.wait, st.stream, ptr, n).map_err(|e| format!("wait kernel: {e}"))
+                    }
+                    None => dsys::cuStreamWaitValue32_v2(
+                        st.stream,
+                        ptr,
+                        n,
+                        dsys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ as u32,
+                    )
+                    .result()
+                    .map_err(|e| format!("cuStreamWaitValue32: {e:?}")),
+                };
+                if let Err(e) = waited {
+                    // Nothing was queued on our stream: the host order takes over from the next call.
+                    return Err(st.order_on_host(e));
+                }
             }
             // One matrix: the plain call, as PyTorch's `mm`/`F.linear` makes it (cuBLAS's heuristics are keyed by
             // the call as well as the shape).
@@ -705,16 +845,21 @@ pub mod cuda {
                     product?;
                     synced.map_err(|e| format!("stream sync: {e:?}"))?;
                 }
-                Some((words, ptr, n)) => {
+                Some((words, ptr, n, spin)) => {
                     // The handshake ends whether or not the product was queued. The default flags order the
-                    // product's writes before the word's.
-                    let written = dsys::cuStreamWriteValue32_v2(
-                        st.stream,
-                        ptr + 4,
-                        *n,
-                        dsys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
-                    )
-                    .result();
+                    // product's writes before the word's (the kernel runs after the product's kernels).
+                    let written = match spin {
+                        Some(k) => Spin::launch(k.set, st.stream, ptr + 4, *n)
+                            .map_err(|e| format!("set kernel: {e}")),
+                        None => dsys::cuStreamWriteValue32_v2(
+                            st.stream,
+                            ptr + 4,
+                            *n,
+                            dsys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
+                        )
+                        .result()
+                        .map_err(|e| format!("cuStreamWriteValue32: {e:?}")),
+                    };
                     if let Err(e) = written {
                         // Burn cannot be told. Release our stream's wait from here (the flag kernel writes
                         // the same value, before or after: whatever the product computes is discarded) and
@@ -722,7 +867,7 @@ pub mod cuda {
                         // memory pool; order on the host from now on.
                         let _ = dsys::cuMemsetD32_v2(*ptr, *n, 1);
                         let _ = drv::stream::synchronize(st.stream);
-                        return Err(st.order_on_host(format!("cuStreamWriteValue32: {e:?}")));
+                        return Err(st.order_on_host(e));
                     }
                     // If the wait kernel cannot be queued, burn's stream would not wait for the product: wait
                     // for it here instead, before the operands and output go back to burn's pool.

@@ -358,6 +358,17 @@ fn every_kernel_compiles_to_cuda_cpp() {
             Err(e) => failed.push(format!("{name}: {e}")),
         }
     }
+    // The two kernels cuBLAS's stream runs in the device order where stream memory operations are refused
+    // (gemm.rs): plain CUDA C++ of ours, compiled by NVRTC on the device, so only the check script compiles it.
+    let ordering = crate::gemm::cuda::ORDERING_KERNELS;
+    for entry in ["mmreason_wait_word", "mmreason_set_word"] {
+        if !ordering.contains(&format!("__global__ void {entry}(")) {
+            failed.push(format!("ordering kernels: no entry point `{entry}`"));
+        }
+    }
+    if let Some(dir) = &dir {
+        std::fs::write(dir.join("mmreason_ordering.cu"), ordering).expect("writing a source");
+    }
     assert!(
         failed.is_empty(),
         "{} of {} kernels failed:\n{}",
