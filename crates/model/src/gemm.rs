@@ -161,8 +161,9 @@ pub mod cuda {
     //! `MMREASON_CUBLAS_ORDER=wait` is the first half of that alone: cuBLAS's stream waits on the device for
     //! word 0, and the host then waits for cuBLAS's stream, as in the host order. It keeps one of the two
     //! host round trips per product (the GPU idles while the host queues what follows) but runs no spinning
-    //! kernel: if a cuBLAS kernel needs every SM at once, or a profiler serialises kernels, the device order's
-    //! spin could slow or stall it, and this cannot.
+    //! kernel on burn's stream: if a cuBLAS kernel needs every SM at once, or a profiler serialises kernels, the
+    //! device order's spin could slow or stall it, and this cannot (where the ordering kernels stand in for the
+    //! stream wait, their spin runs on cuBLAS's stream, before the product, never beside it).
     //!
     //! Whichever the order, the call and its host waits run on cubecl's device thread by default
     //! ([`host_thread`] says why).
@@ -338,8 +339,9 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
             .map_err(|e| format!("flags resource: {e:?}"))?
             .resource()
             .ptr;
-        // Does the driver take stream memory operations on this memory? A wait that is met at once (word 0 is
-        // 0, `≥ 0`) says, without ordering anything.
+        // Does the driver take stream memory operations on this memory? The two the handshake uses, made so
+        // they order nothing: an equality wait on word 0 that is met at once (it holds 0) and a write of the 0
+        // word 1 already holds.
         // SAFETY: the context is the primary one, `stream` is ours in it, `ptr` is live device memory.
         let probe = unsafe {
             drv::ctx::set_current(ctx).map_err(|e| format!("set context: {e:?}"))?;
@@ -347,9 +349,18 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                 stream,
                 ptr,
                 0,
-                dsys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ as u32,
+                dsys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ as u32,
             )
             .result()
+            .and_then(|()| {
+                dsys::cuStreamWriteValue32_v2(
+                    stream,
+                    ptr + 4,
+                    0,
+                    dsys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
+                )
+                .result()
+            })
             .and_then(|()| drv::stream::synchronize(stream))
         };
         let spin = match probe {
