@@ -283,6 +283,65 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         }
     }
 
+    /// Queues cuBLAS's side of waiting for the word at `ptr` to hold `n`: a stream memory wait, or with
+    /// `spin` the wait kernel.
+    ///
+    /// # Safety
+    /// As [`Spin::launch`].
+    unsafe fn wait_word(
+        spin: Option<Spin>,
+        stream: dsys::CUstream,
+        ptr: dsys::CUdeviceptr,
+        n: u32,
+    ) -> Result<(), String> {
+        match spin {
+            // SAFETY: the caller's.
+            Some(k) => {
+                unsafe { Spin::launch(k.wait, stream, ptr, n) }.map_err(|e| format!("wait kernel: {e}"))
+            }
+            // SAFETY: the caller's.
+            None => unsafe {
+                dsys::cuStreamWaitValue32_v2(
+                    stream,
+                    ptr,
+                    n,
+                    dsys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ as u32,
+                )
+            }
+            .result()
+            .map_err(|e| format!("cuStreamWaitValue32: {e:?}")),
+        }
+    }
+
+    /// Queues cuBLAS's side of writing `n` to the word at `ptr` once all queued before it on `stream` has
+    /// run: a stream memory write (the default flags order earlier writes before it), or with `spin` the set
+    /// kernel (kernel order does).
+    ///
+    /// # Safety
+    /// As [`Spin::launch`].
+    unsafe fn set_word(
+        spin: Option<Spin>,
+        stream: dsys::CUstream,
+        ptr: dsys::CUdeviceptr,
+        n: u32,
+    ) -> Result<(), String> {
+        match spin {
+            // SAFETY: the caller's.
+            Some(k) => unsafe { Spin::launch(k.set, stream, ptr, n) }.map_err(|e| format!("set kernel: {e}")),
+            // SAFETY: the caller's.
+            None => unsafe {
+                dsys::cuStreamWriteValue32_v2(
+                    stream,
+                    ptr,
+                    n,
+                    dsys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
+                )
+            }
+            .result()
+            .map_err(|e| format!("cuStreamWriteValue32: {e:?}")),
+        }
+    }
+
     /// How cuBLAS's stream is ordered with burn's (`MMREASON_CUBLAS_ORDER=host|device|wait`, read once; host
     /// by default until the other two have been measured on a GPU).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,8 +367,8 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
 
     /// Allocates the ordering words in cubecl's memory, so its kernels can bind them, once the driver is
     /// known to have the `_v2` stream memory operations (CUDA 11.7; an older one would lack the symbols, which
-    /// dynamic loading reports by panicking). A wait that is met at once probes whether the driver takes them
-    /// on this memory; where it does not (the H100 of run 7 refused them on cubecl's pool memory), cuBLAS's
+    /// dynamic loading reports by panicking). A wait and a write that order nothing probe whether the driver
+    /// takes them on this memory; where it does not (the H100 of run 7 refused them on cubecl's pool memory), cuBLAS's
     /// side of the handshake runs as two one-unit kernels of ours ([`ORDERING_KERNELS`]) instead. If those
     /// cannot be loaded either, the device order is off and this product falls back to burn.
     fn flags(
@@ -345,36 +404,18 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         // SAFETY: the context is the primary one, `stream` is ours in it, `ptr` is live device memory.
         let probe = unsafe {
             drv::ctx::set_current(ctx).map_err(|e| format!("set context: {e:?}"))?;
-            dsys::cuStreamWaitValue32_v2(
-                stream,
-                ptr,
-                0,
-                dsys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ as u32,
-            )
-            .result()
-            .and_then(|()| {
-                dsys::cuStreamWriteValue32_v2(
-                    stream,
-                    ptr + 4,
-                    0,
-                    dsys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
-                )
-                .result()
-            })
-            .and_then(|()| drv::stream::synchronize(stream))
+            wait_word(None, stream, ptr, 0)
+                .and_then(|()| set_word(None, stream, ptr + 4, 0))
+                .and_then(|()| drv::stream::synchronize(stream).map_err(|e| format!("stream sync: {e:?}")))
         };
         let spin = match probe {
             Ok(()) => None,
             Err(e) => {
-                let spin = Spin::load().map_err(|k| {
-                    format!(
-                        "cuStreamWaitValue32: {e:?} ({}); ordering kernels: {k}",
-                        pool_note(ptr)
-                    )
-                })?;
+                let spin =
+                    Spin::load().map_err(|k| format!("{e} ({}); ordering kernels: {k}", pool_note(ptr)))?;
                 eprintln!(
                     "mmreason: cuBLAS's stream orders with kernels of ours: the driver refused stream memory \
-                     operations on cubecl's memory ({e:?}; {})",
+                     operations on cubecl's memory ({e}; {})",
                     pool_note(ptr)
                 );
                 Some(spin)
@@ -763,24 +804,11 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         // queues next can touch the memory.
         unsafe {
             drv::ctx::set_current(st.ctx).map_err(|e| format!("set context: {e:?}"))?;
-            if let Some((_, ptr, n, spin)) = device_order {
-                let waited = match spin {
-                    Some(k) => {
-                        Spin::launch(k.wait, st.stream, ptr, n).map_err(|e| format!("wait kernel: {e}"))
-                    }
-                    None => dsys::cuStreamWaitValue32_v2(
-                        st.stream,
-                        ptr,
-                        n,
-                        dsys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ as u32,
-                    )
-                    .result()
-                    .map_err(|e| format!("cuStreamWaitValue32: {e:?}")),
-                };
-                if let Err(e) = waited {
-                    // Nothing was queued on our stream: the host order takes over from the next call.
-                    return Err(st.order_on_host(e));
-                }
+            if let Some((_, ptr, n, spin)) = device_order
+                && let Err(e) = wait_word(spin, st.stream, ptr, n)
+            {
+                // Nothing was queued on our stream: the host order takes over from the next call.
+                return Err(st.order_on_host(e));
             }
             // One matrix: the plain call, as PyTorch's `mm`/`F.linear` makes it (cuBLAS's heuristics are keyed by
             // the call as well as the shape).
@@ -857,21 +885,8 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                     synced.map_err(|e| format!("stream sync: {e:?}"))?;
                 }
                 Some((words, ptr, n, spin)) => {
-                    // The handshake ends whether or not the product was queued. The default flags order the
-                    // product's writes before the word's (the kernel runs after the product's kernels).
-                    let written = match spin {
-                        Some(k) => Spin::launch(k.set, st.stream, ptr + 4, *n)
-                            .map_err(|e| format!("set kernel: {e}")),
-                        None => dsys::cuStreamWriteValue32_v2(
-                            st.stream,
-                            ptr + 4,
-                            *n,
-                            dsys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
-                        )
-                        .result()
-                        .map_err(|e| format!("cuStreamWriteValue32: {e:?}")),
-                    };
-                    if let Err(e) = written {
+                    // The handshake ends whether or not the product was queued, after the product's writes.
+                    if let Err(e) = set_word(*spin, st.stream, ptr + 4, *n) {
                         // Burn cannot be told. Release our stream's wait from here (the flag kernel writes
                         // the same value, before or after: whatever the product computes is discarded) and
                         // wait for what the stream holds before the operands and output go back to burn's
