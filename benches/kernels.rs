@@ -120,6 +120,33 @@ fn flash_benches<B: Backend>(
     }
 }
 
+/// Our prefill attention kernel (`fused::prefill_attention_with`, tensor cores where the device has them) on
+/// `q`, `k`, `v` (`[b, h, s, d]`, `k`/`v` with their own, possibly fewer, heads), without a mask; skipped where
+/// it declines.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn own_bench<B: Backend>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    label: &str,
+    id: &str,
+    (q, k, v): (&Tensor<B, 4>, &Tensor<B, 4>, &Tensor<B, 4>),
+    causal: bool,
+    sync: &dyn Fn(),
+) {
+    use mmreason::model::fused::{TileProducts, prefill_attention_with};
+    let [_, _, s, d] = q.dims();
+    let scale = 1.0 / (d as f64).sqrt();
+    let run = || prefill_attention_with(q, k, v, None, s, causal, scale, TileProducts::Auto);
+    if run().is_none() {
+        return;
+    }
+    g.bench_function(BenchmarkId::new(label, id), |b| {
+        b.iter(|| {
+            std::hint::black_box(run());
+            sync();
+        })
+    });
+}
+
 fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype, device: &B::Device) {
     let sh = Shapes::for_backend(kind);
     let dt = dtype.burn();
@@ -247,6 +274,12 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
                 );
             }
         }
+        // Our prefill kernel (`MMREASON_ATTENTION=own`) on the same prefill: grouped heads read in place, the
+        // causal triangle from positions (no mask read).
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        if past == 0 {
+            own_bench::<B>(&mut g, &format!("{name}_own"), &id, (&q, &k, &v), true, &sync);
+        }
         // cubek's flash kernels (`MMREASON_ATTENTION`) on the same prefill, grouped heads repeated beforehand
         // (the model repeats them per layer: one copy of k and v).
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
@@ -297,6 +330,8 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
             }
             g.throughput(Throughput::Elements((4 * n * h * t * t * d) as u64));
         }
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        own_bench::<B>(&mut g, "clip_own", &id, (&q, &k, &v), false, &sync);
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
         flash_benches::<B>(&mut g, "clip_flash", &id, (&q, &k, &v), false, &sync);
     }

@@ -8,7 +8,9 @@ A kernel NVRTC rejects would otherwise be found only on a lent GPU, in the middl
 no GPU: it ships in the `nvidia-cuda-nvrtc` wheels that torch installs (the reference venv has them) and in the
 CUDA toolkit. The library and the headers (cuda_bf16.h, cccl) are looked for in `$NVRTC` / `$CUDA_INCLUDE`, then
 in the `nvidia` Python package, then in `$CUDA_PATH` and /usr/local/cuda. The options are cubecl-cuda 0.10's
-(`--gpu-architecture=sm_90a` for compute capability 9.0, the include paths, `-lineinfo`).
+(`--gpu-architecture=sm_90a` for compute capability 9.0, the include paths, `-lineinfo`). Kernels on tensor
+cores include `mma.h`, which in CUDA 13's wheels needs `crt/mma.h` from `nvidia-cuda-crt`: without a torch venv,
+`pip install "nvidia-cuda-nvrtc==13.*" "nvidia-cuda-runtime==13.*" "nvidia-cuda-cccl==13.*" "nvidia-cuda-crt==13.*"`.
 
 Prints one line per failing kernel with NVRTC's log, then a summary; exits 1 if any kernel fails, 2 if NVRTC or
 the headers are not found, 3 if DIR holds no sources. With `--table FILE` it also writes what ptxas reports for

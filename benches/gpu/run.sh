@@ -26,6 +26,10 @@
 #   6. cubek's flash attention kernels instead of the composed attention (MMREASON_ATTENTION=flash, flash2,
 #      flash8: tensor-core tiles, 4/2/8 warps per cube): parity (parity-flash.log), then Mistral prefill and
 #      CLIP → throughput.jsonl (gemm "cublas-flash…")
+#   6b. our prefill attention kernel instead of the composed attention (MMREASON_ATTENTION=own: tensor-core
+#      tiles, online softmax, grouped heads and the cache read in place, no cuBLAS call): parity
+#      (parity-own.log), then Mistral prefill and CLIP, alone and with the device order → throughput.jsonl
+#      (gemm "cublas-own", "cublas-own-devorder")
 #   7. cubek's matmul kernels by strategy (MMREASON_GEMM=cubek:NAME, on burn's stream: no cuBLAS
 #      synchronisations): every strategy against the CPU (cubek_kernels.log), the tensor-core ones timed at the
 #      prefill and decode shapes (gemm-cubek.jsonl), then Mistral with the fastest at each shape
@@ -55,9 +59,9 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral order clip profile cubek flash softmax decode unfused
-# gemvbase gemv small burn llama kernels
-STEPS=${STEPS:-parity gemm mistral order clip profile cubek flash softmax decode unfused gemvbase gemv small burn llama kernels}
+# STEPS selects groups (default: all): parity gemm mistral order own clip profile cubek flash softmax decode
+# unfused gemvbase gemv small burn llama kernels
+STEPS=${STEPS:-parity gemm mistral order own clip profile cubek flash softmax decode unfused gemvbase gemv small burn llama kernels}
 # DEADLINE (seconds from the start of this script, 0 = none) caps every step's limit and skips steps that would
 # start with under 15 s left: an outer `timeout` would not stop a running step (each `timeout` below puts its
 # step in a process group of its own), so a call's time limit has to be kept here.
@@ -128,6 +132,13 @@ step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mi
 step order-parity 120 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-order.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-devorder | tee -a $TP"
 step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-devorder | tee -a $TP"
+# Our prefill attention (group "own"): the model parity tests with it, then prefill and CLIP, alone and with
+# the device order (it removes the attention's two cuBLAS calls per layer; the order the others' cost).
+step own-parity 120 bash -c "MMREASON_ATTENTION=own $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-own.log | grep -E 'PARITY|test |panicked|error' "
+step own-mistral 60 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-own | tee -a $TP"
+step own-clip 40 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own | tee -a $TP"
+step own-devorder-mistral 60 bash -c "MMREASON_ATTENTION=own MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-own-devorder | tee -a $TP"
+step own-devorder-clip 40 bash -c "MMREASON_ATTENTION=own MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own-devorder | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).

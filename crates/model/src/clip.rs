@@ -189,13 +189,15 @@ impl<B: Backend> ClipVision<B> {
             let (q, k, v) = fused::qkv_bias_heads(&qkv, heads, d, layer.qkv.bias());
             // A flash attention kernel where `MMREASON_ATTENTION` asks for one; else transformers' eager
             // attention: scores · scale, softmax in f32, probabilities in the dtype.
-            let a = match fused::flash_attention(&q, &k, &v, false) {
+            let scale = 1.0 / (d as f64).sqrt();
+            let a = match fused::prefill_attention(&q, &k, &v, None, t, false, scale)
+                .or_else(|| fused::flash_attention(&q, &k, &v, false))
+            {
                 Some(a) => a,
                 None => {
                     let flat = |z: Tensor<B, 4>| z.reshape([n * heads, t, d]);
                     let scores = crate::gemm::bmm_nt(flat(q), flat(k)).reshape([1, n * heads, t, t]);
-                    let probs =
-                        fused::softmax_f32(scores, None, 1.0 / (d as f64).sqrt()).reshape([n * heads, t, t]);
+                    let probs = fused::softmax_f32(scores, None, scale).reshape([n * heads, t, t]);
                     crate::gemm::bmm_nn(probs, flat(v)).reshape([n, heads, t, d])
                 }
             };

@@ -252,6 +252,53 @@ pub fn decode_attention<B: Backend>(
     None
 }
 
+/// Whether `MMREASON_ATTENTION=own` asks for prefill attention as one kernel of ours ([`prefill_attention`]).
+/// Off by default until a device run has timed it against the composition.
+pub fn own_attention_wanted() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MMREASON_ATTENTION").as_deref() == Ok("own"))
+}
+
+/// `softmax(q·kᵀ·scale [+ mask])·v` as one GPU kernel of ours (`cube::tile_attention`: tensor-core tiles where
+/// the device has them, an online softmax) when [`own_attention_wanted`]; `None` otherwise and off the GPU
+/// backends, where the caller composes it. `q` `[b, nh, s, d]`; `k`/`v` `[b, nkv, c, d]` of which the first `t`
+/// positions are read (grouped heads read in place, a cache without a copy); `mask` f32 `[b, 1, s, t]`; with
+/// `causal` (no mask needed), query `i` sees keys up to position `i + t − s`.
+#[allow(clippy::too_many_arguments)]
+pub fn prefill_attention<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4>>,
+    t: usize,
+    causal: bool,
+    scale: f64,
+) -> Option<Tensor<B, 4>> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if own_attention_wanted() {
+        return prefill_attention_with(q, k, v, mask, t, causal, scale, TileProducts::Auto);
+    }
+    let _ = (q, k, v, mask, t, causal, scale);
+    None
+}
+
+/// [`prefill_attention`] whatever `MMREASON_ATTENTION` says, its products named (tests, benches).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+#[allow(clippy::too_many_arguments)]
+pub fn prefill_attention_with<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4>>,
+    t: usize,
+    causal: bool,
+    scale: f64,
+    products: TileProducts,
+) -> Option<Tensor<B, 4>> {
+    on_gpu!(Some: tile_attention::<B>(q, k, v, mask, t, causal, scale, products));
+    None
+}
+
 /// Whether `MMREASON_ATTENTION` asks for a flash attention kernel (see [`flash_attention`]); callers check it
 /// before preparing operands the kernel alone needs.
 pub fn flash_wanted() -> bool {
@@ -279,7 +326,7 @@ pub fn flash_attention<B: Backend>(
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-pub use cube::{DecodeKernel, FlashKind, SkinnyKernel, SoftmaxKernel};
+pub use cube::{DecodeKernel, FlashKind, SkinnyKernel, SoftmaxKernel, TileProducts};
 
 /// [`softmax_f32`] as the named GPU kernel (tests, benches); `None` off the GPU backends.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]

@@ -516,6 +516,104 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     }
 }
 
+/// Our prefill attention kernel (`MMREASON_ATTENTION=own`, `fused::prefill_attention_with`) against the
+/// composition on the CPU (`attention::grouped_query_attention` with the equivalent mask): grouped heads (4 query
+/// heads on 2), 37 queries (not a multiple of a tile's rows) over 37 keys without a mask (CLIP), with the causal
+/// triangle from positions (no mask read, blocks past a tile skipped), and with left padding (fully masked
+/// rows: uniform weights, as the composition gives them); 8 queries continuing a cache of 45 positions held
+/// in storage for 64 whose unused positions are NaN; and a head of 40 (not whole tensor-core fragments). In f32 (the plain products: checks every index the
+/// tensor-core path uses) and in the half-precision `halves` (tensor cores where the device has them).
+fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType]) {
+    let cpu = Default::default();
+    let (b, nh, nkv) = (2, 4, 2);
+    // (queries, keys read, keys stored, how the keys are hidden, head size)
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Hide {
+        Nothing,
+        Causal,
+        Padding,
+    }
+    let cases = [
+        (37, 37, 37, Hide::Nothing, 64),
+        (37, 37, 37, Hide::Causal, 64),
+        (37, 37, 37, Hide::Padding, 64),
+        (8, 45, 64, Hide::Causal, 64),
+        (8, 45, 64, Hide::Padding, 64),
+        // A head that is not whole fragments (the tiles pad it with zeros).
+        (37, 37, 37, Hide::Padding, 40),
+    ];
+    let dtypes = [(DType::F32, 1e-4), (DType::F16, 1e-2), (DType::BF16, 3e-2)]
+        .into_iter()
+        .filter(|(dtype, _)| *dtype == DType::F32 || halves.contains(dtype));
+    for (dtype, tol) in dtypes {
+        for (i, &(s, t, cap, hide, d)) in cases.iter().enumerate() {
+            let seed = 60 + 3 * i as u64;
+            // Values as the dtype holds them, so the reference starts from the same numbers.
+            let round = |v: Vec<f32>| -> Vec<f32> {
+                v.into_iter()
+                    .map(|x| match dtype {
+                        DType::F16 => half::f16::from_f32(x).to_f32(),
+                        DType::BF16 => half::bf16::from_f32(x).to_f32(),
+                        _ => x,
+                    })
+                    .collect()
+            };
+            let q = round(values(b * nh * s * d, seed));
+            let (k, v) = (
+                round(values(b * nkv * t * d, seed + 1)),
+                round(values(b * nkv * t * d, seed + 2)),
+            );
+            let stored = |x: &[f32]| -> Vec<f32> {
+                x.chunks(t * d)
+                    .flat_map(|c| {
+                        c.iter()
+                            .copied()
+                            .chain(std::iter::repeat_n(f32::NAN, (cap - t) * d))
+                    })
+                    .collect()
+            };
+            // Query i sits at position i + t − s; sequence 1 has 5 positions of left padding.
+            let mask: Vec<f32> = (0..b * s * t)
+                .map(|at| {
+                    let (bi, i, j) = (at / (s * t), at / t % s, at % t);
+                    let hidden = match hide {
+                        Hide::Nothing => false,
+                        Hide::Causal => j > i + t - s,
+                        Hide::Padding => j > i + t - s || (bi == 1 && j < 5),
+                    };
+                    if hidden { f32::MIN } else { 0.0 }
+                })
+                .collect();
+            let want = attention::grouped_query_attention(
+                tensor::<Cpu, 4>(q.clone(), [b, nh, s, d], &cpu),
+                tensor::<Cpu, 4>(k.clone(), [b, nkv, t, d], &cpu),
+                tensor::<Cpu, 4>(v.clone(), [b, nkv, t, d], &cpu),
+                &tensor::<Cpu, 4>(mask.clone(), [b, 1, s, t], &cpu),
+                false,
+            );
+            let gpu = |x: Vec<f32>, shape: [usize; 4]| tensor::<B, 4>(x, shape, device).cast(dtype);
+            let mask_gpu = tensor::<B, 4>(mask, [b, 1, s, t], device);
+            let got = fused::prefill_attention_with(
+                &gpu(q, [b, nh, s, d]),
+                &gpu(stored(&k), [b, nkv, cap, d]),
+                &gpu(stored(&v), [b, nkv, cap, d]),
+                (hide == Hide::Padding).then_some(&mask_gpu),
+                t,
+                hide == Hide::Causal,
+                1.0 / (d as f64).sqrt(),
+                fused::TileProducts::Auto,
+            )
+            .unwrap_or_else(|| panic!("the prefill attention kernel did not take {dtype:?} s={s} t={t}"));
+            check_within(
+                &format!("prefill attention {dtype:?} s={s} t={t} in storage for {cap}, {hide:?}, d={d}"),
+                host(got.cast(DType::F32)),
+                host(want),
+                tol,
+            );
+        }
+    }
+}
+
 /// cubek's flash attention (`MMREASON_ATTENTION=flash…`) against the composition on the CPU, in f16, with
 /// 37 positions (not a multiple of any tile) and the CLIP head size, without and with the causal mask.
 /// Returns the kinds that ran: a kind the device cannot run (no tensor cores on lavapipe) declines, and the
@@ -621,6 +719,13 @@ fn flash_attention_on_wgpu_matches_the_composition() {
 
 #[cfg(feature = "wgpu")]
 #[test]
+fn prefill_attention_on_wgpu_matches_the_composition() {
+    // burn-wgpu has no bf16 (WGSL has none).
+    tile_attention::<mmreason_model::backend::WgpuBackend>(&Default::default(), &[DType::F16]);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
 fn fused_kernels_on_wgpu_match_the_composition() {
     kernels::<mmreason_model::backend::WgpuBackend>(&Default::default(), false);
 }
@@ -631,6 +736,7 @@ fn fused_kernels_on_wgpu_match_the_composition() {
 fn fused_kernels_on_cuda_match_the_composition() {
     mmreason_model::backend::check_cuda().expect("CUDA is available");
     kernels::<mmreason_model::backend::CudaBackend>(&Default::default(), true);
+    tile_attention::<mmreason_model::backend::CudaBackend>(&Default::default(), &[DType::F16, DType::BF16]);
 }
 
 #[cfg(feature = "cuda")]

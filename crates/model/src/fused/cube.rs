@@ -2316,6 +2316,9 @@ fn launch_flag<R: CubeRuntime>(
 #[cfg(all(test, feature = "wgpu", feature = "cuda"))]
 mod cuda_source;
 
+mod prefill;
+pub use prefill::{TileProducts, tile_attention};
+
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;

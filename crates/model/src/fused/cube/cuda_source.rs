@@ -299,6 +299,49 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
     k.push(format!("decode_attention_{dtype}"), kernel);
 }
 
+/// [`prefill::tile_attention_kernel`] with element type `F` (`size` bytes) at the head sizes of CLIP (64) and
+/// the 7B decoders (128), in the layout the launch site picks under CUDA's 48 KiB of static shared memory,
+/// without a mask, with the causal triangle and with a mask, each with tensor cores or not as `cores` lists.
+fn expand_tile_attention<F: Float>(k: &mut Kernels, dtype: &str, size: usize, cores: &[bool]) {
+    for d in [64, 128] {
+        let layout = prefill::tile_layout(d, size, 48 * 1024).expect("a layout fits 48 KiB");
+        for (masked, causal) in [(false, false), (false, true), (true, false)] {
+            for &tensor_cores in cores {
+                let kernel = prefill::tile_attention_kernel::TileAttentionKernel::<F, WgpuRuntime>::new(
+                    Kernels::settings(CubeDim::new_1d(32 * layout.planes as u32)),
+                    k.client.clone(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    (),
+                    (),
+                    (),
+                    (),
+                    (),
+                    (),
+                    (),
+                    (),
+                    d,
+                    layout.planes,
+                    layout.block,
+                    masked,
+                    causal,
+                    tensor_cores,
+                );
+                k.push(
+                    format!(
+                        "tile_attention_{dtype}_d{d}_p{}_b{}_mask{}_causal{}_tc{}",
+                        layout.planes, layout.block, masked as u8, causal as u8, tensor_cores as u8
+                    ),
+                    kernel,
+                );
+            }
+        }
+    }
+}
+
 /// Every kernel of [`super`] expanded with each comptime choice its launch sites make on CUDA.
 fn all() -> Vec<Expanded> {
     let mut k = Kernels {
@@ -311,6 +354,10 @@ fn all() -> Vec<Expanded> {
     expand_float::<f32>(&mut k, "f32", &[1, 2, 4]);
     expand_float::<half::f16>(&mut k, "f16", &[1, 2, 4, 8]);
     expand_float::<half::bf16>(&mut k, "bf16", &[1, 2, 4, 8]);
+    // f32 has no 16×16×16 tensor-core fragments: the plain products only.
+    expand_tile_attention::<f32>(&mut k, "f32", 4, &[false]);
+    expand_tile_attention::<half::f16>(&mut k, "f16", 2, &[false, true]);
+    expand_tile_attention::<half::bf16>(&mut k, "bf16", 2, &[false, true]);
     for wait in [false, true] {
         let kernel = flag_kernel::FlagKernel::<WgpuRuntime>::new(
             Kernels::settings(CubeDim::new_1d(1)),
@@ -376,6 +423,8 @@ fn every_kernel_compiles_to_cuda_cpp() {
         count,
         failed.join("\n")
     );
-    // Per dtype and vector: 8 norm/bias variants and 14 others (11 vectors in all); per dtype: 13; 2 flag kernels.
-    assert_eq!(count, 11 * 22 + 3 * 13 + 2);
+    // Per dtype and vector: 8 norm/bias variants and 14 others (11 vectors in all); per dtype: 13; 2 flag kernels;
+    // the prefill attention: 2 head sizes × 3 masks, once in f32 and twice (with and without tensor cores) in
+    // f16 and bf16.
+    assert_eq!(count, 11 * 22 + 3 * 13 + 2 + 6 * 5);
 }

@@ -1,0 +1,582 @@
+//! Prefill attention as one kernel of ours (`MMREASON_ATTENTION=own`): `softmax(q·kᵀ·scale + mask)·v` for a
+//! tile of query rows per cube, keys and values taken a block at a time with a running maximum and sum
+//! (FlashAttention-2's online softmax), so the score matrix never goes to memory and neither product goes
+//! through cuBLAS.
+//!
+//! Why our own: the composed attention is two cuBLAS products around the softmax kernel, and on CUDA each
+//! cuBLAS call is ordered with burn's stream through the host (36–51 µs per product on the H100 of run 7, two
+//! per layer) while the softmax writes and reads the whole score matrix (0.93 ms per layer of a 7B prefill in
+//! run 6). cubek 0.2's flash attention, tried first, refuses Mistral's bf16 prefill and runs CLIP at 0.8× the
+//! composition (run 7), and takes no mask, no grouped heads and no cache.
+//!
+//! The tile products run on tensor cores (`cmma`, 16×16×16 fragments, f32 accumulators) where the device has
+//! them for the dtype (CUDA: bf16, f16), and as plain multiply-adds over the same shared-memory tiles
+//! elsewhere (f32, wgpu): both read and write the tiles with the same offsets and strides, so CI's runs of the
+//! second on lavapipe check every index the first uses; only the fragment calls themselves are left to a
+//! device.
+//!
+//! Numerics: scores and the softmax in f32, as transformers' eager attention; the probabilities are rounded to
+//! the dtype before their product with the values, unnormalised (FlashAttention's order: the division by the
+//! row's sum comes last, in f32), where the composition rounds them normalised — a difference within the
+//! dtype's rounding.
+
+use super::*;
+use cubecl::cmma;
+
+/// Query rows per plane: the tensor-core fragment's height.
+const TILE: usize = 16;
+/// Bytes the shared-memory tiles are aligned to: what `wmma::load_matrix_sync` requires of its pointer.
+const FRAGMENT_ALIGN: usize = 32;
+/// Units per plane the kernel is laid out for (a CUDA warp; on other devices only a way to split the cube).
+const PLANE: usize = 32;
+
+/// One cube per `16 · planes` query rows of one (sequence, head): each plane owns 16 rows of the tile for both
+/// products, two units own each row for the softmax. `bc` keys and values per block; keys past `t` (or, with
+/// `causal`, past the row's own position `row + t − s`) get no weight; with `masked`, the additive f32 mask
+/// `[b, 1, s, t]` is added to the scaled scores (it is not read otherwise).
+///
+/// Every unit takes part in every barrier: the loops' bounds depend only on the cube.
+#[cube(launch_unchecked)]
+// `div_ceil` is not among the operations cubecl expands.
+#[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
+pub(super) fn tile_attention_kernel<F: Float>(
+    q: &Array<F>,
+    k: &Array<F>,
+    v: &Array<F>,
+    mask: &Array<f32>,
+    out: &mut Array<F>,
+    cubes: u32,
+    nh: u32,
+    rep: u32,
+    s: u32,
+    t: u32,
+    cap: u32,
+    qblocks: u32,
+    scale: f32,
+    #[comptime] d: usize,
+    #[comptime] planes: usize,
+    #[comptime] bc: usize,
+    #[comptime] masked: bool,
+    #[comptime] causal: bool,
+    #[comptime] tensor_cores: bool,
+) {
+    let rows = comptime!(TILE * planes);
+    let units = comptime!(PLANE * planes);
+    // The head as the tiles hold it: zeros past `d` up to whole fragments.
+    let dp = comptime!(d.div_ceil(TILE) * TILE);
+    // The tiles the fragments load from and store to (`wmma` wants 256-bit aligned pointers; every offset the
+    // kernel takes into them is a multiple of 16 values).
+    let mut q_s = SharedMemory::<F>::new_aligned(comptime!(rows * dp), FRAGMENT_ALIGN);
+    let mut k_s = SharedMemory::<F>::new_aligned(comptime!(bc * dp), FRAGMENT_ALIGN);
+    let mut v_s = SharedMemory::<F>::new_aligned(comptime!(bc * dp), FRAGMENT_ALIGN);
+    let mut s_s = SharedMemory::<f32>::new_aligned(comptime!(rows * bc), FRAGMENT_ALIGN);
+    let mut p_s = SharedMemory::<F>::new_aligned(comptime!(rows * bc), FRAGMENT_ALIGN);
+    let mut o_s = SharedMemory::<f32>::new_aligned(comptime!(rows * dp), FRAGMENT_ALIGN);
+    let mut red_m = SharedMemory::<f32>::new(units);
+    let mut red_l = SharedMemory::<f32>::new(units);
+    let mut l_s = SharedMemory::<f32>::new(rows);
+
+    let cube = CUBE_POS;
+    // Cubes past the end (the grid is rounded up) do nothing; the condition is the same for a whole cube.
+    if cube < cubes as usize {
+        let unit = UNIT_POS as usize;
+        let plane = unit / PLANE;
+        let lane = unit % PLANE;
+        let (s, t, cap) = (s as usize, t as usize, cap as usize);
+        let qb = cube % qblocks as usize;
+        let bh = cube / qblocks as usize;
+        let bi = bh / nh as usize;
+        let kvh = (bh % nh as usize) / rep as usize;
+        let nkv = nh as usize / rep as usize;
+        let q0 = qb * rows;
+        let q_base = bh * s * d;
+        let kv_base = (bi * nkv + kvh) * cap * d;
+        let zero = F::cast_from(0.0f32);
+
+        let mut i = unit;
+        while i < rows * dp {
+            let r = q0 + i / dp;
+            let mut x = zero;
+            if r < s && i % dp < d {
+                x = q[q_base + r * d + i % dp];
+            }
+            q_s[i] = x;
+            o_s[i] = 0.0;
+            i += units;
+        }
+
+        // The row this unit takes in the softmax, and which half of its block's columns.
+        let r = unit / 2;
+        let half = unit % 2;
+        let first = unit - half;
+        let row = q0 + r;
+        let width = comptime!(bc / 2);
+        let dh = comptime!(dp / 2);
+        let lowest = f32::new(-3.4028235e38);
+        let mut m = lowest;
+        let mut l = f32::new(0.0);
+        // With the causal mask no row of the tile sees past its last row's position.
+        let mut kend = t;
+        if causal {
+            kend = min(t, q0 + rows + t - s);
+        }
+        let blocks = (kend + bc - 1) / bc;
+        sync_cube();
+
+        for jb in 0..blocks {
+            let j0 = jb * bc;
+            let mut i = unit;
+            while i < bc * dp {
+                let j = j0 + i / dp;
+                let (mut kx, mut vx) = (zero, zero);
+                if j < t && i % dp < d {
+                    kx = k[kv_base + j * d + i % dp];
+                    vx = v[kv_base + j * d + i % dp];
+                }
+                k_s[i] = kx;
+                v_s[i] = vx;
+                i += units;
+            }
+            sync_cube();
+
+            // Scores of the plane's 16 rows against the block's keys (kᵀ: a key is a column of the product).
+            for jc in 0..comptime!(bc / TILE) {
+                tile_product::<F>(
+                    &q_s,
+                    plane * TILE * dp,
+                    dp,
+                    &k_s,
+                    jc * TILE * dp,
+                    dp,
+                    &mut s_s,
+                    plane * TILE * bc + jc * TILE,
+                    bc,
+                    lane,
+                    dp,
+                    true,
+                    false,
+                    tensor_cores,
+                );
+            }
+            sync_cube();
+
+            // The block's maximum of the row (this unit's half, then its partner's), the new running maximum.
+            let mut mb = lowest;
+            for cc in 0..width {
+                let col = half * width + cc;
+                let j = j0 + col;
+                if visible(j, row, s, t, causal) {
+                    mb = max(
+                        mb,
+                        score(
+                            &s_s,
+                            mask,
+                            r * bc + col,
+                            (bi * s + row) * t + j,
+                            row < s,
+                            scale,
+                            masked,
+                        ),
+                    );
+                }
+            }
+            red_m[unit] = mb;
+            sync_cube();
+            let m_new = max(m, max(red_m[first], red_m[first + 1]));
+            let alpha = f32::exp(m - m_new);
+            let mut sum = f32::new(0.0);
+            for cc in 0..width {
+                let col = half * width + cc;
+                let j = j0 + col;
+                let mut e = f32::new(0.0);
+                if visible(j, row, s, t, causal) {
+                    e = f32::exp(
+                        score(
+                            &s_s,
+                            mask,
+                            r * bc + col,
+                            (bi * s + row) * t + j,
+                            row < s,
+                            scale,
+                            masked,
+                        ) - m_new,
+                    );
+                }
+                p_s[r * bc + col] = F::cast_from(e);
+                sum += e;
+            }
+            red_l[unit] = sum;
+            // The row's output so far, rescaled to the new maximum (this unit's half of it).
+            for c in 0..dh {
+                let at = r * dp + half * dh + c;
+                o_s[at] = o_s[at] * alpha;
+            }
+            m = m_new;
+            sync_cube();
+            l = l * alpha + red_l[first] + red_l[first + 1];
+
+            // The plane's 16 rows of output += probabilities · values.
+            for dc in 0..comptime!(dp / TILE) {
+                tile_product::<F>(
+                    &p_s,
+                    plane * TILE * bc,
+                    bc,
+                    &v_s,
+                    dc * TILE,
+                    dp,
+                    &mut o_s,
+                    plane * TILE * dp + dc * TILE,
+                    dp,
+                    lane,
+                    bc,
+                    false,
+                    true,
+                    tensor_cores,
+                );
+            }
+            sync_cube();
+        }
+
+        if half == 0 {
+            l_s[r] = l;
+        }
+        sync_cube();
+        let mut i = unit;
+        while i < rows * dp {
+            let row = q0 + i / dp;
+            if row < s && i % dp < d {
+                out[q_base + row * d + i % dp] = F::cast_from(o_s[i] / l_s[i / dp]);
+            }
+            i += units;
+        }
+    }
+}
+
+/// Whether key `j` gets weight from query row `row` (of `s`, the last at position `t − 1`).
+#[cube]
+fn visible(j: usize, row: usize, s: usize, t: usize, #[comptime] causal: bool) -> bool {
+    if causal { j < t && j + s <= row + t } else { j < t }
+}
+
+/// The scaled score at `at` of the scores tile, plus the mask at `mat` where `masked` and the row is a query.
+#[cube]
+// `masked` is known at expansion (the outer test is gone from the kernel), `real` at run time.
+#[allow(clippy::collapsible_if)]
+fn score(
+    s_s: &SharedMemory<f32>,
+    mask: &Array<f32>,
+    at: usize,
+    mat: usize,
+    real: bool,
+    scale: f32,
+    #[comptime] masked: bool,
+) -> f32 {
+    let mut x = s_s[at] * scale;
+    if masked {
+        if real {
+            x += mask[mat];
+        }
+    }
+    x
+}
+
+/// One plane's 16×16 tile of `dst` (f32, rows of `d_ld` from `d_off`) = (with `accumulate`, itself +)
+/// `A · B`, `A` 16×`kl` (rows of `a_ld` from `a_off`), `B` `kl`×16: with `b_by_columns` its column `n` is the row
+/// `b_off + n · b_ld` (keys for `q·kᵀ`), else its row `k` is at `b_off + k · b_ld` (values). Tensor-core fragments
+/// with `tensor_cores`, else eight outputs per unit of the plane.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn tile_product<F: Float>(
+    a: &SharedMemory<F>,
+    a_off: usize,
+    a_ld: usize,
+    b: &SharedMemory<F>,
+    b_off: usize,
+    b_ld: usize,
+    dst: &mut SharedMemory<f32>,
+    d_off: usize,
+    d_ld: usize,
+    lane: usize,
+    #[comptime] kl: usize,
+    #[comptime] b_by_columns: bool,
+    #[comptime] accumulate: bool,
+    #[comptime] tensor_cores: bool,
+) {
+    if tensor_cores {
+        let acc = unsafe {
+            cmma::Matrix::<f32>::uninitialized(
+                cmma::MatrixIdent::Accumulator,
+                TILE,
+                TILE,
+                TILE,
+                cmma::MatrixLayout::Undefined,
+            )
+        };
+        if accumulate {
+            cmma::load_with_layout(
+                &acc,
+                &dst.slice(d_off, d_off + (TILE - 1) * d_ld + TILE),
+                d_ld as u32,
+                cmma::MatrixLayout::RowMajor,
+            );
+        } else {
+            cmma::fill(&acc, 0.0f32);
+        }
+        for kc in 0..comptime!(kl / TILE) {
+            let a_start = a_off + kc * TILE;
+            let a_m = cmma::Matrix::<F>::from_slice(
+                cmma::MatrixIdent::A,
+                TILE,
+                TILE,
+                TILE,
+                cmma::MatrixLayout::RowMajor,
+                &a.slice(a_start, a_start + (TILE - 1) * a_ld + TILE),
+                a_ld as u32,
+            );
+            if b_by_columns {
+                let b_start = b_off + kc * TILE;
+                let b_m = cmma::Matrix::<F>::from_slice(
+                    cmma::MatrixIdent::B,
+                    TILE,
+                    TILE,
+                    TILE,
+                    cmma::MatrixLayout::ColMajor,
+                    &b.slice(b_start, b_start + (TILE - 1) * b_ld + TILE),
+                    b_ld as u32,
+                );
+                cmma::execute::<F, F, f32, f32>(&a_m, &b_m, &acc, &acc);
+            } else {
+                let b_start = b_off + kc * TILE * b_ld;
+                let b_m = cmma::Matrix::<F>::from_slice(
+                    cmma::MatrixIdent::B,
+                    TILE,
+                    TILE,
+                    TILE,
+                    cmma::MatrixLayout::RowMajor,
+                    &b.slice(b_start, b_start + (TILE - 1) * b_ld + TILE),
+                    b_ld as u32,
+                );
+                cmma::execute::<F, F, f32, f32>(&a_m, &b_m, &acc, &acc);
+            }
+        }
+        cmma::store(
+            &mut dst.slice_mut(d_off, d_off + (TILE - 1) * d_ld + TILE),
+            &acc,
+            d_ld as u32,
+            cmma::MatrixLayout::RowMajor,
+        );
+    } else {
+        for e in 0..comptime!(TILE * TILE / PLANE) {
+            let idx = lane + e * PLANE;
+            let (i, n) = (idx / TILE, idx % TILE);
+            let mut sum = f32::new(0.0);
+            if accumulate {
+                sum = dst[d_off + i * d_ld + n];
+            }
+            for kk in 0..kl {
+                let mut bv = b[b_off + kk * b_ld + n];
+                if b_by_columns {
+                    bv = b[b_off + n * b_ld + kk];
+                }
+                sum += f32::cast_from(a[a_off + i * a_ld + kk]) * f32::cast_from(bv);
+            }
+            dst[d_off + i * d_ld + n] = sum;
+        }
+    }
+}
+
+/// The kernel's layout for one shape: planes per cube and keys per block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TileLayout {
+    pub planes: usize,
+    pub block: usize,
+}
+
+/// Bytes of shared memory [`tile_attention_kernel`] declares for heads of `d` values of `size` bytes.
+fn shared_bytes(TileLayout { planes, block }: TileLayout, d: usize, size: usize) -> usize {
+    let rows = TILE * planes;
+    let d = d.div_ceil(TILE) * TILE;
+    rows * d * size
+        + 2 * block * d * size
+        + rows * block * (4 + size)
+        + rows * d * 4
+        + 2 * PLANE * planes * 4
+        + rows * 4
+}
+
+/// The largest layout whose shared memory fits `limit` bytes: more rows per cube first (each key block is read
+/// once per tile of rows), then longer key blocks (fewer barriers).
+pub(crate) fn tile_layout(d: usize, size: usize, limit: usize) -> Option<TileLayout> {
+    [
+        (4, 64),
+        (4, 32),
+        (2, 64),
+        (2, 32),
+        (4, 16),
+        (2, 16),
+        (1, 64),
+        (1, 32),
+        (1, 16),
+    ]
+    .into_iter()
+    .map(|(planes, block)| TileLayout { planes, block })
+    .find(|&l| shared_bytes(l, d, size) <= limit)
+}
+
+/// Static shared memory a CUDA kernel may declare without opting in (cubecl declares it statically).
+#[cfg(feature = "cuda")]
+const CUDA_STATIC_SHARED: usize = 48 * 1024;
+
+/// Whether `tile_attention_kernel` runs its products on tensor cores for `dtype` on `client`'s device:
+/// bf16/f16 with 16×16×16 fragments accumulating in f32, on planes of 32 units.
+fn tensor_cores_for<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType) -> bool {
+    use cubecl::ir::{ElemType, FloatKind, StorageType};
+    let kind = match dtype {
+        DType::BF16 => FloatKind::BF16,
+        DType::F16 => FloatKind::F16,
+        _ => return false,
+    };
+    let props = client.properties();
+    let elem = StorageType::Scalar(ElemType::Float(kind));
+    props.hardware.plane_size_min == PLANE as u32
+        && props.hardware.plane_size_max == PLANE as u32
+        && props.features.matmul.cmma.contains(&cubecl::features::MmaConfig {
+            a_type: elem,
+            b_type: elem,
+            cd_type: StorageType::Scalar(ElemType::Float(FloatKind::F32)),
+            m: TILE as u32,
+            n: TILE as u32,
+            k: TILE as u32,
+        })
+}
+
+/// Which products [`tile_attention`] runs: `Auto` takes tensor cores where [`tensor_cores_for`] says the device
+/// has them, `Units` never (tests: the same kernel's other path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileProducts {
+    Auto,
+    Units,
+}
+
+/// `softmax(q·kᵀ·scale [+ mask])·v` as [`tile_attention_kernel`]: `q` `[b, nh, s, d]`, `k`/`v` `[b, nkv, cap, d]`
+/// of which the first `t` positions are read (`nh` a multiple of `nkv`: query head `h` reads key/value head
+/// `h / (nh / nkv)`), `mask` f32 `[b, 1, s, t]`; with `causal`, query `i` sees keys up to its position `i + t − s`
+/// (for a mask that is only that triangle: tiles then skip the blocks past their last row). Returns
+/// `[b, nh, s, d]`; `None` for shapes it does not take (`d` over 256, `t ≥ s` with
+/// `causal`), other dtypes or a device without the shared memory.
+#[allow(clippy::too_many_arguments)]
+pub fn tile_attention<B: Backend, R: CubeRuntime>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4>>,
+    t: usize,
+    causal: bool,
+    scale: f64,
+    products: TileProducts,
+) -> Option<Tensor<B, 4>> {
+    if !enabled() {
+        return None;
+    }
+    let [b, nh, s, d] = q.dims();
+    let [bk, nkv, cap, dk] = k.dims();
+    if bk != b
+        || dk != d
+        || v.dims() != [b, nkv, cap, d]
+        || nkv == 0
+        || !nh.is_multiple_of(nkv)
+        || d == 0
+        || d > 256
+        || t == 0
+        || t > cap
+        || (causal && t < s)
+        || b * nh * s == 0
+    {
+        return None;
+    }
+    let qc = cube_of::<B, R, 4>(q)?;
+    let (kc, vc) = (cube_of::<B, R, 4>(k)?, cube_of::<B, R, 4>(v)?);
+    if kc.dtype != qc.dtype || vc.dtype != qc.dtype {
+        return None;
+    }
+    let mc = match mask {
+        Some(m) if m.dims() == [b, 1, s, t] && m.dtype() == DType::F32 => cube_of::<B, R, 4>(m)?,
+        Some(_) => return None,
+        // Not read by the kernel; an f32 buffer of any size stands in for it.
+        None => {
+            empty_device_contiguous_dtype(qc.client.clone(), qc.device.clone(), vec![1].into(), DType::F32)
+        }
+    };
+    let client = qc.client.clone();
+    let tensor_cores = products == TileProducts::Auto && tensor_cores_for(&client, qc.dtype);
+    #[allow(unused_mut)]
+    let mut limit = client.properties().hardware.max_shared_memory_size;
+    #[cfg(feature = "cuda")]
+    if TypeId::of::<R>() == TypeId::of::<cubecl::cuda::CudaRuntime>() {
+        limit = limit.min(CUDA_STATIC_SHARED);
+    }
+    let layout = tile_layout(d, qc.dtype.size(), limit)?;
+    let rows = TILE * layout.planes;
+    let qblocks = s.div_ceil(rows);
+    let cubes = b * nh * qblocks;
+    let out = empty_like(&qc, vec![b, nh, s, d]);
+    launch_float!(
+        qc.dtype,
+        tile_attention_kernel,
+        &client,
+        row_grid(cubes),
+        CubeDim::new_1d(u32_of(PLANE * layout.planes)?),
+        array(&qc),
+        array(&kc),
+        array(&vc),
+        array(&mc),
+        array(&out),
+        u32_of(cubes)?,
+        u32_of(nh)?,
+        u32_of(nh / nkv)?,
+        u32_of(s)?,
+        u32_of(t)?,
+        u32_of(cap)?,
+        u32_of(qblocks)?,
+        scale as f32,
+        d,
+        layout.planes,
+        layout.block,
+        mask.is_some(),
+        causal,
+        tensor_cores,
+    );
+    tensor_of::<B, R, 4>(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_fit_the_shared_memory_they_are_given() {
+        // Mistral/Llama heads of 128 in bf16 under CUDA's 48 KiB: two planes, blocks of 32 keys.
+        assert_eq!(
+            tile_layout(128, 2, 48 * 1024),
+            Some(TileLayout { planes: 2, block: 32 })
+        );
+        // CLIP's heads of 64: four planes.
+        assert_eq!(
+            tile_layout(64, 2, 48 * 1024),
+            Some(TileLayout { planes: 4, block: 32 })
+        );
+        for d in [16, 64, 128, 256] {
+            for size in [2, 4] {
+                for limit in [16 * 1024, 32 * 1024, 48 * 1024] {
+                    if let Some(l) = tile_layout(d, size, limit) {
+                        assert!(
+                            shared_bytes(l, d, size) <= limit,
+                            "{l:?} d={d} size={size} limit={limit}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(tile_layout(256, 4, 16 * 1024), None);
+    }
+}
