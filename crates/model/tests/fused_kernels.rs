@@ -521,7 +521,7 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
 /// heads on 2), 37 queries (not a multiple of a tile's rows) over 37 keys without a mask (CLIP), with the causal
 /// triangle from positions (no mask read, blocks past a tile skipped), and with left padding (fully masked
 /// rows: uniform weights, as the composition gives them); 8 queries continuing a cache of 45 positions held
-/// in storage for 64 whose unused positions are NaN; and a head of 40 (not whole tensor-core fragments). In f32 (the plain products: checks every index the
+/// in storage for 64 whose unused positions are NaN; and heads of 40 and 17 (not whole tensor-core fragments). In f32 (the plain products: checks every index the
 /// tensor-core path uses) and in the half-precision `halves` (tensor cores where the device has them).
 fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType]) {
     let cpu = Default::default();
@@ -539,8 +539,10 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType]) {
         (37, 37, 37, Hide::Padding, 64),
         (8, 45, 64, Hide::Causal, 64),
         (8, 45, 64, Hide::Padding, 64),
-        // A head that is not whole fragments (the tiles pad it with zeros).
+        // Heads that are not whole fragments (the tiles pad them with zeros); an odd one is read a value at a
+        // time rather than in vectors.
         (37, 37, 37, Hide::Padding, 40),
+        (37, 37, 37, Hide::Causal, 17),
     ];
     let dtypes = [(DType::F32, 1e-4), (DType::F16, 1e-2), (DType::BF16, 3e-2)]
         .into_iter()

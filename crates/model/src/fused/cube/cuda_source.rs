@@ -303,7 +303,9 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
 /// the 7B decoders (128), in the layout the launch site picks under CUDA's 48 KiB of static shared memory,
 /// without a mask, with the causal triangle and with a mask, each with tensor cores or not as `cores` lists.
 fn expand_tile_attention<F: Float>(k: &mut Kernels, dtype: &str, size: usize, cores: &[bool]) {
-    for d in [64, 128] {
+    // 128-bit vectors (what `vector_for` takes at these head sizes) and single values (a view at an odd offset).
+    let widest = 16 / size;
+    for (d, vector) in [(64, widest), (128, widest), (128, 1)] {
         let layout = prefill::tile_layout(d, size, 48 * 1024).expect("a layout fits 48 KiB");
         for (masked, causal) in [(false, false), (false, true), (true, false)] {
             for &tensor_cores in cores {
@@ -323,6 +325,7 @@ fn expand_tile_attention<F: Float>(k: &mut Kernels, dtype: &str, size: usize, co
                     (),
                     (),
                     (),
+                    vector,
                     d,
                     layout.planes,
                     layout.block,
@@ -332,7 +335,7 @@ fn expand_tile_attention<F: Float>(k: &mut Kernels, dtype: &str, size: usize, co
                 );
                 k.push(
                     format!(
-                        "tile_attention_{dtype}_d{d}_p{}_b{}_mask{}_causal{}_tc{}",
+                        "tile_attention_{dtype}_v{vector}_d{d}_p{}_b{}_mask{}_causal{}_tc{}",
                         layout.planes, layout.block, masked as u8, causal as u8, tensor_cores as u8
                     ),
                     kernel,
@@ -424,7 +427,7 @@ fn every_kernel_compiles_to_cuda_cpp() {
         failed.join("\n")
     );
     // Per dtype and vector: 8 norm/bias variants and 14 others (11 vectors in all); per dtype: 13; 2 flag kernels;
-    // the prefill attention: 2 head sizes × 3 masks, once in f32 and twice (with and without tensor cores) in
-    // f16 and bf16.
-    assert_eq!(count, 11 * 22 + 3 * 13 + 2 + 6 * 5);
+    // the prefill attention: 3 head sizes and vectors × 3 masks, once in f32 and twice (with and without tensor
+    // cores) in f16 and bf16.
+    assert_eq!(count, 11 * 22 + 3 * 13 + 2 + 9 * 5);
 }

@@ -39,10 +39,10 @@ const PLANE: usize = 32;
 #[cube(launch_unchecked)]
 // `div_ceil` is not among the operations cubecl expands.
 #[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
-pub(super) fn tile_attention_kernel<F: Float>(
-    q: &Array<F>,
-    k: &Array<F>,
-    v: &Array<F>,
+pub(super) fn tile_attention_kernel<F: Float, N: Size>(
+    q: &Array<Vector<F, N>>,
+    k: &Array<Vector<F, N>>,
+    v: &Array<Vector<F, N>>,
     mask: &Array<f32>,
     out: &mut Array<F>,
     cubes: u32,
@@ -93,14 +93,28 @@ pub(super) fn tile_attention_kernel<F: Float>(
         let kv_base = (bi * nkv + kvh) * cap * d;
         let zero = F::cast_from(0.0f32);
 
+        // Queries, keys and values are read `vs` values at a time (`vs` divides `d`, and so the padded `dp`).
+        let vs = q.vector_size().comptime();
+        let dv = dp / vs;
+        let mut i = unit;
+        while i < rows * dv {
+            let r = i / dv;
+            let c = (i % dv) * vs;
+            let row = q0 + r;
+            if row < s && c < d {
+                let x = q[(q_base + row * d + c) / vs];
+                for e in 0..vs {
+                    q_s[r * dp + c + e] = x[e];
+                }
+            } else {
+                for e in 0..vs {
+                    q_s[r * dp + c + e] = zero;
+                }
+            }
+            i += units;
+        }
         let mut i = unit;
         while i < rows * dp {
-            let r = q0 + i / dp;
-            let mut x = zero;
-            if r < s && i % dp < d {
-                x = q[q_base + r * d + i % dp];
-            }
-            q_s[i] = x;
             o_s[i] = 0.0;
             i += units;
         }
@@ -126,15 +140,23 @@ pub(super) fn tile_attention_kernel<F: Float>(
         for jb in 0..blocks {
             let j0 = jb * bc;
             let mut i = unit;
-            while i < bc * dp {
-                let j = j0 + i / dp;
-                let (mut kx, mut vx) = (zero, zero);
-                if j < t && i % dp < d {
-                    kx = k[kv_base + j * d + i % dp];
-                    vx = v[kv_base + j * d + i % dp];
+            while i < bc * dv {
+                let r = i / dv;
+                let c = (i % dv) * vs;
+                let j = j0 + r;
+                if j < t && c < d {
+                    let at = (kv_base + j * d + c) / vs;
+                    let (kx, vx) = (k[at], v[at]);
+                    for e in 0..vs {
+                        k_s[r * dp + c + e] = kx[e];
+                        v_s[r * dp + c + e] = vx[e];
+                    }
+                } else {
+                    for e in 0..vs {
+                        k_s[r * dp + c + e] = zero;
+                        v_s[r * dp + c + e] = zero;
+                    }
                 }
-                k_s[i] = kx;
-                v_s[i] = vx;
                 i += units;
             }
             sync_cube();
@@ -520,12 +542,15 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
     let qblocks = s.div_ceil(rows);
     let cubes = b * nh * qblocks;
     let out = empty_like(&qc, vec![b, nh, s, d]);
+    // The widest vector that divides a head and at which each operand starts (rows start at multiples of d).
+    let vector = vector_for(&client, qc.dtype, d, &[&qc, &kc, &vc]);
     launch_float!(
         qc.dtype,
         tile_attention_kernel,
         &client,
         row_grid(cubes),
         CubeDim::new_1d(u32_of(PLANE * layout.planes)?),
+        vector,
         array(&qc),
         array(&kc),
         array(&vc),
