@@ -521,35 +521,38 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
 /// heads on 2), 37 queries (not a multiple of a tile's rows) over 37 keys without a mask (CLIP), with the causal
 /// triangle from positions (no mask read, blocks past a tile skipped), and with left padding (fully masked
 /// rows: uniform weights, as the composition gives them); 8 queries continuing a cache of 45 positions held
-/// in storage for 64 whose unused positions are NaN; and heads of 40 and 17 (not whole tensor-core fragments). In f32 (the plain products: checks every index the
-/// tensor-core path uses) and in the half-precision `halves` (tensor cores where the device has them).
+/// in storage for 64 whose unused positions are NaN; and heads of 40 and 17 (not whole tensor-core fragments);
+/// in several layouts. In f32 (the plain products: checks every index the tensor-core path uses) and in the
+/// half-precision `halves` (tensor cores where the device has them).
 fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType]) {
     let cpu = Default::default();
     let (b, nh, nkv) = (2, 4, 2);
-    // (queries, keys read, keys stored, how the keys are hidden, head size)
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Hide {
         Nothing,
         Causal,
         Padding,
     }
+    // (queries, keys read, keys stored, how the keys are hidden, head size, layout: planes per cube and keys
+    // per block, or the default). Each layout fits lavapipe's 32 KiB of shared memory at its head size.
     let cases = [
-        (37, 37, 37, Hide::Nothing, 64),
-        (37, 37, 37, Hide::Causal, 64),
-        (37, 37, 37, Hide::Padding, 64),
-        (8, 45, 64, Hide::Causal, 64),
-        (8, 45, 64, Hide::Padding, 64),
+        (37, 37, 37, Hide::Nothing, 64, None),
+        (37, 37, 37, Hide::Causal, 64, Some((1, 16))),
+        (37, 37, 37, Hide::Padding, 64, Some((1, 32))),
+        (8, 45, 64, Hide::Causal, 64, None),
+        (8, 45, 64, Hide::Padding, 64, Some((2, 16))),
         // Heads that are not whole fragments (the tiles pad them with zeros); an odd one is read a value at a
-        // time rather than in vectors.
-        (37, 37, 37, Hide::Padding, 40),
-        (37, 37, 37, Hide::Causal, 17),
+        // time rather than in vectors. Blocks of three fragments of keys; four planes.
+        (37, 37, 37, Hide::Padding, 40, Some((1, 48))),
+        (37, 37, 37, Hide::Causal, 17, Some((4, 16))),
     ];
     let dtypes = [(DType::F32, 1e-4), (DType::F16, 1e-2), (DType::BF16, 3e-2)]
         .into_iter()
         .filter(|(dtype, _)| *dtype == DType::F32 || halves.contains(dtype));
     for (dtype, tol) in dtypes {
-        for (i, &(s, t, cap, hide, d)) in cases.iter().enumerate() {
+        for (i, &(s, t, cap, hide, d, layout)) in cases.iter().enumerate() {
             let seed = 60 + 3 * i as u64;
+            let layout = layout.map(|(planes, block)| fused::TileLayout { planes, block });
             // Values as the dtype holds them, so the reference starts from the same numbers.
             let round = |v: Vec<f32>| -> Vec<f32> {
                 v.into_iter()
@@ -604,10 +607,13 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType]) {
                 hide == Hide::Causal,
                 1.0 / (d as f64).sqrt(),
                 fused::TileProducts::Auto,
+                layout,
             )
             .unwrap_or_else(|| panic!("the prefill attention kernel did not take {dtype:?} s={s} t={t}"));
             check_within(
-                &format!("prefill attention {dtype:?} s={s} t={t} in storage for {cap}, {hide:?}, d={d}"),
+                &format!(
+                    "prefill attention {dtype:?} s={s} t={t} in storage for {cap}, {hide:?}, d={d}, {layout:?}"
+                ),
                 host(got.cast(DType::F32)),
                 host(want),
                 tol,

@@ -300,13 +300,13 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
 }
 
 /// [`prefill::tile_attention_kernel`] with element type `F` (`size` bytes) at the head sizes of CLIP (64) and
-/// the 7B decoders (128), in the layout the launch site picks under CUDA's 48 KiB of static shared memory,
+/// the 7B decoders (128), in the layout the launch site picks with an H100's 227 KiB of shared memory,
 /// without a mask, with the causal triangle and with a mask, each with tensor cores or not as `cores` lists.
 fn expand_tile_attention<F: Float>(k: &mut Kernels, dtype: &str, size: usize, cores: &[bool]) {
     // 128-bit vectors (what `vector_for` takes at these head sizes) and single values (a view at an odd offset).
     let widest = 16 / size;
     for (d, vector) in [(64, widest), (128, widest), (128, 1)] {
-        let layout = prefill::tile_layout(d, size, 48 * 1024).expect("a layout fits 48 KiB");
+        let layout = prefill::tile_layout(d, size, 227 * 1024).expect("a layout fits 227 KiB");
         for (masked, causal) in [(false, false), (false, true), (true, false)] {
             for &tensor_cores in cores {
                 let kernel = prefill::tile_attention_kernel::TileAttentionKernel::<F, WgpuRuntime>::new(

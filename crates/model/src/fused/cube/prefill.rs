@@ -407,11 +407,38 @@ fn tile_product<F: Float>(
     }
 }
 
-/// The kernel's layout for one shape: planes per cube and keys per block.
+/// The kernel's layout: planes per cube (each 16 query rows) and keys per block (a multiple of 16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TileLayout {
+pub struct TileLayout {
     pub planes: usize,
     pub block: usize,
+}
+
+impl TileLayout {
+    /// `PLANES:BLOCK` (`MMREASON_TILE_ATTN`), e.g. `4:32`; `None` for anything else or a layout the kernel does
+    /// not take (1–8 planes; blocks of 16–128 keys, a multiple of 16).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (p, b) = s.split_once(':')?;
+        let (planes, block) = (p.trim().parse().ok()?, b.trim().parse().ok()?);
+        ((1..=8).contains(&planes) && (16..=128).contains(&block) && block % TILE == 0)
+            .then_some(TileLayout { planes, block })
+    }
+}
+
+/// `MMREASON_TILE_ATTN=PLANES:BLOCK` fixes the layout (to time one against another on a device); unset, the
+/// kernel takes [`tile_layout`]'s. A value that does not parse is reported once and ignored.
+fn layout_from_env() -> Option<TileLayout> {
+    static LAYOUT: OnceLock<Option<TileLayout>> = OnceLock::new();
+    *LAYOUT.get_or_init(|| {
+        let v = std::env::var("MMREASON_TILE_ATTN").ok()?;
+        let l = TileLayout::parse(&v);
+        if l.is_none() {
+            eprintln!(
+                "mmreason: MMREASON_TILE_ATTN={v:?} is not PLANES:BLOCK (1-8 planes, 16-128 keys, a multiple of 16): ignored"
+            );
+        }
+        l
+    })
 }
 
 /// Bytes of shared memory [`tile_attention_kernel`] declares for heads of `d` values of `size` bytes.
@@ -426,12 +453,14 @@ fn shared_bytes(TileLayout { planes, block }: TileLayout, d: usize, size: usize)
         + rows * 4
 }
 
-/// The largest layout whose shared memory fits `limit` bytes: more rows per cube first (each key block is read
-/// once per tile of rows), then longer key blocks (fewer barriers).
+/// The first layout whose shared memory fits `limit` bytes, in this order: four planes (each key block is read
+/// once per 64 query rows) with blocks of 32 keys (76 KiB at a head of 128 in bf16: two cubes per H100 SM),
+/// then longer blocks (fewer barriers), then fewer planes and shorter blocks for small shared memories. An
+/// untimed guess until a device run compares them (`MMREASON_TILE_ATTN`, the kernel benches).
 pub(crate) fn tile_layout(d: usize, size: usize, limit: usize) -> Option<TileLayout> {
     [
-        (4, 64),
         (4, 32),
+        (4, 64),
         (2, 64),
         (2, 32),
         (4, 16),
@@ -444,10 +473,6 @@ pub(crate) fn tile_layout(d: usize, size: usize, limit: usize) -> Option<TileLay
     .map(|(planes, block)| TileLayout { planes, block })
     .find(|&l| shared_bytes(l, d, size) <= limit)
 }
-
-/// Static shared memory a CUDA kernel may declare without opting in (cubecl declares it statically).
-#[cfg(feature = "cuda")]
-const CUDA_STATIC_SHARED: usize = 48 * 1024;
 
 /// Whether `tile_attention_kernel` runs its products on tensor cores for `dtype` on `client`'s device:
 /// bf16/f16 with 16×16×16 fragments accumulating in f32, on planes of 32 units.
@@ -485,7 +510,8 @@ pub enum TileProducts {
 /// `h / (nh / nkv)`), `mask` f32 `[b, 1, s, t]`; with `causal`, query `i` sees keys up to its position `i + t − s`
 /// (for a mask that is only that triangle: tiles then skip the blocks past their last row). Returns
 /// `[b, nh, s, d]`; `None` for shapes it does not take (`d` over 256, `t ≥ s` with
-/// `causal`), other dtypes or a device without the shared memory.
+/// `causal`), other dtypes or a device without the shared memory. `layout` (else `MMREASON_TILE_ATTN`, else
+/// [`tile_layout`]'s) sets the planes per cube and keys per block.
 #[allow(clippy::too_many_arguments)]
 pub fn tile_attention<B: Backend, R: CubeRuntime>(
     q: &Tensor<B, 4>,
@@ -496,6 +522,7 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
     causal: bool,
     scale: f64,
     products: TileProducts,
+    layout: Option<TileLayout>,
 ) -> Option<Tensor<B, 4>> {
     if !enabled() {
         return None;
@@ -531,13 +558,23 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
     };
     let client = qc.client.clone();
     let tensor_cores = products == TileProducts::Auto && tensor_cores_for(&client, qc.dtype);
-    #[allow(unused_mut)]
-    let mut limit = client.properties().hardware.max_shared_memory_size;
-    #[cfg(feature = "cuda")]
-    if TypeId::of::<R>() == TypeId::of::<cubecl::cuda::CudaRuntime>() {
-        limit = limit.min(CUDA_STATIC_SHARED);
-    }
-    let layout = tile_layout(d, qc.dtype.size(), limit)?;
+    // cubecl gives a kernel its shared memory dynamically and raises the kernel's limit to what it declares (on
+    // CUDA up to the opt-in maximum, 227 KiB on an H100).
+    let limit = client.properties().hardware.max_shared_memory_size;
+    let size = qc.dtype.size();
+    let layout = match layout.or_else(layout_from_env) {
+        Some(l) if shared_bytes(l, d, size) <= limit => l,
+        Some(l) => {
+            static WARNED: OnceLock<()> = OnceLock::new();
+            WARNED.get_or_init(|| {
+                eprintln!(
+                    "mmreason: prefill attention layout {l:?} needs more than the device's {limit} bytes of shared memory at d={d}: the default layout instead"
+                )
+            });
+            tile_layout(d, size, limit)?
+        }
+        None => tile_layout(d, size, limit)?,
+    };
     let rows = TILE * layout.planes;
     let qblocks = s.div_ceil(rows);
     let cubes = b * nh * qblocks;
@@ -580,7 +617,12 @@ mod tests {
 
     #[test]
     fn layouts_fit_the_shared_memory_they_are_given() {
-        // Mistral/Llama heads of 128 in bf16 under CUDA's 48 KiB: two planes, blocks of 32 keys.
+        // Mistral/Llama heads of 128 in bf16 on an H100 (227 KiB): four planes, blocks of 32 keys; under 48 KiB
+        // two planes.
+        assert_eq!(
+            tile_layout(128, 2, 227 * 1024),
+            Some(TileLayout { planes: 4, block: 32 })
+        );
         assert_eq!(
             tile_layout(128, 2, 48 * 1024),
             Some(TileLayout { planes: 2, block: 32 })
@@ -603,5 +645,17 @@ mod tests {
             }
         }
         assert_eq!(tile_layout(256, 4, 16 * 1024), None);
+    }
+
+    #[test]
+    fn layouts_parse_from_planes_and_block() {
+        let l = |planes, block| Some(TileLayout { planes, block });
+        assert_eq!(TileLayout::parse("4:64"), l(4, 64));
+        assert_eq!(TileLayout::parse(" 2 : 32 "), l(2, 32));
+        for bad in [
+            "", "4", "4:", "0:32", "9:32", "4:24", "4:8", "4:256", "a:b", "4:32:1",
+        ] {
+            assert_eq!(TileLayout::parse(bad), None, "{bad:?}");
+        }
     }
 }
