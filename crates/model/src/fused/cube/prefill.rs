@@ -75,6 +75,7 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
     let mut red_m = SharedMemory::<f32>::new(units);
     let mut red_l = SharedMemory::<f32>::new(units);
     let mut l_s = SharedMemory::<f32>::new(rows);
+    let mut alpha_s = SharedMemory::<f32>::new(rows);
 
     let cube = CUBE_POS;
     // Cubes past the end (the grid is rounded up) do nothing; the condition is the same for a whole cube.
@@ -119,13 +120,14 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
             i += units;
         }
 
-        // The row this unit takes in the softmax, and which half of its block's columns.
+        // The row this unit takes in the softmax, and which half of its block's columns. Each unit starts its
+        // half at a column that moves with the row, so that the units of a plane read the scores tile and write
+        // the probabilities in different shared-memory banks (all from the same column: up to 32-way conflicts).
         let r = unit / 2;
         let half = unit % 2;
         let first = unit - half;
         let row = q0 + r;
         let width = comptime!(bc / 2);
-        let dh = comptime!(dp / 2);
         let lowest = f32::new(-3.4028235e38);
         let mut m = lowest;
         let mut l = f32::new(0.0);
@@ -185,7 +187,7 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
             // The block's maximum of the row (this unit's half, then its partner's), the new running maximum.
             let mut mb = lowest;
             for cc in 0..width {
-                let col = half * width + cc;
+                let col = half * width + (cc + r) % width;
                 let j = j0 + col;
                 if visible(j, row, s, t, causal) {
                     mb = max(
@@ -208,7 +210,7 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
             let alpha = f32::exp(m - m_new);
             let mut sum = f32::new(0.0);
             for cc in 0..width {
-                let col = half * width + cc;
+                let col = half * width + (cc + r) % width;
                 let j = j0 + col;
                 let mut e = f32::new(0.0);
                 if visible(j, row, s, t, causal) {
@@ -228,14 +230,20 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
                 sum += e;
             }
             red_l[unit] = sum;
-            // The row's output so far, rescaled to the new maximum (this unit's half of it).
-            for c in 0..dh {
-                let at = r * dp + half * dh + c;
-                o_s[at] = o_s[at] * alpha;
+            if half == 0 {
+                alpha_s[r] = alpha;
             }
             m = m_new;
             sync_cube();
             l = l * alpha + red_l[first] + red_l[first + 1];
+            // The output so far, rescaled to the new maximum: consecutive units on consecutive values (a unit
+            // per row would have every unit of a plane in the same bank).
+            let mut i = unit;
+            while i < rows * dp {
+                o_s[i] = o_s[i] * alpha_s[i / dp];
+                i += units;
+            }
+            sync_cube();
 
             // The plane's 16 rows of output += probabilities · values.
             for dc in 0..comptime!(dp / TILE) {
@@ -450,7 +458,9 @@ fn shared_bytes(TileLayout { planes, block }: TileLayout, d: usize, size: usize)
         + rows * block * (4 + size)
         + rows * d * 4
         + 2 * PLANE * planes * 4
-        + rows * 4
+        + rows * 8
+        // what aligning the six tiles can add
+        + 6 * FRAGMENT_ALIGN
 }
 
 /// The first layout whose shared memory fits `limit` bytes, in this order: four planes (each key block is read
