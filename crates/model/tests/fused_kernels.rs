@@ -523,8 +523,9 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
 /// rows: uniform weights, as the composition gives them); 8 queries continuing a cache of 45 positions held
 /// in storage for 64 whose unused positions are NaN; and heads of 40 and 17 (not whole tensor-core fragments);
 /// in several layouts. In f32 (the plain products: checks every index the tensor-core path uses) and in the
-/// half-precision `halves` (tensor cores where the device has them).
-fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType]) {
+/// half-precision `halves` (tensor cores where the device has them). With `heads_of_128`, also the 7B decoders'
+/// head size in the default layout and one other (more shared memory than lavapipe has).
+fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128: bool) {
     let cpu = Default::default();
     let (b, nh, nkv) = (2, 4, 2);
     #[derive(Clone, Copy, Debug, PartialEq)]
@@ -546,6 +547,15 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType]) {
         (37, 37, 37, Hide::Padding, 40, Some((1, 48))),
         (37, 37, 37, Hide::Causal, 17, Some((4, 16))),
     ];
+    let wide = [
+        (37, 37, 37, Hide::Causal, 128, None),
+        (37, 37, 37, Hide::Padding, 128, None),
+        (70, 70, 70, Hide::Nothing, 128, Some((4, 64))),
+    ];
+    let cases: Vec<_> = cases
+        .into_iter()
+        .chain(wide.into_iter().filter(|_| heads_of_128))
+        .collect();
     let dtypes = [(DType::F32, 1e-4), (DType::F16, 1e-2), (DType::BF16, 3e-2)]
         .into_iter()
         .filter(|(dtype, _)| *dtype == DType::F32 || halves.contains(dtype));
@@ -729,7 +739,7 @@ fn flash_attention_on_wgpu_matches_the_composition() {
 #[test]
 fn prefill_attention_on_wgpu_matches_the_composition() {
     // burn-wgpu has no bf16 (WGSL has none).
-    tile_attention::<mmreason_model::backend::WgpuBackend>(&Default::default(), &[DType::F16]);
+    tile_attention::<mmreason_model::backend::WgpuBackend>(&Default::default(), &[DType::F16], false);
 }
 
 #[cfg(feature = "wgpu")]
@@ -744,7 +754,11 @@ fn fused_kernels_on_wgpu_match_the_composition() {
 fn fused_kernels_on_cuda_match_the_composition() {
     mmreason_model::backend::check_cuda().expect("CUDA is available");
     kernels::<mmreason_model::backend::CudaBackend>(&Default::default(), true);
-    tile_attention::<mmreason_model::backend::CudaBackend>(&Default::default(), &[DType::F16, DType::BF16]);
+    tile_attention::<mmreason_model::backend::CudaBackend>(
+        &Default::default(),
+        &[DType::F16, DType::BF16],
+        true,
+    );
 }
 
 #[cfg(feature = "cuda")]

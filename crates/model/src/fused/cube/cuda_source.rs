@@ -332,6 +332,7 @@ fn expand_tile_attention<F: Float>(k: &mut Kernels, dtype: &str, size: usize, co
                     masked,
                     causal,
                     tensor_cores,
+                    size == 2,
                 );
                 k.push(
                     format!(

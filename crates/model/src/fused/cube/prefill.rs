@@ -59,19 +59,27 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
     #[comptime] masked: bool,
     #[comptime] causal: bool,
     #[comptime] tensor_cores: bool,
+    #[comptime] padded: bool,
 ) {
     let rows = comptime!(TILE * planes);
     let units = comptime!(PLANE * planes);
     // The head as the tiles hold it: zeros past `d` up to whole fragments.
     let dp = comptime!(d.div_ceil(TILE) * TILE);
+    // Row strides of the tiles: with `padded`, a few values past each row so that the rows a fragment load reads
+    // together (`ldmatrix`: eight rows of 16 bytes) fall in different banks, and the softmax's units too; every
+    // fragment offset stays a multiple of 32 bytes and every stride one of 16.
+    let dq = comptime!(if padded { dp + 8 } else { dp });
+    let sq = comptime!(if padded { bc + 4 } else { bc });
+    let pq = comptime!(if padded { bc + 8 } else { bc });
+    let oq = comptime!(if padded { dp + 4 } else { dp });
     // The tiles the fragments load from and store to (`wmma` wants 256-bit aligned pointers; every offset the
     // kernel takes into them is a multiple of 16 values).
-    let mut q_s = SharedMemory::<F>::new_aligned(comptime!(rows * dp), FRAGMENT_ALIGN);
-    let mut k_s = SharedMemory::<F>::new_aligned(comptime!(bc * dp), FRAGMENT_ALIGN);
-    let mut v_s = SharedMemory::<F>::new_aligned(comptime!(bc * dp), FRAGMENT_ALIGN);
-    let mut s_s = SharedMemory::<f32>::new_aligned(comptime!(rows * bc), FRAGMENT_ALIGN);
-    let mut p_s = SharedMemory::<F>::new_aligned(comptime!(rows * bc), FRAGMENT_ALIGN);
-    let mut o_s = SharedMemory::<f32>::new_aligned(comptime!(rows * dp), FRAGMENT_ALIGN);
+    let mut q_s = SharedMemory::<F>::new_aligned(comptime!(rows * dq), FRAGMENT_ALIGN);
+    let mut k_s = SharedMemory::<F>::new_aligned(comptime!(bc * dq), FRAGMENT_ALIGN);
+    let mut v_s = SharedMemory::<F>::new_aligned(comptime!(bc * dq), FRAGMENT_ALIGN);
+    let mut s_s = SharedMemory::<f32>::new_aligned(comptime!(rows * sq), FRAGMENT_ALIGN);
+    let mut p_s = SharedMemory::<F>::new_aligned(comptime!(rows * pq), FRAGMENT_ALIGN);
+    let mut o_s = SharedMemory::<f32>::new_aligned(comptime!(rows * oq), FRAGMENT_ALIGN);
     let mut red_m = SharedMemory::<f32>::new(units);
     let mut red_l = SharedMemory::<f32>::new(units);
     let mut l_s = SharedMemory::<f32>::new(rows);
@@ -105,17 +113,17 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
             if row < s && c < d {
                 let x = q[(q_base + row * d + c) / vs];
                 for e in 0..vs {
-                    q_s[r * dp + c + e] = x[e];
+                    q_s[r * dq + c + e] = x[e];
                 }
             } else {
                 for e in 0..vs {
-                    q_s[r * dp + c + e] = zero;
+                    q_s[r * dq + c + e] = zero;
                 }
             }
             i += units;
         }
         let mut i = unit;
-        while i < rows * dp {
+        while i < rows * oq {
             o_s[i] = 0.0;
             i += units;
         }
@@ -150,13 +158,13 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
                     let at = (kv_base + j * d + c) / vs;
                     let (kx, vx) = (k[at], v[at]);
                     for e in 0..vs {
-                        k_s[r * dp + c + e] = kx[e];
-                        v_s[r * dp + c + e] = vx[e];
+                        k_s[r * dq + c + e] = kx[e];
+                        v_s[r * dq + c + e] = vx[e];
                     }
                 } else {
                     for e in 0..vs {
-                        k_s[r * dp + c + e] = zero;
-                        v_s[r * dp + c + e] = zero;
+                        k_s[r * dq + c + e] = zero;
+                        v_s[r * dq + c + e] = zero;
                     }
                 }
                 i += units;
@@ -167,14 +175,14 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
             for jc in 0..comptime!(bc / TILE) {
                 tile_product::<F>(
                     &q_s,
-                    plane * TILE * dp,
-                    dp,
+                    plane * TILE * dq,
+                    dq,
                     &k_s,
-                    jc * TILE * dp,
-                    dp,
+                    jc * TILE * dq,
+                    dq,
                     &mut s_s,
-                    plane * TILE * bc + jc * TILE,
-                    bc,
+                    plane * TILE * sq + jc * TILE,
+                    sq,
                     lane,
                     dp,
                     true,
@@ -195,7 +203,7 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
                         score(
                             &s_s,
                             mask,
-                            r * bc + col,
+                            r * sq + col,
                             (bi * s + row) * t + j,
                             row < s,
                             scale,
@@ -218,7 +226,7 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
                         score(
                             &s_s,
                             mask,
-                            r * bc + col,
+                            r * sq + col,
                             (bi * s + row) * t + j,
                             row < s,
                             scale,
@@ -226,7 +234,7 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
                         ) - m_new,
                     );
                 }
-                p_s[r * bc + col] = F::cast_from(e);
+                p_s[r * pq + col] = F::cast_from(e);
                 sum += e;
             }
             red_l[unit] = sum;
@@ -240,7 +248,8 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
             // per row would have every unit of a plane in the same bank).
             let mut i = unit;
             while i < rows * dp {
-                o_s[i] = o_s[i] * alpha_s[i / dp];
+                let at = (i / dp) * oq + i % dp;
+                o_s[at] = o_s[at] * alpha_s[i / dp];
                 i += units;
             }
             sync_cube();
@@ -249,14 +258,14 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
             for dc in 0..comptime!(dp / TILE) {
                 tile_product::<F>(
                     &p_s,
-                    plane * TILE * bc,
-                    bc,
+                    plane * TILE * pq,
+                    pq,
                     &v_s,
                     dc * TILE,
-                    dp,
+                    dq,
                     &mut o_s,
-                    plane * TILE * dp + dc * TILE,
-                    dp,
+                    plane * TILE * oq + dc * TILE,
+                    oq,
                     lane,
                     bc,
                     false,
@@ -275,7 +284,7 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
         while i < rows * dp {
             let row = q0 + i / dp;
             if row < s && i % dp < d {
-                out[q_base + row * d + i % dp] = F::cast_from(o_s[i] / l_s[i / dp]);
+                out[q_base + row * d + i % dp] = F::cast_from(o_s[(i / dp) * oq + i % dp] / l_s[i / dp]);
             }
             i += units;
         }
@@ -453,18 +462,26 @@ fn layout_from_env() -> Option<TileLayout> {
 fn shared_bytes(TileLayout { planes, block }: TileLayout, d: usize, size: usize) -> usize {
     let rows = TILE * planes;
     let d = d.div_ceil(TILE) * TILE;
-    rows * d * size
-        + 2 * block * d * size
-        + rows * block * (4 + size)
-        + rows * d * 4
+    let pad = |n: usize| if padded(size) { n } else { 0 };
+    rows * (d + pad(8)) * size
+        + 2 * block * (d + pad(8)) * size
+        + rows * (block + pad(4)) * 4
+        + rows * (block + pad(8)) * size
+        + rows * (d + pad(4)) * 4
         + 2 * PLANE * planes * 4
         + rows * 8
         // what aligning the six tiles can add
         + 6 * FRAGMENT_ALIGN
 }
 
+/// Whether the tiles' rows are padded (`tile_attention_kernel`'s `padded`): for the 16-bit dtypes, whose products
+/// may run on tensor cores; f32 (plain products only) keeps them dense, and so the smaller shared memory.
+fn padded(size: usize) -> bool {
+    size == 2
+}
+
 /// The first layout whose shared memory fits `limit` bytes, in this order: four planes (each key block is read
-/// once per 64 query rows) with blocks of 32 keys (76 KiB at a head of 128 in bf16: two cubes per H100 SM),
+/// once per 64 query rows) with blocks of 32 keys (83 KiB at a head of 128 in bf16: two cubes per H100 SM),
 /// then longer blocks (fewer barriers), then fewer planes and shorter blocks for small shared memories. An
 /// untimed guess until a device run compares them (`MMREASON_TILE_ATTN`, the kernel benches).
 pub(crate) fn tile_layout(d: usize, size: usize, limit: usize) -> Option<TileLayout> {
@@ -519,7 +536,7 @@ pub enum TileProducts {
 /// of which the first `t` positions are read (`nh` a multiple of `nkv`: query head `h` reads key/value head
 /// `h / (nh / nkv)`), `mask` f32 `[b, 1, s, t]`; with `causal`, query `i` sees keys up to its position `i + t − s`
 /// (for a mask that is only that triangle: tiles then skip the blocks past their last row). Returns
-/// `[b, nh, s, d]`; `None` for shapes it does not take (`d` over 256, `t ≥ s` with
+/// `[b, nh, s, d]`; `None` for shapes it does not take (`d` over 256, `t < s` with
 /// `causal`), other dtypes or a device without the shared memory. `layout` (else `MMREASON_TILE_ATTN`, else
 /// [`tile_layout`]'s) sets the planes per cube and keys per block.
 #[allow(clippy::too_many_arguments)]
@@ -617,6 +634,7 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
         mask.is_some(),
         causal,
         tensor_cores,
+        padded(size),
     );
     tensor_of::<B, R, 4>(out)
 }
@@ -627,21 +645,13 @@ mod tests {
 
     #[test]
     fn layouts_fit_the_shared_memory_they_are_given() {
-        // Mistral/Llama heads of 128 in bf16 on an H100 (227 KiB): four planes, blocks of 32 keys; under 48 KiB
-        // two planes.
-        assert_eq!(
-            tile_layout(128, 2, 227 * 1024),
-            Some(TileLayout { planes: 4, block: 32 })
-        );
-        assert_eq!(
-            tile_layout(128, 2, 48 * 1024),
-            Some(TileLayout { planes: 2, block: 32 })
-        );
-        // CLIP's heads of 64: four planes.
-        assert_eq!(
-            tile_layout(64, 2, 48 * 1024),
-            Some(TileLayout { planes: 4, block: 32 })
-        );
+        // Mistral/Llama heads of 128 and CLIP's of 64 in bf16 on an H100 (227 KiB): four planes, blocks of 32
+        // keys (83 and 51 KiB with the padded rows); under 48 KiB, heads of 128 get two planes and blocks of 16.
+        let l = |planes, block| Some(TileLayout { planes, block });
+        assert_eq!(tile_layout(128, 2, 227 * 1024), l(4, 32));
+        assert_eq!(shared_bytes(TileLayout { planes: 4, block: 32 }, 128, 2), 84_672);
+        assert_eq!(tile_layout(64, 2, 227 * 1024), l(4, 32));
+        assert_eq!(tile_layout(128, 2, 48 * 1024), l(2, 16));
         for d in [16, 64, 128, 256] {
             for size in [2, 4] {
                 for limit in [16 * 1024, 32 * 1024, 48 * 1024] {
