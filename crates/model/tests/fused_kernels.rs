@@ -53,6 +53,18 @@ fn max_rel(got: &[f32], want: &[f32]) -> f32 {
 
 type Cpu = burn::backend::Flex;
 
+/// Keys or values `x` (`t` positions of `d` per sequence and head) as a cache holds them: each (sequence, head)'s
+/// positions followed by unused storage up to `cap` positions, NaN so that reading it shows.
+fn in_storage(x: &[f32], t: usize, cap: usize, d: usize) -> Vec<f32> {
+    x.chunks(t * d)
+        .flat_map(|c| {
+            c.iter()
+                .copied()
+                .chain(std::iter::repeat_n(f32::NAN, (cap - t) * d))
+        })
+        .collect()
+}
+
 fn check(what: &str, got: Vec<f32>, want: Vec<f32>) {
     check_within(what, got, want, 1e-5);
 }
@@ -455,16 +467,7 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
             values(b * nkv * t * d, seed + 100),
             values(b * nkv * t * d, seed + 200),
         );
-        // The cached positions of each (sequence, kv head) followed by unused storage.
-        let stored = |x: &[f32]| -> Vec<f32> {
-            x.chunks(t * d)
-                .flat_map(|c| {
-                    c.iter()
-                        .copied()
-                        .chain(std::iter::repeat_n(f32::NAN, (cap - t) * d))
-                })
-                .collect()
-        };
+        let stored = |x: &[f32]| in_storage(x, t, cap, d);
         let mask: Vec<f32> = (0..b * t)
             .map(|i| if i % 7 == 3 { f32::MIN } else { 0.0 })
             .collect();
@@ -578,15 +581,7 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128
                 round(values(b * nkv * t * d, seed + 1)),
                 round(values(b * nkv * t * d, seed + 2)),
             );
-            let stored = |x: &[f32]| -> Vec<f32> {
-                x.chunks(t * d)
-                    .flat_map(|c| {
-                        c.iter()
-                            .copied()
-                            .chain(std::iter::repeat_n(f32::NAN, (cap - t) * d))
-                    })
-                    .collect()
-            };
+            let stored = |x: &[f32]| in_storage(x, t, cap, d);
             // Query i sits at position i + t − s; sequence 1 has 5 positions of left padding.
             let mask: Vec<f32> = (0..b * s * t)
                 .map(|at| {

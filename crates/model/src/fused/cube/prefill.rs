@@ -372,31 +372,28 @@ fn tile_product<F: Float>(
                 &a.slice(a_start, a_start + (TILE - 1) * a_ld + TILE),
                 a_ld as u32,
             );
-            if b_by_columns {
-                let b_start = b_off + kc * TILE;
-                let b_m = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::B,
-                    TILE,
-                    TILE,
-                    TILE,
-                    cmma::MatrixLayout::ColMajor,
-                    &b.slice(b_start, b_start + (TILE - 1) * b_ld + TILE),
-                    b_ld as u32,
-                );
-                cmma::execute::<F, F, f32, f32>(&a_m, &b_m, &acc, &acc);
+            // Keys are B's columns (`b_by_columns`: column-major, a fragment of 16 keys further on per step of 16
+            // dimensions); values its rows (row-major, 16 rows further on per step).
+            let layout = comptime!(if b_by_columns {
+                cmma::MatrixLayout::ColMajor
             } else {
-                let b_start = b_off + kc * TILE * b_ld;
-                let b_m = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::B,
-                    TILE,
-                    TILE,
-                    TILE,
-                    cmma::MatrixLayout::RowMajor,
-                    &b.slice(b_start, b_start + (TILE - 1) * b_ld + TILE),
-                    b_ld as u32,
-                );
-                cmma::execute::<F, F, f32, f32>(&a_m, &b_m, &acc, &acc);
-            }
+                cmma::MatrixLayout::RowMajor
+            });
+            let b_start = if b_by_columns {
+                b_off + kc * TILE
+            } else {
+                b_off + kc * TILE * b_ld
+            };
+            let b_m = cmma::Matrix::<F>::from_slice(
+                cmma::MatrixIdent::B,
+                TILE,
+                TILE,
+                TILE,
+                layout,
+                &b.slice(b_start, b_start + (TILE - 1) * b_ld + TILE),
+                b_ld as u32,
+            );
+            cmma::execute::<F, F, f32, f32>(&a_m, &b_m, &acc, &acc);
         }
         cmma::store(
             &mut dst.slice_mut(d_off, d_off + (TILE - 1) * d_ld + TILE),
