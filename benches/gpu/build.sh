@@ -18,7 +18,7 @@ mkdir -p target
 "${NVRTC_PYTHON:-python3}" benches/gpu/nvrtc_check.py "$sources" --table target/ptxas.md || rc=$?
 case $rc in
   0) ;;
-  2) echo "build.sh: no NVRTC here, the kernels' CUDA C++ was generated but not compiled" >&2 ;;
+  2) echo "build.sh: no NVRTC here (or not the headers of some kernels: see above), the kernels' CUDA C++ was generated but not all of it compiled" >&2 ;;
   *) exit 1 ;;
 esac
 cargo build --release --features cuda --example throughput --example gemm_bench --example host_probe
