@@ -132,14 +132,14 @@ fn own_bench<B: Backend>(
     causal: bool,
     sync: &dyn Fn(),
 ) {
-    use mmreason::model::fused::{TileLayout, TileProducts, prefill_attention_with};
+    use mmreason::model::fused::{TileLayout, prefill_attention_with};
     let [_, _, s, d] = q.dims();
     let scale = 1.0 / (d as f64).sqrt();
     // The default layout, then others to compare it with (planes per cube : keys per block; one the device
     // lacks the shared memory for runs the default again, and is labelled so).
     for layout in [None, Some((2, 32)), Some((4, 64)), Some((2, 64)), Some((8, 32))] {
         let layout = layout.map(|(planes, block)| TileLayout { planes, block });
-        let run = || prefill_attention_with(q, k, v, None, s, causal, scale, TileProducts::Auto, layout);
+        let run = || prefill_attention_with(q, k, v, None, s, causal, scale, layout);
         if run().is_none() {
             return;
         }

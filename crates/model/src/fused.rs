@@ -276,14 +276,14 @@ pub fn prefill_attention<B: Backend>(
 ) -> Option<Tensor<B, 4>> {
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     if own_attention_wanted() {
-        return prefill_attention_with(q, k, v, mask, t, causal, scale, TileProducts::Auto, None);
+        return prefill_attention_with(q, k, v, mask, t, causal, scale, None);
     }
     let _ = (q, k, v, mask, t, causal, scale);
     None
 }
 
-/// [`prefill_attention`] whatever `MMREASON_ATTENTION` says, its products and (or else `MMREASON_TILE_ATTN`'s or
-/// the default) layout named (tests, benches).
+/// [`prefill_attention`] whatever `MMREASON_ATTENTION` says, its layout named (or else `MMREASON_TILE_ATTN`'s
+/// or the default; tests, benches).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 #[allow(clippy::too_many_arguments)]
 pub fn prefill_attention_with<B: Backend>(
@@ -294,10 +294,9 @@ pub fn prefill_attention_with<B: Backend>(
     t: usize,
     causal: bool,
     scale: f64,
-    products: TileProducts,
     layout: Option<TileLayout>,
 ) -> Option<Tensor<B, 4>> {
-    on_gpu!(Some: tile_attention::<B>(q, k, v, mask, t, causal, scale, products, layout));
+    on_gpu!(Some: tile_attention::<B>(q, k, v, mask, t, causal, scale, layout));
     None
 }
 
@@ -328,7 +327,7 @@ pub fn flash_attention<B: Backend>(
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-pub use cube::{DecodeKernel, FlashKind, SkinnyKernel, SoftmaxKernel, TileLayout, TileProducts};
+pub use cube::{DecodeKernel, FlashKind, SkinnyKernel, SoftmaxKernel, TileLayout};
 
 /// [`softmax_f32`] as the named GPU kernel (tests, benches); `None` off the GPU backends.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]

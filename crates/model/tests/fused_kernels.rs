@@ -611,7 +611,6 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128
                 t,
                 hide == Hide::Causal,
                 1.0 / (d as f64).sqrt(),
-                fused::TileProducts::Auto,
                 layout,
             )
             .unwrap_or_else(|| panic!("the prefill attention kernel did not take {dtype:?} s={s} t={t}"));

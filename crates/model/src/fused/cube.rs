@@ -2317,7 +2317,7 @@ fn launch_flag<R: CubeRuntime>(
 mod cuda_source;
 
 mod prefill;
-pub use prefill::{TileLayout, TileProducts, tile_attention};
+pub use prefill::{TileLayout, tile_attention};
 
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {

@@ -63,15 +63,12 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
 ) {
     let rows = comptime!(TILE * planes);
     let units = comptime!(PLANE * planes);
-    // The head as the tiles hold it: zeros past `d` up to whole fragments.
-    let dp = comptime!(d.div_ceil(TILE) * TILE);
-    // Row strides of the tiles: with `padded`, a few values past each row so that the rows a fragment load reads
-    // together (`ldmatrix`: eight rows of 16 bytes) fall in different banks, and the softmax's units too; every
-    // fragment offset stays a multiple of 32 bytes and every stride one of 16.
-    let dq = comptime!(if padded { dp + 8 } else { dp });
-    let sq = comptime!(if padded { bc + 4 } else { bc });
-    let pq = comptime!(if padded { bc + 8 } else { bc });
-    let oq = comptime!(if padded { dp + 4 } else { dp });
+    // The head as the tiles hold it and the tiles' row strides ([`Strides`]; `shared_bytes` sizes the same).
+    let dp = comptime!(Strides::of(d, bc, padded).head);
+    let dq = comptime!(Strides::of(d, bc, padded).qkv);
+    let sq = comptime!(Strides::of(d, bc, padded).scores);
+    let pq = comptime!(Strides::of(d, bc, padded).probs);
+    let oq = comptime!(Strides::of(d, bc, padded).out);
     // The tiles the fragments load from and store to (`wmma` wants 256-bit aligned pointers; every offset the
     // kernel takes into them is a multiple of 16 values).
     let mut q_s = SharedMemory::<F>::new_aligned(comptime!(rows * dq), FRAGMENT_ALIGN);
@@ -455,16 +452,46 @@ fn layout_from_env() -> Option<TileLayout> {
     })
 }
 
+/// The head as [`tile_attention_kernel`]'s tiles hold it (zeros past `d` up to whole fragments) and the tiles'
+/// row strides, in values, for blocks of `block` keys. With `padded`, a few values past each row, so that the
+/// rows a fragment load reads together (`ldmatrix`: eight rows of 16 bytes) fall in different banks, and the
+/// softmax's units too; every fragment offset stays a multiple of 32 bytes and every stride one of 16.
+#[derive(Clone, Copy, Debug)]
+struct Strides {
+    head: usize,
+    /// Queries, keys and values.
+    qkv: usize,
+    /// Scores (f32).
+    scores: usize,
+    /// Probabilities.
+    probs: usize,
+    /// Output (f32).
+    out: usize,
+}
+
+impl Strides {
+    fn of(d: usize, block: usize, padded: bool) -> Self {
+        let head = d.div_ceil(TILE) * TILE;
+        let pad = |n: usize| if padded { n } else { 0 };
+        Strides {
+            head,
+            qkv: head + pad(8),
+            scores: block + pad(4),
+            probs: block + pad(8),
+            out: head + pad(4),
+        }
+    }
+}
+
 /// Bytes of shared memory [`tile_attention_kernel`] declares for heads of `d` values of `size` bytes.
 fn shared_bytes(TileLayout { planes, block }: TileLayout, d: usize, size: usize) -> usize {
     let rows = TILE * planes;
-    let d = d.div_ceil(TILE) * TILE;
-    let pad = |n: usize| if padded(size) { n } else { 0 };
-    rows * (d + pad(8)) * size
-        + 2 * block * (d + pad(8)) * size
-        + rows * (block + pad(4)) * 4
-        + rows * (block + pad(8)) * size
-        + rows * (d + pad(4)) * 4
+    let st = Strides::of(d, block, padded(size));
+    rows * st.qkv * size
+        + 2 * block * st.qkv * size
+        + rows * st.scores * 4
+        + rows * st.probs * size
+        + rows * st.out * 4
         + 2 * PLANE * planes * 4
         + rows * 8
         // what aligning the six tiles can add
@@ -521,14 +548,6 @@ fn tensor_cores_for<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType) -> 
         })
 }
 
-/// Which products [`tile_attention`] runs: `Auto` takes tensor cores where [`tensor_cores_for`] says the device
-/// has them, `Units` never (tests: the same kernel's other path).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TileProducts {
-    Auto,
-    Units,
-}
-
 /// `softmax(q·kᵀ·scale [+ mask])·v` as [`tile_attention_kernel`]: `q` `[b, nh, s, d]`, `k`/`v` `[b, nkv, cap, d]`
 /// of which the first `t` positions are read (`nh` a multiple of `nkv`: query head `h` reads key/value head
 /// `h / (nh / nkv)`), `mask` f32 `[b, 1, s, t]`; with `causal`, query `i` sees keys up to its position `i + t − s`
@@ -545,7 +564,6 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
     t: usize,
     causal: bool,
     scale: f64,
-    products: TileProducts,
     layout: Option<TileLayout>,
 ) -> Option<Tensor<B, 4>> {
     if !enabled() {
@@ -581,7 +599,7 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
         }
     };
     let client = qc.client.clone();
-    let tensor_cores = products == TileProducts::Auto && tensor_cores_for(&client, qc.dtype);
+    let tensor_cores = tensor_cores_for(&client, qc.dtype);
     // cubecl gives a kernel its shared memory dynamically and raises the kernel's limit to what it declares (on
     // CUDA up to the opt-in maximum, 227 KiB on an H100).
     let limit = client.properties().hardware.max_shared_memory_size;
