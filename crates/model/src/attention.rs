@@ -45,7 +45,7 @@ pub fn grouped_query_attention<B: Backend>(
         (k, v)
     };
     let (rep, g) = (nh / nkv, b * nkv);
-    if plain_causal && s == t && fused::flash_wanted() {
+    if plain_causal && s == t && fused::flash_wanted(q.dtype(), d, true) {
         let repeat = |z: &Tensor<B, 4>| {
             if rep == 1 {
                 z.clone()

@@ -300,13 +300,17 @@ pub fn prefill_attention_with<B: Backend>(
     None
 }
 
-/// Whether `MMREASON_ATTENTION` asks for a flash attention kernel (see [`flash_attention`]); callers check it
-/// before preparing operands the kernel alone needs.
-pub fn flash_wanted() -> bool {
+/// Whether `MMREASON_ATTENTION` asks for a flash attention kernel (see [`flash_attention`]) and cubek has not
+/// already refused it for queries of this dtype and head `d` (with as wide values); callers check it before
+/// preparing operands the kernel alone needs.
+pub fn flash_wanted(dtype: burn::tensor::DType, d: usize, causal: bool) -> bool {
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    return cube::flash_kind().is_some();
+    return cube::flash_kind().is_some_and(|kind| !cube::flash_declined((kind, dtype, d, d, causal)));
     #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-    false
+    {
+        let _ = (dtype, d, causal);
+        false
+    }
 }
 
 /// `softmax(q·kᵀ/√d [+ causal])·v` (`q` `[b, h, s, d]`, `k`/`v` `[b, h, t, d]`) as cubek's flash attention kernel

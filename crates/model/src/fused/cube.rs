@@ -1945,6 +1945,13 @@ pub fn flash_attention<B: Backend, R: CubeRuntime>(
     if refused {
         return flash_attention_padded::<B, R>(q, k, v, causal, kind, stage);
     }
+    // cubek refuses a configuration (tile types, head sizes) when it is set up, on every call alike: after one
+    // refusal the same configuration is not tried again (run 7: a refused try per layer cost Mistral's
+    // prefill 11–17 %).
+    let config = (kind, qc.dtype, d, dv, causal);
+    if flash_declined(config) {
+        return None;
+    }
     let strategy = match kind {
         FlashKind::Accelerated(planes) => {
             AttentionStrategy::FlashBlackboxAccelerated(BlackboxAcceleratedStrategy {
@@ -1965,9 +1972,27 @@ pub fn flash_attention<B: Backend, R: CubeRuntime>(
         Err(e) => {
             static WARNED: OnceLock<()> = OnceLock::new();
             WARNED.get_or_init(|| eprintln!("mmreason: flash attention ({kind:?}) not used: {e:?}"));
+            if let Ok(mut refused) = flash_refused().lock() {
+                refused.push(config);
+            }
             None
         }
     }
+}
+
+/// A configuration of cubek's flash attention: kind, dtype, head, value head, causal.
+pub(crate) type FlashConfig = (FlashKind, DType, usize, usize, bool);
+
+/// Whether cubek has refused this configuration before in this process ([`flash_attention`] does not try it
+/// again).
+pub(crate) fn flash_declined(config: FlashConfig) -> bool {
+    flash_refused().lock().is_ok_and(|r| r.contains(&config))
+}
+
+/// The configurations cubek's flash attention has refused in this process.
+fn flash_refused() -> &'static std::sync::Mutex<Vec<FlashConfig>> {
+    static REFUSED: OnceLock<std::sync::Mutex<Vec<FlashConfig>>> = OnceLock::new();
+    REFUSED.get_or_init(Default::default)
 }
 
 /// Query rows per cube of cubek's kernel `kind` on a device with planes of `plane` units: 16 per plane for the

@@ -190,23 +190,24 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
             sync_cube();
 
             // The block's maximum of the row (this unit's half, then its partner's), the new running maximum.
+            // Each visible score goes back to its place scaled and masked, for the exponentials below (the same
+            // unit's places: no barrier between the two loops, and the mask read once).
             let mut mb = lowest;
             for cc in 0..width {
                 let col = half * width + (cc + r) % width;
                 let j = j0 + col;
                 if visible(j, row, s, t, causal) {
-                    mb = max(
-                        mb,
-                        score(
-                            &s_s,
-                            mask,
-                            r * sq + col,
-                            (bi * s + row) * t + j,
-                            row < s,
-                            scale,
-                            masked,
-                        ),
+                    let x = score(
+                        &s_s,
+                        mask,
+                        r * sq + col,
+                        (bi * s + row) * t + j,
+                        row < s,
+                        scale,
+                        masked,
                     );
+                    s_s[r * sq + col] = x;
+                    mb = max(mb, x);
                 }
             }
             red_m[unit] = mb;
@@ -219,17 +220,7 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
                 let j = j0 + col;
                 let mut e = f32::new(0.0);
                 if visible(j, row, s, t, causal) {
-                    e = f32::exp(
-                        score(
-                            &s_s,
-                            mask,
-                            r * sq + col,
-                            (bi * s + row) * t + j,
-                            row < s,
-                            scale,
-                            masked,
-                        ) - m_new,
-                    );
+                    e = f32::exp(s_s[r * sq + col] - m_new);
                 }
                 p_s[r * pq + col] = F::cast_from(e);
                 sum += e;
