@@ -96,6 +96,10 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
         let nkv = nh as usize / rep as usize;
         let q0 = qb * rows;
         let q_base = bh * s * d;
+        // The output is `[b, s, nh, d]` in memory (the host hands it back as `[b, nh, s, d]` by swapping the two
+        // dimensions): what the output projection reads, so the callers' transpose back is no copy.
+        let row_stride = nh as usize * d;
+        let out_base = bi * s * row_stride + (bh % nh as usize) * d;
         let kv_base = (bi * nkv + kvh) * cap * d;
         let zero = F::cast_from(0.0f32);
 
@@ -272,7 +276,8 @@ pub(super) fn tile_attention_kernel<F: Float, N: Size>(
         while i < rows * dp {
             let row = q0 + i / dp;
             if row < s && i % dp < d {
-                out[q_base + row * d + i % dp] = F::cast_from(o_s[(i / dp) * oq + i % dp] / l_s[i / dp]);
+                out[out_base + row * row_stride + i % dp] =
+                    F::cast_from(o_s[(i / dp) * oq + i % dp] / l_s[i / dp]);
             }
             i += units;
         }
@@ -543,7 +548,8 @@ fn tensor_cores_for<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType) -> 
 /// of which the first `t` positions are read (`nh` a multiple of `nkv`: query head `h` reads key/value head
 /// `h / (nh / nkv)`), `mask` f32 `[b, 1, s, t]`; with `causal`, query `i` sees keys up to its position `i + t − s`
 /// (for a mask that is only that triangle: tiles then skip the blocks past their last row). Returns
-/// `[b, nh, s, d]`; `None` for shapes it does not take (`d` over 256, `t < s` with
+/// `[b, nh, s, d]` laid out as `[b, s, nh, d]` (its dimensions 1 and 2 swapped: the callers' transpose to
+/// `[b, s, nh·d]` for the output projection is then free); `None` for shapes it does not take (`d` over 256, `t < s` with
 /// `causal`), other dtypes or a device without the shared memory. `layout` (else `MMREASON_TILE_ATTN`, else
 /// [`tile_layout`]'s) sets the planes per cube and keys per block.
 #[allow(clippy::too_many_arguments)]
@@ -611,7 +617,8 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
     let rows = TILE * layout.planes;
     let qblocks = s.div_ceil(rows);
     let cubes = b * nh * qblocks;
-    let out = empty_like(&qc, vec![b, nh, s, d]);
+    // Heads inside positions, as the output projection reads them (`[b, s, nh, d]`; returned swapped).
+    let out = empty_like(&qc, vec![b, s, nh, d]);
     // The widest vector that divides a head and at which each operand starts (rows start at multiples of d).
     let vector = vector_for(&client, qc.dtype, d, &[&qc, &kc, &vc]);
     launch_float!(
@@ -642,7 +649,7 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
         tensor_cores,
         padded(size),
     );
-    tensor_of::<B, R, 4>(out)
+    Some(tensor_of::<B, R, 4>(out)?.swap_dims(1, 2))
 }
 
 #[cfg(test)]
