@@ -34,5 +34,8 @@ cp "$test_bin" gpu-bin/backend_parity
 cp "$fused_bin" gpu-bin/fused_kernels
 cp "$bench_bin" gpu-bin/kernels
 strip gpu-bin/*
+# Which source the binaries are: the commit, and whether the work tree had changes (a later session can tell
+# whether a gpu-bin.tar.gz left on this machine is still current; run.sh prints it into device.txt).
+{ git rev-parse HEAD; git status --porcelain --untracked-files=no | sed 's/^/changed: /'; } > gpu-bin/SOURCE
 tar czf gpu-bin.tar.gz gpu-bin
 ls -l gpu-bin gpu-bin.tar.gz

@@ -57,7 +57,7 @@ PY=${PY:-python3}
 NV=$($PY -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0] if hasattr(nvidia, "__path__") else nvidia.__file__))' 2>/dev/null)
 for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}; done
 export LD_LIBRARY_PATH
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "binaries of $(cat "$BIN/SOURCE" 2>/dev/null || echo 'an unknown commit')"; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
 # STEPS selects groups (default: all): parity gemm mistral order own clip profile cubek flash softmax decode
 # unfused gemvbase gemv small burn llama kernels
