@@ -1054,6 +1054,51 @@ pub(crate) fn tensor_of<B: Backend, R: CubeRuntime, const D: usize>(
     Some(Tensor::from_primitive(TensorPrimitive::Float(*p)))
 }
 
+/// A kernel variant's first launch, checked: cubecl checks a launch on its device thread (the kernel's
+/// compilation, its shared memory against the device's, the driver's launch call, a TMA tile's shape) and keeps
+/// a failure in the stream until a command that takes the stream's errors, so that unchecked it surfaces as a
+/// panic when some later result is read. After the first launch of each variant ([`LaunchCheck::confirm`])
+/// the stream is flushed (no wait for the device to finish) and a failure makes that variant refused from
+/// then on ([`LaunchCheck::refused`]), its caller falling back to another path. Errors an asynchronous kernel
+/// raises while running are not launch failures and are not seen here.
+pub(crate) struct LaunchCheck {
+    key: String,
+    seen: Option<bool>,
+}
+
+fn launch_checks() -> &'static std::sync::Mutex<Vec<(String, bool)>> {
+    static CHECKS: OnceLock<std::sync::Mutex<Vec<(String, bool)>>> = OnceLock::new();
+    CHECKS.get_or_init(Default::default)
+}
+
+impl LaunchCheck {
+    /// The check of the variant named `key` (whatever selects its compiled kernel and launch).
+    pub(crate) fn of(key: String) -> Self {
+        let checks = launch_checks().lock().unwrap_or_else(|p| p.into_inner());
+        let seen = checks.iter().find(|(k, _)| *k == key).map(|&(_, ok)| ok);
+        LaunchCheck { key, seen }
+    }
+
+    /// Whether this variant's first launch failed.
+    pub(crate) fn refused(&self) -> bool {
+        self.seen == Some(false)
+    }
+
+    /// After a launch: on the variant's first, flushes `client`'s stream and records the outcome; the launch
+    /// failure's description where it failed.
+    pub(crate) fn confirm<R: CubeRuntime>(self, client: &ComputeClient<R>) -> Result<(), String> {
+        if self.seen.is_some() {
+            return Ok(());
+        }
+        let outcome = client.flush();
+        launch_checks()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((self.key, outcome.is_ok()));
+        outcome.map_err(|e| format!("{e:?}"))
+    }
+}
+
 fn float_dtype(d: DType) -> bool {
     matches!(d, DType::F32 | DType::F16 | DType::BF16)
 }
@@ -2363,5 +2408,39 @@ mod tests {
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         assert_eq!(words, [0, 7, 9]);
+    }
+
+    #[test]
+    fn a_failed_first_launch_is_refused_from_then_on() {
+        let client = <WgpuRuntime as Runtime>::client(&WgpuDevice::default());
+        let flags = client.create_from_slice(&[0u8; 4]);
+        let launch = |units: u32| unsafe {
+            flag_kernel::launch_unchecked::<WgpuRuntime>(
+                &client,
+                CubeCount::Static(1, 1, 1),
+                CubeDim::new_1d(units),
+                ArrayArg::from_raw_parts(flags.clone(), 1),
+                0,
+                5,
+                false,
+            )
+        };
+        let key = |what: &str| format!("test {what} {:?}", std::thread::current().id());
+        // A launch the device takes confirms, and stays confirmed.
+        let ok = LaunchCheck::of(key("one unit"));
+        assert!(!ok.refused());
+        launch(1);
+        assert_eq!(ok.confirm(&client), Ok(()));
+        assert!(!LaunchCheck::of(key("one unit")).refused());
+        // More units per cube than the device allows: the failure is taken from the stream here, not left to
+        // a later read, and the variant is refused from then on.
+        let units = client.properties().hardware.max_units_per_cube * 2;
+        let bad = LaunchCheck::of(key("too many units"));
+        launch(units);
+        assert!(bad.confirm(&client).is_err());
+        assert!(LaunchCheck::of(key("too many units")).refused());
+        // The stream is healthy again: the first launch's word is there to read.
+        let bytes = client.read_one(flags).expect("reading after the refused launch");
+        assert_eq!(bytes[..4], 5u32.to_le_bytes());
     }
 }

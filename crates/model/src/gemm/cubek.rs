@@ -28,7 +28,7 @@ use cubek_matmul::routines::{
 };
 use cubek_std::InputBinding;
 
-use crate::fused::cube::{primitive_of, tensor_of};
+use crate::fused::cube::{LaunchCheck, primitive_of, tensor_of};
 
 /// One of cubek's matmul strategies, by the name `MMREASON_GEMM=cubek:NAME` takes (the candidates burn-cubecl's
 /// autotuner would time). `cmma` tiles use the WMMA-style API, `mma` the PTX `mma` instruction; `tma` kernels
@@ -242,14 +242,12 @@ fn product_on<B: Backend, R: CubeRuntime, const D: usize>(
         declined(kind, "an operand starts at an offset TMA cannot take");
         return None;
     }
-    let launch = Launch {
-        kind: kind.name,
-        dtype,
-        a: sa.to_vec(),
-        n,
-    };
-    let checked = launch_checked(&launch);
-    if checked == Some(false) {
+    let check = LaunchCheck::of(format!(
+        "cubek {} {} {dtype:?} {sa:?}×{n}",
+        std::any::type_name::<R>(),
+        kind.name
+    ));
+    if check.refused() {
         return None;
     }
     let strategy = kind.strategy()?;
@@ -274,51 +272,13 @@ fn product_on<B: Backend, R: CubeRuntime, const D: usize>(
         declined(kind, &format!("{e:?}"));
         return None;
     }
-    // cubecl checks some launches on its device thread (a TMA tile's shape, run 7: `Tile shape must be non-zero
-    // and <= 256` at m = 32) and keeps a failure in the stream until a command that takes the stream's errors:
-    // unchecked, reading the result panics. The first launch of each strategy and shape flushes the stream
-    // (no wait for the device) and takes such a failure as a refusal of that shape from then on.
-    if checked.is_none() {
-        let healthy = client.flush();
-        record_launch(launch, healthy.is_ok());
-        if let Err(e) = healthy {
-            declined(kind, &format!("{e:?}"));
-            return None;
-        }
+    // A failure cubecl keeps in the stream (run 7: `Tile shape must be non-zero and <= 256`, a TMA tile at
+    // m = 32) refuses this strategy at this shape, rather than panicking when the result is read.
+    if let Err(e) = check.confirm(&client) {
+        declined(kind, &e);
+        return None;
     }
     tensor_of::<B, R, D>(out)
-}
-
-/// A product's strategy, dtype and shape (`a`'s dimensions and `n`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Launch {
-    kind: &'static str,
-    dtype: DType,
-    a: Vec<usize>,
-    n: usize,
-}
-
-/// Launches whose stream was checked after their first run: `true` where it was healthy.
-fn launches() -> &'static Mutex<Vec<(Launch, bool)>> {
-    static LAUNCHES: OnceLock<Mutex<Vec<(Launch, bool)>>> = OnceLock::new();
-    LAUNCHES.get_or_init(Default::default)
-}
-
-/// Whether `launch` ran before with a healthy stream (`Some(true)`), failed (`Some(false)`), or is new.
-fn launch_checked(launch: &Launch) -> Option<bool> {
-    let seen = match launches().lock() {
-        Ok(l) => l,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    seen.iter().find(|(l, _)| l == launch).map(|&(_, ok)| ok)
-}
-
-fn record_launch(launch: Launch, ok: bool) {
-    let mut seen = match launches().lock() {
-        Ok(l) => l,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    seen.push((launch, ok));
 }
 
 /// Says once per strategy that it declined a product, and why (the first reason met).

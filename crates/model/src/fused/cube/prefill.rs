@@ -614,13 +614,22 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
         }
         None => tile_layout(d, size, limit)?,
     };
+    // The widest vector that divides a head and at which each operand starts (rows start at multiples of d).
+    let vector = vector_for(&client, qc.dtype, d, &[&qc, &kc, &vc]);
+    let check = LaunchCheck::of(format!(
+        "tile_attention {} {:?} d{d} v{vector} {layout:?} masked {} causal {causal} tensor cores {tensor_cores}",
+        std::any::type_name::<R>(),
+        qc.dtype,
+        mask.is_some()
+    ));
+    if check.refused() {
+        return None;
+    }
     let rows = TILE * layout.planes;
     let qblocks = s.div_ceil(rows);
     let cubes = b * nh * qblocks;
     // Heads inside positions, as the output projection reads them (`[b, s, nh, d]`; returned swapped).
     let out = empty_like(&qc, vec![b, s, nh, d]);
-    // The widest vector that divides a head and at which each operand starts (rows start at multiples of d).
-    let vector = vector_for(&client, qc.dtype, d, &[&qc, &kc, &vc]);
     launch_float!(
         qc.dtype,
         tile_attention_kernel,
@@ -649,6 +658,15 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
         tensor_cores,
         padded(size),
     );
+    // A variant the device cannot launch (compilation, resources) is reported once and left to the composition.
+    if let Err(e) = check.confirm(&client) {
+        let first = e.lines().next().unwrap_or(&e);
+        eprintln!(
+            "mmreason: prefill attention kernel ({:?}, d={d}, {layout:?}) failed to launch, the composed attention instead: {first}",
+            qc.dtype
+        );
+        return None;
+    }
     Some(tensor_of::<B, R, 4>(out)?.swap_dims(1, 2))
 }
 
