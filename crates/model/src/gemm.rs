@@ -370,13 +370,14 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
     /// dynamic loading reports by panicking). A wait and a write that order nothing probe whether the driver
     /// takes them on this memory; where it does not (the H100 of run 7 refused them on cubecl's pool memory), cuBLAS's
     /// side of the handshake runs as two one-unit kernels of ours ([`ORDERING_KERNELS`]) instead. If those
-    /// cannot be loaded either, the device order is off and this product falls back to burn.
+    /// cannot be loaded either, the device order is off: this product and the next take the host order. An
+    /// error of earlier work that cubecl's sync hands back here is the caller's to report ([`Refusal::Device`]).
     fn flags(
         client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>,
         caller: std::thread::ThreadId,
         ctx: dsys::CUcontext,
         stream: dsys::CUstream,
-    ) -> Result<Flags, String> {
+    ) -> Result<Flags, Refusal> {
         let mut version = 0i32;
         // SAFETY: writes one int.
         unsafe { dsys::cuDriverGetVersion(&mut version) }
@@ -387,12 +388,13 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                 "the CUDA driver ({}.{}) predates stream memory operations v2 (11.7)",
                 version / 1000,
                 version % 1000 / 10
-            ));
+            )
+            .into());
         }
         let handle = client.create_from_slice(&[0u8; 8]);
         // The words come from cubecl's pool, which may hand back memory holding an old `1`; the zeros are
         // written in burn's stream order. Wait for them once, so no first wait is met by stale memory.
-        block_on(client.sync()).map_err(|e| format!("sync: {e:?}"))?;
+        block_on(client.sync()).map_err(|e| Refusal::Device(format!("sync: {e:?}")))?;
         let ptr = client
             .get_resource(handle.clone())
             .map_err(|e| format!("flags resource: {e:?}"))?
@@ -451,6 +453,22 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
 
     // SAFETY: the raw handles are only used under the mutex below, with the context made current first.
     unsafe impl Send for Cublas {}
+
+    /// Why a product did not go through cuBLAS.
+    enum Refusal {
+        /// cuBLAS cannot take it, or is not there: burn's matmul does (said once).
+        Unused(String),
+        /// cubecl's flush or sync handed back an error of earlier work on burn's stream. What that work wrote
+        /// is wrong, so the error is not cuBLAS's to hide behind a fallback: the caller panics with it, as cubecl
+        /// does when a result is read after such an error.
+        Device(String),
+    }
+
+    impl From<String> for Refusal {
+        fn from(e: String) -> Self {
+            Refusal::Unused(e)
+        }
+    }
 
     static STATE: OnceLock<Result<Mutex<Cublas>, String>> = OnceLock::new();
 
@@ -636,15 +654,19 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
             // matmul takes the product — and every later one if the panic poisoned the cuBLAS state's lock.
             client
                 .exclusive(|| gemm(&a, la, &b, lb, b_transposed, caller))
-                .unwrap_or_else(|e| Err(format!("cubecl's device thread: {e:?}")))
+                .unwrap_or_else(|e| Err(Refusal::Unused(format!("cubecl's device thread: {e:?}"))))
         } else {
             gemm(&a, la, &b, lb, b_transposed, caller)
         };
         match result {
             Ok(y) => tensor_of::<B, CudaRuntime, D>(y),
-            Err(e) => {
+            Err(Refusal::Unused(e)) => {
                 warn_once(&e);
                 None
+            }
+            // Outside cubecl's device thread, which would catch the panic.
+            Err(Refusal::Device(e)) => {
+                panic!("mmreason: the CUDA device reported an error from earlier work: {e}")
             }
         }
     }
@@ -664,12 +686,12 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
     /// cubecl operations (the sync, the resources, the flag kernels) run inline there, so a product makes one
     /// blocking round trip instead of four. The cost: in the host and wait orders cubecl's thread is blocked
     /// for the product, so another thread's work on the same device waits for it (the models drive a device
-    /// from one thread). `caller` keeps the call on the calling thread, as
-    /// before; with it, a flag kernel whose launch panics (cubecl's thread swallows queued tasks' panics) would
-    /// leave cuBLAS's stream waiting for ever in the wait and device orders, and a wait kernel's would leave
-    /// burn's stream unordered with the product in the device order; on the device thread the launches run
-    /// inline, so such a panic ends the call before anything waits, and launch errors come back from the flush
-    /// in either case.
+    /// from one thread). `caller` keeps the call on the calling thread, as before, and in the host order only:
+    /// there a flag kernel whose launch panics (cubecl's thread swallows queued tasks' panics) would leave
+    /// cuBLAS's stream waiting for ever in the wait and device orders. On the device thread the launches run
+    /// inline, so such a panic ends the call before anything waits; a launch failure cubecl keeps in the stream
+    /// comes back from the flush after the set kernel, and from a flush after the wait kernel's first launch
+    /// (where it is compiled: `LaunchCheck`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum HostThread {
         Device,
@@ -693,9 +715,9 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         lb: Layout,
         b_transposed: bool,
         caller: std::thread::ThreadId,
-    ) -> Result<Cube, String> {
+    ) -> Result<Cube, Refusal> {
         if a.dtype != b.dtype {
-            return Err(format!("mixed dtypes {:?} · {:?}", a.dtype, b.dtype));
+            return Err(format!("mixed dtypes {:?} · {:?}", a.dtype, b.dtype).into());
         }
         let dt = data_type(a.dtype).ok_or_else(|| format!("dtype {:?}", a.dtype))?;
         let (m, k) = (la.rows, la.cols);
@@ -706,7 +728,7 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         };
         let rank = a.meta.shape().num_dims();
         if kb != k || rank != b.meta.shape().num_dims() || (rank == 3 && la.batch != lb.batch) {
-            return Err(format!("shapes {:?} · {:?}", a.meta.shape(), b.meta.shape()));
+            return Err(format!("shapes {:?} · {:?}", a.meta.shape(), b.meta.shape()).into());
         }
         let batch = la.batch;
         let ordinal = a.device.index;
@@ -721,10 +743,7 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
             .map_err(Clone::clone)?;
         let mut st = state.lock().map_err(|_| "cuBLAS state poisoned".to_string())?;
         if st.ordinal != ordinal {
-            return Err(format!(
-                "cuBLAS is set up on device {}, not {ordinal}",
-                st.ordinal
-            ));
+            return Err(format!("cuBLAS is set up on device {}, not {ordinal}", st.ordinal).into());
         }
         let client = a.client.clone();
         let out_shape: Vec<usize> = if rank == 3 { vec![batch, m, n] } else { vec![m, n] };
@@ -751,26 +770,39 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         let (ra, rb, ry) = (get(a)?, get(b)?, get(&y)?);
         let (alpha, beta) = (1.0f32, 0.0f32);
         // Device and wait orders: the call's number, its words' address. Host order: wait for burn's queue here.
-        let order = Order::selected();
+        // On the caller's thread the device and wait orders could hang (see [`host_thread`]): the host order.
+        let order = match host_thread() {
+            HostThread::Device => Order::selected(),
+            HostThread::Caller => {
+                if Order::selected() != Order::Host {
+                    warn_order_once("MMREASON_CUBLAS_THREAD=caller takes the host order");
+                }
+                Order::Host
+            }
+        };
         let device_order = if order != Order::Host {
-            let (ctx, stream) = (st.ctx, st.stream);
-            let f = st
-                .flags
-                .get_or_insert_with(|| flags(&client, caller, ctx, stream));
-            match f {
-                Ok(f) if f.thread == caller => {
+            if st.flags.is_none() {
+                st.flags = match flags(&client, caller, st.ctx, st.stream) {
+                    Ok(f) => Some(Ok(f)),
+                    Err(Refusal::Unused(e)) => Some(Err(e)),
+                    Err(device) => return Err(device),
+                };
+            }
+            match st.flags.as_mut() {
+                Some(Ok(f)) if f.thread == caller => {
                     // Never 0, the words' initial value.
                     f.last = f.last.checked_add(1).unwrap_or(1);
                     Some((f.handle.clone(), f.ptr, f.last, f.spin))
                 }
-                Ok(_) => {
+                Some(Ok(_)) => {
                     warn_order_once("only the first thread that multiplies orders on the device");
                     None
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     warn_order_once(e);
                     None
                 }
+                None => None,
             }
         } else {
             None
@@ -784,11 +816,11 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                 // wait order, and may inside cuBLAS (a lazily loaded module can synchronise the context).
                 if let Err(e) = client.flush() {
                     // The flag kernel may not have run: nothing is queued on our stream yet, so order on the
-                    // host from here on.
-                    return Err(st.order_on_host(format!("flush: {e:?}")));
+                    // host from here on (if the caller goes on).
+                    return Err(Refusal::Device(st.order_on_host(format!("flush: {e:?}"))));
                 }
             }
-            None => block_on(client.sync()).map_err(|e| format!("sync: {e:?}"))?,
+            None => block_on(client.sync()).map_err(|e| Refusal::Device(format!("sync: {e:?}")))?,
         }
         // Row-major y = a·op(b) is column-major yᵀ = op(b)ᵀ·aᵀ: cuBLAS's A is our b (transposed back when
         // we want bᵀ: T; when we want b itself its row-major storage is already the column-major bᵀ: N), its B
@@ -808,7 +840,7 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                 && let Err(e) = wait_word(spin, st.stream, ptr, n)
             {
                 // Nothing was queued on our stream: the host order takes over from the next call.
-                return Err(st.order_on_host(e));
+                return Err(st.order_on_host(e).into());
             }
             // One matrix: the plain call, as PyTorch's `mm`/`F.linear` makes it (cuBLAS's heuristics are keyed by
             // the call as well as the shape).
@@ -887,22 +919,30 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                 Some((words, ptr, n, spin)) => {
                     // The handshake ends whether or not the product was queued, after the product's writes.
                     if let Err(e) = set_word(*spin, st.stream, ptr + 4, *n) {
-                        // Burn cannot be told. Release our stream's wait from here (the flag kernel writes
-                        // the same value, before or after: whatever the product computes is discarded) and
-                        // wait for what the stream holds before the operands and output go back to burn's
-                        // memory pool; order on the host from now on.
-                        let _ = dsys::cuMemsetD32_v2(*ptr, *n, 1);
+                        // Burn cannot be told. Wait for what our stream holds before the operands and output
+                        // go back to burn's memory pool (its wait is met: the flag kernel was flushed before
+                        // it was queued; whatever the product computes is discarded); order on the host from
+                        // now on.
                         let _ = drv::stream::synchronize(st.stream);
-                        return Err(st.order_on_host(e));
+                        return Err(st.order_on_host(e).into());
                     }
-                    // If the wait kernel cannot be queued, burn's stream would not wait for the product: wait
-                    // for it here instead, before the operands and output go back to burn's pool.
+                    // If the wait kernel cannot be queued, or cubecl fails to launch it (a failure it keeps in
+                    // the stream rather than returns: checked at its first launch, where it is compiled),
+                    // burn's stream would not wait for the product: wait for it here instead, before the
+                    // operands and output go back to burn's pool.
+                    let check = crate::fused::cube::LaunchCheck::of("cuBLAS ordering: wait kernel".into());
                     let queued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         crate::fused::cube::wait_flag(&client, words, 2, 1, *n)
-                    }));
-                    if queued.is_err() {
+                    }))
+                    .map_err(|_| "queuing the wait kernel panicked".to_string())
+                    .and_then(|()| {
+                        check
+                            .confirm(&client)
+                            .map_err(|e| format!("launching the wait kernel: {e}"))
+                    });
+                    if let Err(e) = queued {
                         let _ = drv::stream::synchronize(st.stream);
-                        return Err(st.order_on_host("queuing the wait kernel panicked".into()));
+                        return Err(st.order_on_host(e).into());
                     }
                     product?;
                 }
