@@ -175,7 +175,7 @@ pub mod cuda {
     use burn::tensor::{DType, Tensor, backend::Backend};
     use burn_cubecl::cubecl::cuda::CudaRuntime;
 
-    use crate::fused::cube::{primitive_of, tensor_of};
+    use crate::fused::cube::{LaunchCheck, primitive_of, tensor_of};
     use burn_cubecl::cubecl::future::block_on;
     use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
     use burn_cubecl::tensor::CubeTensor;
@@ -690,8 +690,7 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
     /// there a flag kernel whose launch panics (cubecl's thread swallows queued tasks' panics) would leave
     /// cuBLAS's stream waiting for ever in the wait and device orders. On the device thread the launches run
     /// inline, so such a panic ends the call before anything waits; a launch failure cubecl keeps in the stream
-    /// comes back from the flush after the set kernel, and from a flush after the wait kernel's first launch
-    /// (where it is compiled: `LaunchCheck`).
+    /// comes back from a flush after each flag kernel's first launch (where it is compiled: `LaunchCheck`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum HostThread {
         Device,
@@ -809,14 +808,24 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         };
         match &device_order {
             Some((words, _, n, _)) => {
+                // Its first launch (where it is compiled) is checked apart from earlier work's errors.
+                let check = LaunchCheck::of("cuBLAS ordering: set kernel".into());
+                let first = check.first();
+                if let Err(e) = check.before(&client) {
+                    return Err(Refusal::Device(st.order_on_host(format!("flush: {e}"))));
+                }
                 crate::fused::cube::set_flag(&client, words, 2, 0, *n);
                 // cubecl queues launches for its device thread until something flushes them (on that thread
                 // itself, as by default, they run at once and this flush costs no round trip). The flag kernel
                 // must reach CUDA before cuBLAS's stream waits for it: the host waits for that stream in the
                 // wait order, and may inside cuBLAS (a lazily loaded module can synchronise the context).
-                if let Err(e) = client.flush() {
-                    // The flag kernel may not have run: nothing is queued on our stream yet, so order on the
-                    // host from here on (if the caller goes on).
+                // Either way the flag kernel may not have run: nothing is queued on our stream yet, so order on
+                // the host from here on.
+                if first {
+                    if let Err(e) = check.confirm(&client) {
+                        return Err(st.order_on_host(format!("launching the set kernel: {e}")).into());
+                    }
+                } else if let Err(e) = client.flush() {
                     return Err(Refusal::Device(st.order_on_host(format!("flush: {e:?}"))));
                 }
             }
@@ -930,7 +939,11 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                     // the stream rather than returns: checked at its first launch, where it is compiled),
                     // burn's stream would not wait for the product: wait for it here instead, before the
                     // operands and output go back to burn's pool.
-                    let check = crate::fused::cube::LaunchCheck::of("cuBLAS ordering: wait kernel".into());
+                    let check = LaunchCheck::of("cuBLAS ordering: wait kernel".into());
+                    if let Err(e) = check.before(&client) {
+                        let _ = drv::stream::synchronize(st.stream);
+                        return Err(Refusal::Device(st.order_on_host(format!("flush: {e}"))));
+                    }
                     let queued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         crate::fused::cube::wait_flag(&client, words, 2, 1, *n)
                     }))

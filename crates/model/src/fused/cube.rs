@@ -1057,17 +1057,19 @@ pub(crate) fn tensor_of<B: Backend, R: CubeRuntime, const D: usize>(
 /// A kernel variant's first launch, checked: cubecl checks a launch on its device thread (the kernel's
 /// compilation, its shared memory against the device's, the driver's launch call, a TMA tile's shape) and keeps
 /// a failure in the stream until a command that takes the stream's errors, so that unchecked it surfaces as a
-/// panic when some later result is read. After the first launch of each variant ([`LaunchCheck::confirm`])
-/// the stream is flushed (no wait for the device to finish) and a failure makes that variant refused from
-/// then on ([`LaunchCheck::refused`]), its caller falling back to another path. Errors an asynchronous kernel
-/// raises while running are not launch failures and are not seen here.
+/// panic when some later result is read. Around the first launch of each variant the stream is flushed twice
+/// (no wait for the device to finish): before it ([`LaunchCheck::before`]), so that an error of earlier work is
+/// not taken for this launch's but reported as the device's, and after it ([`LaunchCheck::confirm`]), where
+/// a failure makes that variant refused from then on ([`LaunchCheck::refused`]), its caller falling back to
+/// another path. Errors an asynchronous kernel raises while running are not launch failures and are not seen
+/// here.
 pub(crate) struct LaunchCheck {
     key: String,
     seen: Option<bool>,
 }
 
-fn launch_checks() -> &'static std::sync::Mutex<Vec<(String, bool)>> {
-    static CHECKS: OnceLock<std::sync::Mutex<Vec<(String, bool)>>> = OnceLock::new();
+fn launch_checks() -> &'static std::sync::Mutex<std::collections::HashMap<String, bool>> {
+    static CHECKS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, bool>>> = OnceLock::new();
     CHECKS.get_or_init(Default::default)
 }
 
@@ -1075,7 +1077,7 @@ impl LaunchCheck {
     /// The check of the variant named `key` (whatever selects its compiled kernel and launch).
     pub(crate) fn of(key: String) -> Self {
         let checks = launch_checks().lock().unwrap_or_else(|p| p.into_inner());
-        let seen = checks.iter().find(|(k, _)| *k == key).map(|&(_, ok)| ok);
+        let seen = checks.get(&key).copied();
         LaunchCheck { key, seen }
     }
 
@@ -1084,19 +1086,39 @@ impl LaunchCheck {
         self.seen == Some(false)
     }
 
+    /// Whether the launch to come is this variant's first.
+    pub(crate) fn first(&self) -> bool {
+        self.seen.is_none()
+    }
+
+    /// Before a launch: on the variant's first, flushes `client`'s stream; the error it hands back belongs to
+    /// earlier work (see [`earlier_work_failed`]).
+    pub(crate) fn before<R: CubeRuntime>(&self, client: &ComputeClient<R>) -> Result<(), String> {
+        if self.first() {
+            client.flush().map_err(|e| format!("{e:?}"))?;
+        }
+        Ok(())
+    }
+
     /// After a launch: on the variant's first, flushes `client`'s stream and records the outcome; the launch
     /// failure's description where it failed.
     pub(crate) fn confirm<R: CubeRuntime>(self, client: &ComputeClient<R>) -> Result<(), String> {
-        if self.seen.is_some() {
+        if !self.first() {
             return Ok(());
         }
         let outcome = client.flush();
         launch_checks()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((self.key, outcome.is_ok()));
+            .insert(self.key, outcome.is_ok());
         outcome.map_err(|e| format!("{e:?}"))
     }
+}
+
+/// An error of earlier work that a flush handed back ([`LaunchCheck::before`]): what that work wrote is wrong,
+/// so it is not ours to hide behind a fallback. A panic with it, as cubecl's own next read would.
+pub(crate) fn earlier_work_failed(e: &str) -> ! {
+    panic!("mmreason: the device reported an error from earlier work: {e}")
 }
 
 fn float_dtype(d: DType) -> bool {
@@ -1987,15 +2009,26 @@ pub fn flash_attention<B: Backend, R: CubeRuntime>(
         FlashKind::Accelerated(_) => !s.is_multiple_of(stage) || t < 16,
         FlashKind::Unit => (s < stage && stage.is_multiple_of(s)) || (t < 8 && 8usize.is_multiple_of(t)),
     };
-    if refused {
-        return flash_attention_padded::<B, R>(q, k, v, causal, kind, stage);
-    }
     // cubek refuses a configuration (tile types, head sizes) when it is set up, on every call alike: after one
     // refusal the same configuration is not tried again (run 7: a refused try per layer cost Mistral's
-    // prefill 11–17 %).
+    // prefill 11–17 %). Sequence lengths are not part of it: a length cubek refused would keep the composed
+    // attention for every length from then on.
     let config = (kind, qc.dtype, d, dv, causal);
     if flash_declined(config) {
         return None;
+    }
+    if refused {
+        // The padded operands' refusal (recorded under their f16 configuration) is this one's as well, so
+        // that the next call neither pads nor repeats grouped heads for it (`fused::flash_wanted`).
+        let known = flash_refused().lock().map_or(0, |r| r.len());
+        let out = flash_attention_padded::<B, R>(q, k, v, causal, kind, stage);
+        if out.is_none()
+            && let Ok(mut refused) = flash_refused().lock()
+            && refused.len() > known
+        {
+            refused.push(config);
+        }
+        return out;
     }
     let strategy = match kind {
         FlashKind::Accelerated(planes) => {
@@ -2428,17 +2461,27 @@ mod tests {
         let key = |what: &str| format!("test {what} {:?}", std::thread::current().id());
         // A launch the device takes confirms, and stays confirmed.
         let ok = LaunchCheck::of(key("one unit"));
-        assert!(!ok.refused());
+        assert!(!ok.refused() && ok.first());
+        assert_eq!(ok.before(&client), Ok(()));
         launch(1);
         assert_eq!(ok.confirm(&client), Ok(()));
         assert!(!LaunchCheck::of(key("one unit")).refused());
+        assert!(!LaunchCheck::of(key("one unit")).first());
         // More units per cube than the device allows: the failure is taken from the stream here, not left to
         // a later read, and the variant is refused from then on.
         let units = client.properties().hardware.max_units_per_cube * 2;
         let bad = LaunchCheck::of(key("too many units"));
+        assert_eq!(bad.before(&client), Ok(()));
         launch(units);
         assert!(bad.confirm(&client).is_err());
         assert!(LaunchCheck::of(key("too many units")).refused());
+        // An earlier launch's failure is handed back before a new variant's first launch, not blamed on it.
+        launch(units);
+        let next = LaunchCheck::of(key("after a failure"));
+        assert!(next.before(&client).is_err());
+        launch(1);
+        assert_eq!(next.confirm(&client), Ok(()));
+        assert!(!LaunchCheck::of(key("after a failure")).refused());
         // The stream is healthy again: the first launch's word is there to read.
         let bytes = client.read_one(flags).expect("reading after the refused launch");
         assert_eq!(bytes[..4], 5u32.to_le_bytes());

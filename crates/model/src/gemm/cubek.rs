@@ -242,13 +242,20 @@ fn product_on<B: Backend, R: CubeRuntime, const D: usize>(
         declined(kind, "an operand starts at an offset TMA cannot take");
         return None;
     }
+    // What the launch depends on: the strategy, dtype, shapes and the operands' strides (TMA descriptors take
+    // them). One entry per distinct product: a flush before and after its first launch.
     let check = LaunchCheck::of(format!(
-        "cubek {} {} {dtype:?} {sa:?}×{n}",
+        "cubek {} {} {dtype:?} {sa:?}×{n} strides {:?} {:?}",
         std::any::type_name::<R>(),
-        kind.name
+        kind.name,
+        ac.meta.strides(),
+        bc.meta.strides()
     ));
     if check.refused() {
         return None;
+    }
+    if let Err(e) = check.before(&ac.client) {
+        crate::fused::cube::earlier_work_failed(&e);
     }
     let strategy = kind.strategy()?;
     let mut shape = sa.to_vec();

@@ -625,6 +625,9 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
     if check.refused() {
         return None;
     }
+    if let Err(e) = check.before(&client) {
+        earlier_work_failed(&e);
+    }
     let rows = TILE * layout.planes;
     let qblocks = s.div_ceil(rows);
     let cubes = b * nh * qblocks;
