@@ -8,8 +8,8 @@
 #   OUT=/some/dir bash benches/gpu/run.sh
 #
 # It runs, each step under its own time limit so one slow step cannot eat the whole lease:
-#   1. the backend parity tests on CUDA (f32, bf16, f16; every model path) — PARITY lines → parity.log — and
-#      the fused kernels against burn's composition (fused_kernels)
+#   1. the backend parity tests on CUDA (f32, bf16, f16; every model path) — PARITY lines → parity.log (every
+#      variant of our kernels against burn's composition, fused_kernels.log, runs late: group `fused`)
 #   2. the GEMM microbenchmark (burn's matmul; cuBLAS ordered on the host, on the device and half on the device
 #      (=wait), called on cubecl's device thread or the caller's; PyTorch's F.linear; same shapes) → gemm.jsonl,
 #      and the table → gemm.md (benches/gpu/gemm_table.py); what a host wait costs cubecl → host_probe.md
@@ -60,8 +60,8 @@ export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "binaries of $(cat "$BIN/SOURCE" 2>/dev/null || echo 'an unknown commit')"; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
 # STEPS selects groups (default: all): parity gemm mistral order own clip profile cubek flash softmax decode
-# unfused gemvbase gemv small burn llama kernels
-STEPS=${STEPS:-parity gemm mistral order own clip profile cubek flash softmax decode unfused gemvbase gemv small burn llama kernels}
+# unfused gemvbase gemv small burn llama fused kernels (they run in this order, whatever STEPS lists)
+STEPS=${STEPS:-parity gemm mistral order own clip profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
 # DEADLINE (seconds from the start of this script, 0 = none) caps every step's limit and skips steps that would
 # start with under 15 s left: an outer `timeout` would not stop a running step (each `timeout` below puts its
 # step in a process group of its own), so a call's time limit has to be kept here.
@@ -106,9 +106,6 @@ else
 fi
 
 step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error' "
-# Only our kernels here (run 7: with cubek's matmul and flash tests beside it, NVRTC compiling every variant of
-# the three did not finish in 120 s); the cubek and flash steps run theirs.
-step parity-fused 180 bash -c "$BIN/fused_kernels fused_kernels_on_cuda --include-ignored --nocapture 2>&1 | tee $OUT/fused_kernels.log | grep -E 'test |panicked|error' "
 # The same products five ways in one call: cuBLAS ordered on the host (the default), on the device
 # (MMREASON_CUBLAS_ORDER=device), half on the device (=wait: no spinning kernel), the host order with the call
 # on the caller's thread as before run 7 (MMREASON_CUBLAS_THREAD=caller), and PyTorch's F.linear.
@@ -228,6 +225,11 @@ step burn-mistral 90 bash -c "MMREASON_GEMM=burn $BIN/throughput --config mistra
 step burn-clip 30 bash -c "MMREASON_GEMM=burn $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | tee -a $TP"
 step llama-cublas 80 bash -c "$BIN/throughput --config llama-2-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
 step llama-torch 70 bash -c "$PY benches/peers/torch_throughput.py --preset llama-2-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
+# Our kernels against burn's composition on CUDA, every variant (only ours: run 7, with cubek's matmul and flash
+# tests beside it, NVRTC compiling every variant of the three did not finish in 120 s; the cubek and flash steps
+# run theirs). Its own group, late: the model parity steps (parity, order, own) check the default variants
+# inside the models, and NVRTC compiling all the others can take minutes of a call.
+step fused-kernels 180 bash -c "$BIN/fused_kernels fused_kernels_on_cuda --include-ignored --nocapture 2>&1 | tee $OUT/fused_kernels.log | grep -E 'test |panicked|error' "
 if [ -s "$TP" ]; then $PY benches/gpu/table.py "$TP" | tee "$OUT/table.md"; fi
 if [ -s "$OUT/gemm.jsonl" ]; then $PY benches/gpu/gemm_table.py "$OUT/gemm.jsonl" $(ls "$OUT"/gemm-*.jsonl 2>/dev/null) | tee "$OUT/gemm.md"; fi
 step kernels 300 bash -c "CRITERION_HOME=$OUT/criterion MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench --warm-up-time 1 --measurement-time 2 2>&1 | tee $OUT/kernels.log | grep -E '^[a-z_0-9]+/|time:'"
