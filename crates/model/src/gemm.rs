@@ -665,9 +665,7 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                 None
             }
             // Outside cubecl's device thread, which would catch the panic.
-            Err(Refusal::Device(e)) => {
-                panic!("mmreason: the CUDA device reported an error from earlier work: {e}")
-            }
+            Err(Refusal::Device(e)) => crate::fused::cube::earlier_work_failed(&e),
         }
     }
 
