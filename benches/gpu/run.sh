@@ -17,6 +17,9 @@
 #      (MMREASON_FUSED=off), with burn's matmul (MMREASON_GEMM=burn), and PyTorch + transformers on
 #      the same shapes (Mistral-7B and Llama-2-7B prefill b8×512 and b32×256, decode b1 and b32 with 128 new
 #      tokens; CLIP ViT-L/14-336 at batch 32) → throughput.jsonl, and the ratio table → table.md
+#   3b. cuBLAS queued on burn's own stream (MMREASON_CUBLAS_ORDER=stream; cubecl-cuda patched to hand the stream
+#      out, vendor/README.md): no host wait, no flag kernel — parity (parity-stream.log), Mistral, CLIP, and
+#      both with our prefill attention → throughput.jsonl (gemm "cublas-stream", "cublas-own-stream")
 #   4. cuBLAS ordered with burn's stream on the device (MMREASON_CUBLAS_ORDER=device), half on the device
 #      (=wait), and called on the caller's thread (MMREASON_CUBLAS_THREAD=caller, the default before run 7): the
 #      parity tests, the Mistral and CLIP throughput again → parity-order.log, parity-wait.log, throughput.jsonl
@@ -59,9 +62,9 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "binaries of $(cat "$BIN/SOURCE" 2>/dev/null || echo 'an unknown commit')"; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral order own clip profile cubek flash softmax decode
-# unfused gemvbase gemv small burn llama fused kernels (they run in this order, whatever STEPS lists)
-STEPS=${STEPS:-parity gemm mistral order own clip profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
+# STEPS selects groups (default: all): parity gemm mistral stream order own clip profile cubek flash softmax
+# decode unfused gemvbase gemv small burn llama fused kernels (they run in this order, whatever STEPS lists)
+STEPS=${STEPS:-parity gemm mistral stream order own clip profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
 # DEADLINE (seconds from the start of this script, 0 = none) caps every step's limit and skips steps that would
 # start with under 15 s left: an outer `timeout` would not stop a running step (each `timeout` below puts its
 # step in a process group of its own), so a call's time limit has to be kept here.
@@ -113,6 +116,7 @@ step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 
 # kernel; gemm.md puts the microseconds per call over PyTorch's in a column.
 GEMM_SHAPES=8192x8192x8192,4096x4096x14336,4096x4096x6144,4096x14336x4096,32x4096x14336,8x4096x14336,64x4096x4096
 step gemm-bf16 60 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | tee $OUT/gemm.jsonl"
+step gemm-stream 60 bash -c "MMREASON_CUBLAS_ORDER=stream $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-stream | tee -a $OUT/gemm.jsonl"
 step gemm-devorder 60 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-devorder | tee -a $OUT/gemm.jsonl"
 step gemm-wait 60 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-wait | tee -a $OUT/gemm.jsonl"
 step gemm-caller 60 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-caller | tee -a $OUT/gemm.jsonl"
@@ -125,6 +129,14 @@ RUNS=8x512x0,32x256x0,1x128x128,32x128x128
 TP="$OUT/throughput.jsonl"
 step mistral-cublas 100 bash -c "$BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
 step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mistral-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
+# cuBLAS on burn's own stream (cubecl-cuda patched to say which: vendor/README.md): nothing to order, no host
+# wait per product. Correctness first (parity-stream.log must not say "ordered on the host"), then the figures,
+# then with our prefill attention as well.
+step stream-parity 120 bash -c "MMREASON_CUBLAS_ORDER=stream $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-stream.log | grep -E 'PARITY|test |panicked|error|ordered' "
+step stream-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-stream | tee -a $TP"
+step stream-clip 40 bash -c "MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-stream | tee -a $TP"
+step stream-own-mistral 60 bash -c "MMREASON_ATTENTION=own MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-own-stream | tee -a $TP"
+step stream-own-clip 40 bash -c "MMREASON_ATTENTION=own MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own-stream | tee -a $TP"
 # cuBLAS ordered on the device (no host synchronisation per product): correctness first, then the figures.
 step order-parity 120 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-order.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-devorder | tee -a $TP"
@@ -144,6 +156,8 @@ step profile-clip 60 $PROF clip "" --config clip-vit-l-336 --runs 32x0x0
 step profile-prefill 60 $PROF prefill "" --config mistral-7b --runs 8x512x0
 step profile-decode1 60 $PROF decode1 "" --config mistral-7b --runs 1x128x128
 step profile-decode32 60 $PROF decode32 "" --config mistral-7b --runs 32x128x128
+# With cuBLAS on burn's stream: what is left of decode b32 once no product waits on the host.
+step profile-stream32 60 env GEMM_LABEL=cublas-stream $PROF stream-decode32 "MMREASON_CUBLAS_ORDER=stream" --config mistral-7b --runs 32x128x128
 # With the device order, the spin kernel that waits for each product shows the cuBLAS time among the kernels.
 step profile-orderclip 60 env GEMM_LABEL=cublas-devorder $PROF order-clip "MMREASON_CUBLAS_ORDER=device" --config clip-vit-l-336 --runs 32x0x0
 # After the baseline, CLIP and the profiles (so a short call still has those):

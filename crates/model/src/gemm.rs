@@ -165,6 +165,15 @@ pub mod cuda {
     //! device order's spin could slow or stall it, and this cannot (where the ordering kernels stand in for the
     //! stream wait, their spin runs on cuBLAS's stream, before the product, never beside it).
     //!
+    //! `MMREASON_CUBLAS_ORDER=stream` needs no handshake: cuBLAS runs on burn's own stream. cubecl-cuda 0.10
+    //! hands that stream out only as patched in this workspace (`vendor/README.md`): its `get_resource` records
+    //! the stream it resolved the request for (`mmreason-stream-hook`). The call runs on cubecl's device thread,
+    //! where cubecl has already queued every kernel burn asked for before it, so a product queued on that
+    //! stream runs after them and before anything burn queues next, and burn's memory pool, which is ordered
+    //! by that stream, frees and reuses operands and output only after the product: no host wait, no flag
+    //! kernel. Where no stream was recorded (cubecl-cuda built without the patch, or the call not on cubecl's
+    //! thread) the product takes the host order, said once.
+    //!
     //! Whichever the order, the call and its host waits run on cubecl's device thread by default
     //! ([`host_thread`] says why).
 
@@ -187,8 +196,13 @@ pub mod cuda {
     struct Cublas {
         ordinal: usize,
         ctx: dsys::CUcontext,
+        /// cuBLAS's own stream (every order but `stream`).
         stream: dsys::CUstream,
         handle: cb::cublasHandle_t,
+        /// The stream the handle queues on now: `stream`, or burn's in the stream order ([`Cublas::bind`]).
+        bound: dsys::CUstream,
+        /// The workspace handed to cuBLAS (address, bytes), set again whenever the handle changes stream.
+        workspace: Option<(dsys::CUdeviceptr, usize)>,
         /// Device-side ordering, set up by the first product when `MMREASON_CUBLAS_ORDER=device|wait`.
         flags: Option<Result<Flags, String>>,
     }
@@ -198,6 +212,37 @@ pub mod cuda {
         fn order_on_host(&mut self, e: String) -> String {
             self.flags = Some(Err(e.clone()));
             e
+        }
+
+        /// Puts the handle on `stream` if it is on another one. The handle's workspace is one buffer whatever
+        /// the stream, so the stream it leaves must first have finished with it: a host wait, only when the
+        /// stream changes (a second thread's products in the stream order, or a fallback to the host order).
+        /// `cublasSetStream` also drops a workspace set before it, so the workspace is set again.
+        ///
+        /// An error of the wait is earlier work's ([`Refusal::Device`]).
+        ///
+        /// # Safety
+        /// The context is current and `stream` lives in it.
+        unsafe fn bind(&mut self, stream: dsys::CUstream) -> Result<(), Refusal> {
+            if self.bound == stream {
+                return Ok(());
+            }
+            // SAFETY: the caller's; `bound` is cuBLAS's stream or a stream of cubecl's, which lives as long as
+            // its server (the process).
+            unsafe {
+                drv::stream::synchronize(self.bound)
+                    .map_err(|e| Refusal::Device(format!("stream sync: {e:?}")))?;
+                cudarc::cublas::result::set_stream(self.handle, stream as cb::cudaStream_t)
+                    .map_err(|e| format!("cublasSetStream: {e:?}"))?;
+                self.bound = stream;
+                if let Some((ws, bytes)) = self.workspace
+                    && let Err(e) = cb::cublasSetWorkspace_v2(self.handle, ws as *mut c_void, bytes).result()
+                {
+                    self.workspace = None;
+                    eprintln!("mmreason: cuBLAS keeps its default workspace: cublasSetWorkspace: {e:?}");
+                }
+            }
+            Ok(())
         }
     }
 
@@ -352,6 +397,8 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         Device,
         /// cuBLAS's stream waits on the device; the host waits for it after the product.
         Wait,
+        /// cuBLAS queues on burn's own stream (cubecl-cuda as patched here): nothing to order.
+        Stream,
     }
 
     impl Order {
@@ -360,8 +407,34 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
             *SEL.get_or_init(|| match std::env::var("MMREASON_CUBLAS_ORDER").as_deref() {
                 Ok("device") => Order::Device,
                 Ok("wait") => Order::Wait,
+                Ok("stream") => Order::Stream,
                 _ => Order::Host,
             })
+        }
+    }
+
+    impl Order {
+        /// The order a product takes when `selected` is asked for, the call runs on `thread` and cubecl-cuda
+        /// did or did not say which stream it resolved the operands for (`resolved`); with why, where that is
+        /// not the selected one. The stream order needs that stream; the device and wait orders need the
+        /// device thread (on the caller's thread they could hang: [`host_thread`]).
+        fn kept(thread: HostThread, selected: Order, resolved: bool) -> (Order, Option<&'static str>) {
+            match (thread, selected) {
+                (_, Order::Stream) if !resolved => (
+                    Order::Host,
+                    Some(
+                        "MMREASON_CUBLAS_ORDER=stream: cubecl-cuda did not say which stream burn's kernels run \
+                         on (built without vendor/cubecl-cuda's patch, or the call not on cubecl's thread)",
+                    ),
+                ),
+                (HostThread::Device, order) | (HostThread::Caller, order @ (Order::Host | Order::Stream)) => {
+                    (order, None)
+                }
+                (HostThread::Caller, Order::Device | Order::Wait) => (
+                    Order::Host,
+                    Some("MMREASON_CUBLAS_THREAD=caller takes the host order"),
+                ),
+            }
         }
     }
 
@@ -509,6 +582,7 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
             )
             .map_err(|e| format!("compute capability: {e:?}"))?;
             let bytes = workspace_bytes(major);
+            let mut workspace = None;
             if bytes > 0 {
                 // Lives as long as the handle, i.e. the process (the state is a static). Without it cuBLAS
                 // keeps its own default pool: slower perhaps, still right.
@@ -519,6 +593,8 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                             eprintln!(
                                 "mmreason: cuBLAS keeps its default workspace: cublasSetWorkspace: {e:?}"
                             );
+                        } else {
+                            workspace = Some((ws, bytes));
                         }
                     }
                     Err(e) => eprintln!(
@@ -531,6 +607,8 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                 ctx,
                 stream,
                 handle,
+                bound: stream,
+                workspace,
                 flags: None,
             }))
         }
@@ -764,20 +842,22 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                 .get_resource(t.handle.clone())
                 .map_err(|e| format!("resource: {e:?}"))
         };
+        // What an earlier resolution on this thread left is not this call's.
+        let _ = mmreason_stream_hook::take();
         let (ra, rb, ry) = (get(a)?, get(b)?, get(&y)?);
+        // The stream the three were resolved for (the calling thread's: `exclusive` carries its stream id),
+        // where cubecl-cuda is patched to say and the resolution ran on this thread.
+        let resolved = mmreason_stream_hook::take().map(|s| s as dsys::CUstream);
         let (alpha, beta) = (1.0f32, 0.0f32);
         // Device and wait orders: the call's number, its words' address. Host order: wait for burn's queue here.
         // On the caller's thread the device and wait orders could hang (see [`host_thread`]): the host order.
-        let order = match host_thread() {
-            HostThread::Device => Order::selected(),
-            HostThread::Caller => {
-                if Order::selected() != Order::Host {
-                    warn_order_once("MMREASON_CUBLAS_THREAD=caller takes the host order");
-                }
-                Order::Host
-            }
-        };
-        let device_order = if order != Order::Host {
+        let (order, why) = Order::kept(host_thread(), Order::selected(), resolved.is_some());
+        if let Some(why) = why {
+            warn_order_once(why);
+        }
+        // Burn's stream, when cuBLAS queues on it.
+        let on_burn = resolved.filter(|_| order == Order::Stream);
+        let device_order = if matches!(order, Order::Device | Order::Wait) {
             if st.flags.is_none() {
                 st.flags = match flags(&client, caller, st.ctx, st.stream) {
                     Ok(f) => Some(Ok(f)),
@@ -827,6 +907,9 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                     return Err(Refusal::Device(st.order_on_host(format!("flush: {e:?}"))));
                 }
             }
+            // The stream order: the product follows what burn queued on its stream, which cubecl has done by
+            // now (its launches run at once on its own thread, where this call is).
+            None if on_burn.is_some() => {}
             None => block_on(client.sync()).map_err(|e| Refusal::Device(format!("sync: {e:?}")))?,
         }
         // Row-major y = a·op(b) is column-major yᵀ = op(b)ᵀ·aᵀ: cuBLAS's A is our b (transposed back when
@@ -840,9 +923,11 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         // SAFETY: pointers come from live resources whose layouts were checked above; burn's queue has run
         // (host order) or our stream waits for it on the device (device and wait orders), and our stream is
         // synchronised (host and wait orders) or burn's stream waits for it (device order) before anything burn
-        // queues next can touch the memory.
+        // queues next can touch the memory; in the stream order the product is in burn's stream itself.
         unsafe {
             drv::ctx::set_current(st.ctx).map_err(|e| format!("set context: {e:?}"))?;
+            let target = on_burn.unwrap_or(st.stream);
+            st.bind(target)?;
             if let Some((_, ptr, n, spin)) = device_order
                 && let Err(e) = wait_word(spin, st.stream, ptr, n)
             {
@@ -957,6 +1042,7 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                     }
                     product?;
                 }
+                None if on_burn.is_some() => product?,
                 None => {
                     product?;
                     drv::stream::synchronize(st.stream).map_err(|e| format!("stream sync: {e:?}"))?;
@@ -965,5 +1051,37 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         }
         drop((ra, rb, ry));
         Ok(y)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn each_order_is_kept_only_where_it_can_run() {
+            use HostThread::{Caller, Device};
+            use Order::{Device as OnDevice, Host, Stream, Wait};
+            // Every selected order runs on the device thread, given burn's stream where it needs it.
+            for order in [Host, Stream, OnDevice, Wait] {
+                assert_eq!(Order::kept(Device, order, true), (order, None));
+            }
+            // Without burn's stream the stream order falls back to the host order, on either thread, and
+            // says so; the others do not need it.
+            for thread in [Device, Caller] {
+                let (order, why) = Order::kept(thread, Stream, false);
+                assert_eq!(order, Host);
+                assert!(why.is_some_and(|w| w.contains("patch")), "{why:?}");
+            }
+            assert_eq!(Order::kept(Device, OnDevice, false), (OnDevice, None));
+            // On the caller's thread the handshakes could hang: the host order, said; the stream order has
+            // no handshake and stays.
+            for order in [OnDevice, Wait] {
+                let (kept, why) = Order::kept(Caller, order, true);
+                assert_eq!(kept, Host);
+                assert!(why.is_some_and(|w| w.contains("caller")), "{why:?}");
+            }
+            assert_eq!(Order::kept(Caller, Stream, true), (Stream, None));
+            assert_eq!(Order::kept(Caller, Host, false), (Host, None));
+        }
     }
 }
