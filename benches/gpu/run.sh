@@ -137,6 +137,9 @@ step stream-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=stream $BIN/throughput --
 step stream-clip 40 bash -c "MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-stream | tee -a $TP"
 step stream-own-mistral 60 bash -c "MMREASON_ATTENTION=own MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-own-stream | tee -a $TP"
 step stream-own-clip 40 bash -c "MMREASON_ATTENTION=own MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own-stream | tee -a $TP"
+# With no host wait left, cuBLAS may beat our skinny kernel on the decode products at batch 1 (it took them
+# because every cuBLAS call paid two host waits): the same decode with cuBLAS on burn's stream for every product.
+step stream-nogemv 60 bash -c "MMREASON_CUBLAS_ORDER=stream MMREASON_GEMV_MAX_M=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-stream-nogemv | tee -a $TP"
 # cuBLAS ordered on the device (no host synchronisation per product): correctness first, then the figures.
 step order-parity 120 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-order.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-devorder | tee -a $TP"

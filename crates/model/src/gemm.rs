@@ -169,10 +169,14 @@ pub mod cuda {
     //! hands that stream out only as patched in this workspace (`vendor/README.md`): its `get_resource` records
     //! the stream it resolved the request for (`mmreason-stream-hook`). The call runs on cubecl's device thread,
     //! where cubecl has already queued every kernel burn asked for before it, so a product queued on that
-    //! stream runs after them and before anything burn queues next, and burn's memory pool, which is ordered
-    //! by that stream, frees and reuses operands and output only after the product: no host wait, no flag
-    //! kernel. Where no stream was recorded (cubecl-cuda built without the patch, or the call not on cubecl's
-    //! thread) the product takes the host order, said once.
+    //! stream runs after them and before anything burn queues next, and that stream's memory pool, which is
+    //! ordered by it, frees and reuses operands and output only after the product (an operand from another
+    //! thread's stream has cubecl's own cross-stream protection, as for its kernels): no host wait, no flag
+    //! kernel. What the stream order gives up is the host order's check, at its sync, that no earlier launch
+    //! failed (cubecl keeps such a failure in the stream): the product then reads what the failed kernel did
+    //! not write, and the next read reports the failure, as it would for burn's own kernels. Where no stream
+    //! was recorded (cubecl-cuda built without the patch, or the call not on cubecl's thread) the product
+    //! takes the host order, said once.
     //!
     //! Whichever the order, the call and its host waits run on cubecl's device thread by default
     //! ([`host_thread`] says why).
@@ -235,11 +239,13 @@ pub mod cuda {
                 cudarc::cublas::result::set_stream(self.handle, stream as cb::cudaStream_t)
                     .map_err(|e| format!("cublasSetStream: {e:?}"))?;
                 self.bound = stream;
+                // Kept if refused (cuBLAS then uses its default pool): tried again at the next move.
                 if let Some((ws, bytes)) = self.workspace
                     && let Err(e) = cb::cublasSetWorkspace_v2(self.handle, ws as *mut c_void, bytes).result()
                 {
-                    self.workspace = None;
-                    eprintln!("mmreason: cuBLAS keeps its default workspace: cublasSetWorkspace: {e:?}");
+                    eprintln!(
+                        "mmreason: cuBLAS uses its default workspace on this stream: cublasSetWorkspace: {e:?}"
+                    );
                 }
             }
             Ok(())
