@@ -77,6 +77,21 @@ impl GemmImpl {
     }
 }
 
+/// How many products each cuBLAS order has taken in this process so far (`host`, `stream`, `device`,
+/// `wait`; orders that took none are left out): what a benchmark row measured under
+/// `MMREASON_CUBLAS_ORDER=stream` actually ran — products counted under `host` fell back (stderr says why).
+/// Empty off CUDA.
+pub fn cublas_orders() -> std::collections::BTreeMap<String, u64> {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::orders_used()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        std::collections::BTreeMap::new()
+    }
+}
+
 /// `x · wᵀ` for `x: [m, k]`, `w: [n, k]` → `[m, n]`.
 pub fn linear_nt<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
     // A few rows (decoding at small batch): a memory-bound kernel on burn's stream, no cuBLAS synchronisation.
@@ -183,6 +198,7 @@ pub mod cuda {
 
     use std::any::TypeId;
     use std::ffi::c_void;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Mutex, OnceLock};
 
     use burn::tensor::{DType, Tensor, backend::Backend};
@@ -408,6 +424,18 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
     }
 
     impl Order {
+        const ALL: [Order; 4] = [Order::Host, Order::Stream, Order::Device, Order::Wait];
+
+        /// Lower-case name, as `MMREASON_CUBLAS_ORDER` spells it.
+        pub fn name(self) -> &'static str {
+            match self {
+                Order::Host => "host",
+                Order::Stream => "stream",
+                Order::Device => "device",
+                Order::Wait => "wait",
+            }
+        }
+
         pub fn selected() -> Order {
             static SEL: OnceLock<Order> = OnceLock::new();
             *SEL.get_or_init(|| match std::env::var("MMREASON_CUBLAS_ORDER").as_deref() {
@@ -550,6 +578,25 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
     }
 
     static STATE: OnceLock<Result<Mutex<Cublas>, String>> = OnceLock::new();
+
+    /// Products queued per order (indexed as [`Order::ALL`]).
+    static USED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+    /// [`super::cublas_orders`] on CUDA.
+    pub fn orders_used() -> std::collections::BTreeMap<String, u64> {
+        Order::ALL
+            .iter()
+            .zip(&USED)
+            .map(|(o, n)| (o.name().to_string(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    fn count(order: Order) {
+        if let Some(i) = Order::ALL.iter().position(|o| *o == order) {
+            USED[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 
     fn warn_once(msg: &str) {
         static WARNED: OnceLock<()> = OnceLock::new();
@@ -1056,6 +1103,11 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
             }
         }
         drop((ra, rb, ry));
+        count(match (&on_burn, &device_order) {
+            (Some(_), _) => Order::Stream,
+            (None, Some(_)) => order,
+            (None, None) => Order::Host,
+        });
         Ok(y)
     }
 
@@ -1088,6 +1140,20 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
             }
             assert_eq!(Order::kept(Caller, Stream, true), (Stream, None));
             assert_eq!(Order::kept(Caller, Host, false), (Host, None));
+        }
+
+        #[test]
+        fn products_are_counted_under_the_order_they_took() {
+            let before = orders_used();
+            count(Order::Stream);
+            count(Order::Stream);
+            count(Order::Host);
+            let after = orders_used();
+            let grew =
+                |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+            // At least: tests beside this one may multiply on a CUDA device where there is one.
+            assert!(grew("stream") >= 2 && grew("host") >= 1, "{before:?} → {after:?}");
+            assert_eq!(Order::ALL.map(Order::name), ["host", "stream", "device", "wait"]);
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct GemmFigures {
     /// cubek's strategies asked for, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cubek: Vec<StrategyFigures>,
+    /// cuBLAS products per order so far ([`crate::gemm::cublas_orders`]); left out off CUDA.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub cublas_orders: std::collections::BTreeMap<String, u64>,
 }
 
 /// One cubek strategy on one shape: `None`s where it declined (the reason is printed once).
@@ -155,6 +158,7 @@ fn run_on<B: Backend>(
             linear_nt_impl: GemmImpl::active::<B>().name(),
             max_rel_diff: rel(y_ours),
             cubek: strategies,
+            cublas_orders: crate::gemm::cublas_orders(),
         });
     }
     Ok(out)

@@ -82,6 +82,11 @@ pub struct Throughput {
     /// The same for the best decode run, over all its steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decode_host_share: Option<f64>,
+    /// cuBLAS products per order this process has made up to this row ([`crate::gemm::cublas_orders`]): shows
+    /// whether a row asked for `MMREASON_CUBLAS_ORDER=stream|device|wait` fell back to the host order. Left out
+    /// off CUDA.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub cublas_orders: std::collections::BTreeMap<String, u64>,
 }
 
 /// The CLIP tower preset (`--config clip-vit-l-336`): LLaVA's vision encoder.
@@ -147,6 +152,7 @@ fn clip_throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) 
             images_s: Some(best),
             prefill_host_share: None,
             decode_host_share: None,
+            cublas_orders: crate::gemm::cublas_orders(),
         });
     }
     Ok(out)
@@ -268,5 +274,6 @@ fn measure<B: Backend>(
         images_s: None,
         prefill_host_share: Some(prefill_share),
         decode_host_share: decode_share,
+        cublas_orders: crate::gemm::cublas_orders(),
     })
 }
