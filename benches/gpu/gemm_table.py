@@ -11,14 +11,7 @@ of burn's result.
 import json
 import sys
 
-
-
-def fallback(label, row):
-    """Whether a row relabelled for a non-host cuBLAS order (run.sh: cublas-stream, -devorder, -wait, …) counts
-    products under the host order (`cublas_orders`: products per order the process made up to that row)."""
-    asked = any(w in label for w in ("stream", "devorder", "wait"))
-    return asked and row.get("cublas_orders", {}).get("host", 0) > 0
-
+from orders import fell_back
 
 rows = [json.loads(l) for f in sys.argv[1:] for l in open(f) if l.startswith("{")]
 by = {}
@@ -29,8 +22,7 @@ for r in rows:
     # iterations: only their cubek figures are taken.
     own = not r.get("cubek")
     if own and r.get("linear_nt_tflops"):
-        # A row asked for another order whose products went to the host order fell back (stderr said why).
-        fell = "host fallback" if fallback(r.get("linear_nt_impl", ""), r) else ""
+        fell = "host fallback" if fell_back(r.get("linear_nt_impl", ""), r) else ""
         v.setdefault(r.get("linear_nt_impl", "?"), (r["linear_nt_tflops"], fell))
     if own and r.get("burn_tflops"):
         v.setdefault("burn", (r["burn_tflops"], ""))

@@ -9,6 +9,8 @@ the pace) where the example reports it.
 import json
 import sys
 
+from orders import fell_back
+
 TARGETS = {  # (work, batch) -> the target as a ratio to PyTorch, or an absolute rate
     "prefill": "≥ 1.2× torch",
     "decode b1": "≥ 165 tok/s",
@@ -49,10 +51,7 @@ for (config, b, p, g), v in sorted(by.items()):
             ratio = f"{m / t:.2f}×" if (m and t) else "—"
             share = v.get(s, {}).get(field.replace("_tok_s", "_host_share")) if field.endswith("_tok_s") else None
             host = f" (h {100 * share:.0f}%)" if m and share is not None else ""
-            # A row relabelled for a non-host cuBLAS order whose process counted products under the host order
-            # fell back (stderr said why): its figures are the host order's.
-            asked = any(w in s for w in ("stream", "devorder", "wait"))
-            if m and asked and v.get(s, {}).get("cublas_orders", {}).get("host", 0) > 0:
+            if m and fell_back(s, v.get(s, {})):
                 host += " ⚠ host-order fallback"
             line += f"{cell(m)}{host} | {ratio} | "
         print(line + TARGETS.get(tkey, "") + " |")
