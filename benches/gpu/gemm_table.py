@@ -31,7 +31,7 @@ for r in rows:
         if ok and c["tflops"] > v.get("cubek", (0, ""))[0]:
             v["cubek"] = (c["tflops"], c["name"])
 
-order = ["torch", "cublas", "cublas-stream", "cublas-caller", "cublas-devorder", "cublas-wait", "cublas-nows", "cubek", "burn"]
+order = ["torch", "cublas", "cublas-stream", "cublas-host", "cublas-caller", "cublas-devorder", "cublas-wait", "cublas-nows", "cubek", "burn"]
 sides = [s for s in order if any(s in v for v in by.values())]
 sides += sorted({s for v in by.values() for s in v} - set(sides))
 print("| dtype | m×k×n | " + " | ".join(f"{s} TFLOP/s | ratio | µs over torch" for s in sides) + " |")

@@ -10,16 +10,19 @@
 # It runs, each step under its own time limit so one slow step cannot eat the whole lease:
 #   1. the backend parity tests on CUDA (f32, bf16, f16; every model path) — PARITY lines → parity.log (every
 #      variant of our kernels against burn's composition, fused_kernels.log, runs late: group `fused`)
-#   2. the GEMM microbenchmark (burn's matmul; cuBLAS ordered on the host, on the device and half on the device
-#      (=wait), called on cubecl's device thread or the caller's; PyTorch's F.linear; same shapes) → gemm.jsonl,
+#   2. the GEMM microbenchmark (burn's matmul; cuBLAS on burn's stream (the default since run 8), ordered on the
+#      host, on the device and half on the device (=wait), called on cubecl's device thread or the caller's;
+#      PyTorch's F.linear; same shapes) → gemm.jsonl,
 #      and the table → gemm.md (benches/gpu/gemm_table.py); what a host wait costs cubecl → host_probe.md
 #   3. throughput: mmreason with cuBLAS and the fused kernels, with burn's composed element-wise chains instead
 #      (MMREASON_FUSED=off), with burn's matmul (MMREASON_GEMM=burn), and PyTorch + transformers on
 #      the same shapes (Mistral-7B and Llama-2-7B prefill b8×512 and b32×256, decode b1 and b32 with 128 new
 #      tokens; CLIP ViT-L/14-336 at batch 32) → throughput.jsonl, and the ratio table → table.md
-#   3b. cuBLAS queued on burn's own stream (MMREASON_CUBLAS_ORDER=stream; cubecl-cuda patched to hand the stream
-#      out, vendor/README.md): no host wait, no flag kernel — parity (parity-stream.log), Mistral, CLIP, and
-#      both with our prefill attention → throughput.jsonl (gemm "cublas-stream", "cublas-own-stream")
+#   3b. the defaults of run 8 one at a time against what they replaced: cuBLAS ordered on the host
+#      (MMREASON_CUBLAS_ORDER=host, gemm "cublas-host"; the default is cuBLAS on burn's own stream), decode b1
+#      with cuBLAS for every product ("cublas-stream-nogemv"); the three-pass softmax ("cublas-softmax-passes"),
+#      the chunked decode attention ("cublas-decode-chunked") and the composed CLIP attention ("cublas-composed")
+#      further down, in their groups
 #   4. cuBLAS ordered with burn's stream on the device (MMREASON_CUBLAS_ORDER=device), half on the device
 #      (=wait), and called on the caller's thread (MMREASON_CUBLAS_THREAD=caller, the default before run 7): the
 #      parity tests, the Mistral and CLIP throughput again → parity-order.log, parity-wait.log, throughput.jsonl
@@ -29,10 +32,10 @@
 #   6. cubek's flash attention kernels instead of the composed attention (MMREASON_ATTENTION=flash, flash2,
 #      flash8: tensor-core tiles, 4/2/8 warps per cube): parity (parity-flash.log), then Mistral prefill and
 #      CLIP → throughput.jsonl (gemm "cublas-flash…")
-#   6b. our prefill attention kernel instead of the composed attention (MMREASON_ATTENTION=own: tensor-core
-#      tiles, online softmax, grouped heads and the cache read in place, no cuBLAS call): parity
-#      (parity-own.log), then Mistral prefill and CLIP, alone and with the device order → throughput.jsonl
-#      (gemm "cublas-own", "cublas-own-devorder")
+#   6b. our prefill attention kernel (tensor-core tiles, online softmax, grouped heads and the cache read in
+#      place, no cuBLAS call) for the decoder too (MMREASON_ATTENTION=own; by default only CLIP takes it):
+#      parity (parity-own.log), then Mistral prefill → throughput.jsonl (gemm "cublas-own"); CLIP with the
+#      composed attention instead (MMREASON_ATTENTION=composed, "cublas-composed")
 #   7. cubek's matmul kernels by strategy (MMREASON_GEMM=cubek:NAME, on burn's stream: no cuBLAS
 #      synchronisations): every strategy against the CPU (cubek_kernels.log), the tensor-core ones timed at the
 #      prefill and decode shapes (gemm-cubek.jsonl), then Mistral with the fastest at each shape
@@ -109,17 +112,18 @@ else
 fi
 
 step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error' "
-# The same products five ways in one call: cuBLAS ordered on the host (the default), on the device
-# (MMREASON_CUBLAS_ORDER=device), half on the device (=wait: no spinning kernel), the host order with the call
-# on the caller's thread as before run 7 (MMREASON_CUBLAS_THREAD=caller), and PyTorch's F.linear.
+# The same products six ways in one call: cuBLAS on burn's stream (the default), ordered on the host
+# (MMREASON_CUBLAS_ORDER=host), on the device (=device), half on the device (=wait: no spinning kernel), the
+# host order with the call on the caller's thread as before run 7 (MMREASON_CUBLAS_THREAD=caller), and
+# PyTorch's F.linear.
 # 64×4096×4096 is ≈ 3 µs of tensor-core work, so its time per call is mostly what a product costs beyond its
 # kernel; gemm.md puts the microseconds per call over PyTorch's in a column.
 GEMM_SHAPES=8192x8192x8192,4096x4096x14336,4096x4096x6144,4096x14336x4096,32x4096x14336,8x4096x14336,64x4096x4096
 step gemm-bf16 60 bash -c "$BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | tee $OUT/gemm.jsonl"
-step gemm-stream 60 bash -c "MMREASON_CUBLAS_ORDER=stream $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-stream | tee -a $OUT/gemm.jsonl"
+step gemm-host 60 bash -c "MMREASON_CUBLAS_ORDER=host $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-host | tee -a $OUT/gemm.jsonl"
 step gemm-devorder 60 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-devorder | tee -a $OUT/gemm.jsonl"
 step gemm-wait 60 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-wait | tee -a $OUT/gemm.jsonl"
-step gemm-caller 60 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-caller | tee -a $OUT/gemm.jsonl"
+step gemm-caller 60 bash -c "MMREASON_CUBLAS_ORDER=host MMREASON_CUBLAS_THREAD=caller $BIN/gemm_bench --backend cuda --dtype bf16 --shapes $GEMM_SHAPES --iters 10 | relabel linear_nt_impl cublas-caller | tee -a $OUT/gemm.jsonl"
 step gemm-torch 60 bash -c "$PY benches/peers/torch_gemm.py --shapes $GEMM_SHAPES --dtype bfloat16 --iters 10 | tee -a $OUT/gemm.jsonl"
 # The mechanism behind MMREASON_CUBLAS_THREAD on this host: what a busy spell of 0–3 ms on the caller's thread
 # or on cubecl's device thread costs the round trip after it (host_probe.jsonl, host_probe.md).
@@ -129,28 +133,22 @@ RUNS=8x512x0,32x256x0,1x128x128,32x128x128
 TP="$OUT/throughput.jsonl"
 step mistral-cublas 100 bash -c "$BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
 step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mistral-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
-# cuBLAS on burn's own stream (cubecl-cuda patched to say which: vendor/README.md): nothing to order, no host
-# wait per product. Correctness first (parity-stream.log must not say "ordered on the host"), then the figures,
-# then with our prefill attention as well.
-step stream-parity 120 bash -c "MMREASON_CUBLAS_ORDER=stream $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-stream.log | grep -E 'PARITY|test |panicked|error|ordered' "
-step stream-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-stream | tee -a $TP"
-step stream-clip 40 bash -c "MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-stream | tee -a $TP"
-step stream-own-mistral 60 bash -c "MMREASON_ATTENTION=own MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-own-stream | tee -a $TP"
-step stream-own-clip 40 bash -c "MMREASON_ATTENTION=own MMREASON_CUBLAS_ORDER=stream $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own-stream | tee -a $TP"
-# With no host wait left, cuBLAS may beat our skinny kernel on the decode products at batch 1 (it took them
-# because every cuBLAS call paid two host waits): the same decode with cuBLAS on burn's stream for every product.
-step stream-nogemv 60 bash -c "MMREASON_CUBLAS_ORDER=stream MMREASON_GEMV_MAX_M=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-stream-nogemv | tee -a $TP"
+# What the stream order (the default since run 8: cuBLAS on burn's own stream, cubecl-cuda patched to say which,
+# vendor/README.md) gained over the host order, in the same call; the default rows above must count their
+# products under "stream" (table.py flags a host-order fallback).
+step stream-host-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=host $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-host | tee -a $TP"
+step stream-host-clip 40 bash -c "MMREASON_CUBLAS_ORDER=host $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-host | tee -a $TP"
+# Decode b1 with cuBLAS taking every product instead of our skinny kernel (run 8: 135 against 152 tok/s).
+step stream-nogemv 60 bash -c "MMREASON_GEMV_MAX_M=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-stream-nogemv | tee -a $TP"
 # cuBLAS ordered on the device (no host synchronisation per product): correctness first, then the figures.
 step order-parity 120 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-order.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-devorder | tee -a $TP"
 step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-devorder | tee -a $TP"
-# Our prefill attention (group "own"): the model parity tests with it, then prefill and CLIP, alone and with
-# the device order (it removes the attention's two cuBLAS calls per layer; the order the others' cost).
+# Our prefill attention (group "own"; by default CLIP's attention only): the model parity tests with it for the
+# decoder too, then Mistral prefill with it; CLIP with the composed attention instead.
 step own-parity 120 bash -c "MMREASON_ATTENTION=own $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-own.log | grep -E 'PARITY|test |panicked|error' "
 step own-mistral 60 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-own | tee -a $TP"
-step own-clip 40 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own | tee -a $TP"
-step own-devorder-mistral 60 bash -c "MMREASON_ATTENTION=own MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-own-devorder | tee -a $TP"
-step own-devorder-clip 40 bash -c "MMREASON_ATTENTION=own MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own-devorder | tee -a $TP"
+step own-composed-clip 40 bash -c "MMREASON_ATTENTION=composed $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-composed | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).
@@ -159,8 +157,6 @@ step profile-clip 60 $PROF clip "" --config clip-vit-l-336 --runs 32x0x0
 step profile-prefill 60 $PROF prefill "" --config mistral-7b --runs 8x512x0
 step profile-decode1 60 $PROF decode1 "" --config mistral-7b --runs 1x128x128
 step profile-decode32 60 $PROF decode32 "" --config mistral-7b --runs 32x128x128
-# With cuBLAS on burn's stream: what is left of decode b32 once no product waits on the host.
-step profile-stream32 60 env GEMM_LABEL=cublas-stream $PROF stream-decode32 "MMREASON_CUBLAS_ORDER=stream" --config mistral-7b --runs 32x128x128
 # With the device order, the spin kernel that waits for each product shows the cuBLAS time among the kernels.
 step profile-orderclip 60 env GEMM_LABEL=cublas-devorder $PROF order-clip "MMREASON_CUBLAS_ORDER=device" --config clip-vit-l-336 --runs 32x0x0
 # After the baseline, CLIP and the profiles (so a short call still has those):
@@ -171,8 +167,8 @@ step order-wait-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput 
 step order-wait-clip 40 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-wait | tee -a $TP"
 # The host order with the cuBLAS call on the caller's thread (the default until this run): what the device
 # thread changed.
-step order-caller-mistral 100 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-caller | tee -a $TP"
-step order-caller-clip 40 bash -c "MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-caller | tee -a $TP"
+step order-caller-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=host MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-caller | tee -a $TP"
+step order-caller-clip 40 bash -c "MMREASON_CUBLAS_ORDER=host MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-caller | tee -a $TP"
 # cubek's matmul strategies (MMREASON_GEMM=cubek:NAME): correctness of every one (f32/f16, awkward shapes),
 # then the tensor-core ones at the prefill MLP, q/k/v and decode b8/b32 shapes (bf16; --cubek adds them to
 # each gemm_bench line), then Mistral with the fastest correct one for prefill and for decode b32.
@@ -223,11 +219,13 @@ step unfused-clip 30 bash -c "MMREASON_FUSED=off $BIN/throughput --config clip-v
 # The skinny product kernel (decode at small batch) off, and taking the batch-32 decode products too.
 step gemvbase-off 60 bash -c "MMREASON_GEMV_MAX_M=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-nogemv | tee -a $TP"
 step gemvbase-32 60 bash -c "MMREASON_GEMV_MAX_M=32 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 32x128x128 --repeats 2 --json | relabel gemm cublas-gemv32 | tee -a $TP"
-# The attention softmax reading each row once (MMREASON_SOFTMAX=regs) on prefill and CLIP.
-step softmax-mistral 60 bash -c "MMREASON_SOFTMAX=regs $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-softmax-regs | tee -a $TP"
-step softmax-clip 40 bash -c "MMREASON_SOFTMAX=regs $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-softmax-regs | tee -a $TP"
-# The decode attention kernel with more loads in flight (MMREASON_DECODE_ATTN=ilp) on decode b1 and b32.
-step decode-ilp 80 bash -c "MMREASON_DECODE_ATTN=ilp $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-ilp | tee -a $TP"
+# The three-pass attention softmax (MMREASON_SOFTMAX=passes; the default since run 8 reads each row once, in
+# registers) on prefill and CLIP.
+step softmax-mistral 60 bash -c "MMREASON_SOFTMAX=passes $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-softmax-passes | tee -a $TP"
+step softmax-clip 40 bash -c "MMREASON_SOFTMAX=passes $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-softmax-passes | tee -a $TP"
+# The chunked decode attention kernel (MMREASON_DECODE_ATTN=chunked; the default since run 8 has more loads in
+# flight) on decode b1 and b32.
+step decode-chunked 80 bash -c "MMREASON_DECODE_ATTN=chunked $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-chunked | tee -a $TP"
 # The few-row kernel with one plane per column (MMREASON_GEMV=plane:UNROLL:COLUMNS) against the shared-memory
 # reduction (the default, in the mistral rows above) on decode b1; the kernels step times each on one product.
 for g in plane:4:8 plane:8:8 plane:2:16; do

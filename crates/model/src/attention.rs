@@ -32,10 +32,10 @@ pub fn grouped_query_attention<B: Backend>(
     }
     // One kernel of ours where `MMREASON_ATTENTION=own` asks (keys and values read in place, grouped heads
     // without repeating them): the causal triangle from positions when that is all the mask holds, else the mask.
-    if fused::own_attention_wanted() {
+    if fused::own_attention_wanted(false) {
         let causal = plain_causal && s == t;
         let m = (!causal).then_some(mask);
-        if let Some(y) = fused::prefill_attention(&q, &k, &v, m, t, causal, 1.0 / (d as f64).sqrt()) {
+        if let Some(y) = fused::prefill_attention(&q, &k, &v, m, t, causal, 1.0 / (d as f64).sqrt(), false) {
             return y;
         }
     }

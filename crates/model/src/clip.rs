@@ -187,10 +187,11 @@ impl<B: Backend> ClipVision<B> {
             // the GPU.
             let qkv = layer.qkv.product(y);
             let (q, k, v) = fused::qkv_bias_heads(&qkv, heads, d, layer.qkv.bias());
-            // A flash attention kernel where `MMREASON_ATTENTION` asks for one; else transformers' eager
-            // attention: scores · scale, softmax in f32, probabilities in the dtype.
+            // One kernel of ours on the GPU backends (unless `MMREASON_ATTENTION` says otherwise), or a cubek
+            // flash kernel where it asks for one; else transformers' eager attention: scores · scale, softmax in
+            // f32, probabilities in the dtype.
             let scale = 1.0 / (d as f64).sqrt();
-            let a = match fused::prefill_attention(&q, &k, &v, None, t, false, scale)
+            let a = match fused::prefill_attention(&q, &k, &v, None, t, false, scale, true)
                 .or_else(|| fused::flash_attention(&q, &k, &v, false))
             {
                 Some(a) => a,

@@ -79,7 +79,8 @@ impl GemmImpl {
 
 /// How many products each cuBLAS order has taken in this process so far (`host`, `stream`, `device`,
 /// `wait`; orders that took none are left out): what a benchmark row measured under
-/// `MMREASON_CUBLAS_ORDER=stream` actually ran — products counted under `host` fell back (stderr says why).
+/// the stream order (the default) or `MMREASON_CUBLAS_ORDER=device|wait` actually ran — products counted under
+/// `host` fell back (stderr says why).
 /// Empty off CUDA.
 pub fn cublas_orders() -> std::collections::BTreeMap<String, u64> {
     #[cfg(feature = "cuda")]
@@ -89,6 +90,20 @@ pub fn cublas_orders() -> std::collections::BTreeMap<String, u64> {
     #[cfg(not(feature = "cuda"))]
     {
         std::collections::BTreeMap::new()
+    }
+}
+
+/// The cuBLAS order products ask for in this process (`stream` by default, or what `MMREASON_CUBLAS_ORDER`
+/// says), where cuBLAS has made a product; `None` off CUDA or before the first. With [`cublas_orders`] a
+/// benchmark row says both what it asked for and what ran.
+pub fn cublas_order() -> Option<&'static str> {
+    #[cfg(feature = "cuda")]
+    {
+        (!cuda::orders_used().is_empty()).then(|| cuda::Order::selected().name())
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        None
     }
 }
 
@@ -159,9 +174,12 @@ pub mod cuda {
     //! are made contiguous first.
     //!
     //! Ordering: cubecl runs its kernels on its own non-blocking streams and does not expose them. By default
-    //! (`MMREASON_CUBLAS_ORDER=host`) a cuBLAS call waits on the host for the device queue (`client.sync()`)
-    //! and for its own stream before returning: two host synchronisations per product, which cost little
-    //! against a prefill GEMM but bound decoding at batch 32 (benches/gpu/NOTES.md measures by how much).
+    //! cuBLAS queues on burn's own stream, as cubecl-cuda patched here says which it is
+    //! (`MMREASON_CUBLAS_ORDER=stream`, below). In the host order (`MMREASON_CUBLAS_ORDER=host`, and the
+    //! fallback where no stream was said) a cuBLAS call waits on the host for the device queue
+    //! (`client.sync()`) and for its own stream before returning: two host synchronisations per product, which
+    //! cost little against a prefill GEMM but bound decoding at batch 32 (run 8 in benches/gpu/NOTES.md: decode
+    //! at batch 32 1,887 tok/s in the host order, 3,143 in the stream order).
     //! `MMREASON_CUBLAS_ORDER=device` orders the two streams on the device instead, through two words of
     //! device memory: a one-unit kernel on burn's stream sets word 0 to the call's number once all before it
     //! has run; cuBLAS's stream waits for that value (`cuStreamWaitValue32`), runs the product and writes the
@@ -180,7 +198,7 @@ pub mod cuda {
     //! device order's spin could slow or stall it, and this cannot (where the ordering kernels stand in for the
     //! stream wait, their spin runs on cuBLAS's stream, before the product, never beside it).
     //!
-    //! `MMREASON_CUBLAS_ORDER=stream` needs no handshake: cuBLAS runs on burn's own stream. cubecl-cuda 0.10
+    //! The stream order (the default) needs no handshake: cuBLAS runs on burn's own stream. cubecl-cuda 0.10
     //! hands that stream out only as patched in this workspace (`vendor/README.md`): its `get_resource` records
     //! the stream it resolved the request for (`mmreason-stream-hook`). The call runs on cubecl's device thread,
     //! where cubecl has already queued every kernel burn asked for before it, so a product queued on that
@@ -409,8 +427,12 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         }
     }
 
-    /// How cuBLAS's stream is ordered with burn's (`MMREASON_CUBLAS_ORDER=host|device|wait`, read once; host
-    /// by default until the other two have been measured on a GPU).
+    /// How cuBLAS's stream is ordered with burn's (`MMREASON_CUBLAS_ORDER=stream|host|device|wait`, read once).
+    /// The stream order is the default since run 8 (H200, PyTorch in the same call): parity as the host order's,
+    /// decode at batch 32 +67 %, prefill +12…+14 %, CLIP +18 %, and 0…17 µs per product over PyTorch's
+    /// `F.linear` where the host order paid 24…91 µs (`benches/gpu/NOTES.md`). Where cubecl-cuda does not say
+    /// which stream burn's kernels run on (a build without `vendor/cubecl-cuda`'s patch) it falls back to the
+    /// host order, and says so once.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Order {
         /// The host waits for burn's queue before each product and for cuBLAS's stream after it.
@@ -441,8 +463,8 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
             *SEL.get_or_init(|| match std::env::var("MMREASON_CUBLAS_ORDER").as_deref() {
                 Ok("device") => Order::Device,
                 Ok("wait") => Order::Wait,
-                Ok("stream") => Order::Stream,
-                _ => Order::Host,
+                Ok("host") => Order::Host,
+                _ => Order::Stream,
             })
         }
     }
@@ -457,8 +479,8 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                 (_, Order::Stream) if !resolved => (
                     Order::Host,
                     Some(
-                        "MMREASON_CUBLAS_ORDER=stream: cubecl-cuda did not say which stream burn's kernels run \
-                         on (built without vendor/cubecl-cuda's patch, or the call not on cubecl's thread)",
+                        "the stream order needs the stream burn's kernels run on, and cubecl-cuda did not say \
+                         which (built without vendor/cubecl-cuda's patch, or the call not on cubecl's thread)",
                     ),
                 ),
                 (HostThread::Device, order) | (HostThread::Caller, order @ (Order::Host | Order::Stream)) => {
@@ -605,7 +627,9 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
 
     fn warn_order_once(msg: &str) {
         static WARNED: OnceLock<()> = OnceLock::new();
-        WARNED.get_or_init(|| eprintln!("mmreason: cuBLAS ordered on the host, not the device: {msg}"));
+        WARNED.get_or_init(|| {
+            eprintln!("mmreason: cuBLAS ordered on the host (two host waits per product): {msg}")
+        });
     }
 
     fn init(ordinal: usize) -> Result<Mutex<Cublas>, String> {

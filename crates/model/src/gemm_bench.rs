@@ -28,6 +28,9 @@ pub struct GemmFigures {
     /// cubek's strategies asked for, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cubek: Vec<StrategyFigures>,
+    /// The cuBLAS order the products asked for ([`crate::gemm::cublas_order`]); left out off CUDA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cublas_order: Option<&'static str>,
     /// cuBLAS products per order so far ([`crate::gemm::cublas_orders`]); left out off CUDA.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cublas_orders: std::collections::BTreeMap<String, u64>,
@@ -158,6 +161,7 @@ fn run_on<B: Backend>(
             linear_nt_impl: GemmImpl::active::<B>().name(),
             max_rel_diff: rel(y_ours),
             cubek: strategies,
+            cublas_order: crate::gemm::cublas_order(),
             cublas_orders: crate::gemm::cublas_orders(),
         });
     }

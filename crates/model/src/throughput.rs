@@ -82,8 +82,12 @@ pub struct Throughput {
     /// The same for the best decode run, over all its steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decode_host_share: Option<f64>,
+    /// The cuBLAS order the products asked for ([`crate::gemm::cublas_order`]); left out off CUDA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cublas_order: Option<&'static str>,
     /// cuBLAS products per order this process has made up to this row ([`crate::gemm::cublas_orders`]): shows
-    /// whether a row asked for `MMREASON_CUBLAS_ORDER=stream|device|wait` fell back to the host order. Left out
+    /// whether a row in the stream order (the default) or `MMREASON_CUBLAS_ORDER=device|wait` fell back to the
+    /// host order. Left out
     /// off CUDA.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cublas_orders: std::collections::BTreeMap<String, u64>,
@@ -152,6 +156,7 @@ fn clip_throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) 
             images_s: Some(best),
             prefill_host_share: None,
             decode_host_share: None,
+            cublas_order: crate::gemm::cublas_order(),
             cublas_orders: crate::gemm::cublas_orders(),
         });
     }
@@ -274,6 +279,7 @@ fn measure<B: Backend>(
         images_s: None,
         prefill_host_share: Some(prefill_share),
         decode_host_share: decode_share,
-        cublas_orders: crate::gemm::cublas_orders(),
+        cublas_order: crate::gemm::cublas_order(),
+            cublas_orders: crate::gemm::cublas_orders(),
     })
 }
