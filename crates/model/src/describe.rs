@@ -192,10 +192,12 @@ impl<B: Backend> VisionModel<B> {
 }
 
 fn argmax_last<B: Backend>(logits: Tensor<B, 3>) -> Result<u32> {
-    let [_, s, _] = logits.dims();
-    let id = logits.narrow(1, s - 1, 1).argmax(2).into_data();
-    id.iter::<i64>()
-        .next()
-        .map(|v| v as u32)
+    let [b, s, v] = logits.dims();
+    if b == 0 || s == 0 || v == 0 {
+        return Err(ModelError::Input("no logits".into()));
+    }
+    crate::fused::argmax_rows(logits.narrow(1, s - 1, 1).reshape([b, v]))
+        .first()
+        .copied()
         .ok_or_else(|| ModelError::Input("no logits".into()))
 }

@@ -61,6 +61,40 @@ pub fn add_rms_norm<B: Backend>(
     (sum.clone(), rms_norm(sum, weight, eps))
 }
 
+/// The index of each row's maximum of `x` `[rows, n]` (greedy decoding's next token), read back to the host:
+/// torch's `argmax` (the first of equal maxima; a NaN counts as the largest value). One kernel on the GPU
+/// backends; on the host elsewhere (the CPU backend's rows are already there). Reading the result is the one
+/// host synchronisation per decode step.
+pub fn argmax_rows<B: Backend>(x: Tensor<B, 2>) -> Vec<u32> {
+    let on_device = || -> Option<Tensor<B, 1>> {
+        on_gpu!(Some: argmax_rows::<B>(&x));
+        None
+    };
+    if let Some(ids) = on_device().and_then(|t| t.into_data().convert::<f32>().to_vec::<f32>().ok()) {
+        return ids.into_iter().map(|v| v as u32).collect();
+    }
+    let n = x.dims()[1].max(1);
+    let values = x.into_data().convert::<f32>();
+    values
+        .iter::<f32>()
+        .collect::<Vec<_>>()
+        .chunks(n)
+        .map(first_max)
+        .collect()
+}
+
+/// The index of the first maximum of `row` under torch's `argmax` (NaN the largest value, the first NaN).
+fn first_max(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        let b = row[best];
+        if !b.is_nan() && (v.is_nan() || v > b) {
+            best = i;
+        }
+    }
+    best as u32
+}
+
 /// Queries, keys (both with RoPE) and values `[b, heads, s, d]` out of the stacked projection `qkv`
 /// `[b, s, (nh + 2·nkv)·d]`: one GPU kernel where the backend allows it, [`heads`] three times elsewhere.
 pub fn qkv_heads<B: Backend>(
@@ -604,6 +638,20 @@ mod tests {
     use burn::tensor::{Distribution, Tolerance};
 
     type Cpu = crate::backend::CpuBackend;
+
+    /// Greedy decoding's argmax on the host follows torch: the first of equal maxima, NaN above numbers.
+    #[test]
+    fn argmax_rows_takes_the_first_maximum_and_nan_first() {
+        let d = Default::default();
+        let rows = [
+            [1.0, 3.0, -2.0, 3.0, 0.5],
+            [f32::NEG_INFINITY; 5],
+            [0.0, f32::NAN, 9.0, f32::NAN, 1.0],
+            [-1.0, -2.0, -3.0, -4.0, -0.5],
+        ];
+        let x = Tensor::<Cpu, 2>::from_data(burn::tensor::TensorData::new(rows.concat(), [4, 5]), &d);
+        assert_eq!(argmax_rows(x), [1, 0, 1, 4]);
+    }
 
     /// The fused loops equal burn's composition (what other backends run) on the CPU.
     #[test]

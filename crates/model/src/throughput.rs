@@ -228,9 +228,9 @@ fn measure<B: Backend>(
         .collect();
     let sync = |t: burn::tensor::Tensor<B, 3>| -> Result<u32> {
         // Reading one value back forces the device to finish (the only host sync per step).
-        let s = t.dims()[1];
-        let last = t.narrow(1, s - 1, 1).argmax(2).into_data();
-        Ok(last.iter::<i64>().next().unwrap_or(0) as u32)
+        let [b, s, v] = t.dims();
+        let last = crate::fused::argmax_rows(t.narrow(1, s - 1, 1).reshape([b, v]));
+        Ok(last.first().copied().unwrap_or(0))
     };
     let (mut best_prefill, mut best_decode) = (0.0f64, 0.0f64);
     let (mut prefill_share, mut decode_share) = (0.0f64, None);
@@ -280,6 +280,6 @@ fn measure<B: Backend>(
         prefill_host_share: Some(prefill_share),
         decode_host_share: decode_share,
         cublas_order: crate::gemm::cublas_order(),
-            cublas_orders: crate::gemm::cublas_orders(),
+        cublas_orders: crate::gemm::cublas_orders(),
     })
 }

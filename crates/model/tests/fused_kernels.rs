@@ -116,6 +116,45 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     let want = xc * (var + 1e-5).sqrt().recip() * tensor::<Cpu, 1>(w.clone(), [300], &cpu).unsqueeze::<3>();
     check("rms_norm of a view at an offset", host(got), host(want));
 
+    // Greedy decoding's argmax: rows of 32 001 (a vocabulary: many values per unit, not a multiple of the
+    // cube), the maximum repeated (the first wins), NaN (wins over numbers; the first NaN), every value −∞, a
+    // row of one value; in f32 and a half precision (bf16 on CUDA, f16 where burn-wgpu has no bf16). Against
+    // torch's rule, computed here.
+    let n = 32_001;
+    let mut rows: Vec<Vec<f32>> = (0..5).map(|r| values(n, 40 + r)).collect();
+    rows[1][7] = 3.0;
+    rows[1][31_999] = 3.0;
+    rows[1][20_000] = 3.0;
+    rows[2][300] = f32::NAN;
+    rows[2][12] = f32::NAN;
+    rows[2][5] = 5.0;
+    rows[3] = vec![f32::NEG_INFINITY; n];
+    rows[4][n - 1] = 2.5;
+    let torch_argmax = |r: &[f32]| -> u32 {
+        let mut best = 0;
+        for (i, &v) in r.iter().enumerate() {
+            let b = r[best];
+            if !b.is_nan() && (v.is_nan() || v > b) {
+                best = i;
+            }
+        }
+        best as u32
+    };
+    let half = if planes { DType::BF16 } else { DType::F16 };
+    for dtype in [DType::F32, half] {
+        let x = tensor::<B, 2>(rows.concat(), [5, n], device).cast(dtype);
+        // Against the values as rounded to the dtype (a half precision makes new ties).
+        let want: Vec<u32> = host(x.clone()).chunks(n).map(torch_argmax).collect();
+        assert_eq!(
+            &want[1..],
+            [7, 12, 0, (n - 1) as u32],
+            "the {dtype:?} reference itself"
+        );
+        assert_eq!(fused::argmax_rows(x), want, "argmax_rows in {dtype:?}");
+    }
+    let one = tensor::<B, 2>(vec![-1.5], [1, 1], device);
+    assert_eq!(fused::argmax_rows(one), [0], "argmax_rows of one value");
+
     // LayerNorm (CLIP): the same rows, with a bias.
     let bias = values(300, 7);
     let got = fused::layer_norm(

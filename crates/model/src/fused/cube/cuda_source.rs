@@ -280,6 +280,8 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
             );
         }
     }
+    let kernel = argmax_kernel::ArgmaxKernel::<F, WgpuRuntime>::new(row(), c.clone(), arr(), arr(), (), ());
+    k.push(format!("argmax_{dtype}"), kernel);
     let kernel = decode_attention_kernel::DecodeAttentionKernel::<F, WgpuRuntime>::new(
         row(),
         c.clone(),
@@ -427,8 +429,8 @@ fn every_kernel_compiles_to_cuda_cpp() {
         count,
         failed.join("\n")
     );
-    // Per dtype and vector: 8 norm/bias variants and 14 others (11 vectors in all); per dtype: 13; 2 flag kernels;
+    // Per dtype and vector: 8 norm/bias variants and 14 others (11 vectors in all); per dtype: 14; 2 flag kernels;
     // the prefill attention: 3 head sizes and vectors × 3 masks, once in f32 and twice (with and without tensor
     // cores) in f16 and bf16.
-    assert_eq!(count, 11 * 22 + 3 * 13 + 2 + 9 * 5);
+    assert_eq!(count, 11 * 22 + 3 * 14 + 2 + 9 * 5);
 }
