@@ -35,7 +35,8 @@
 #   6b. our prefill attention kernel (tensor-core tiles, online softmax, grouped heads and the cache read in
 #      place, no cuBLAS call) for the decoder too (MMREASON_ATTENTION=own; by default only CLIP takes it):
 #      parity (parity-own.log), then Mistral prefill → throughput.jsonl (gemm "cublas-own"); CLIP with the
-#      composed attention instead (MMREASON_ATTENTION=composed, "cublas-composed")
+#      composed attention instead (MMREASON_ATTENTION=composed, "cublas-composed"), and over keys padded to
+#      whole 16-byte rows (MMREASON_ATTENTION=padded: parity-padded.log, "cublas-padded")
 #   7. cubek's matmul kernels by strategy (MMREASON_GEMM=cubek:NAME, on burn's stream: no cuBLAS
 #      synchronisations): every strategy against the CPU (cubek_kernels.log), the tensor-core ones timed at the
 #      prefill and decode shapes (gemm-cubek.jsonl), then Mistral with the fastest at each shape
@@ -149,6 +150,10 @@ step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --confi
 step own-parity 120 bash -c "MMREASON_ATTENTION=own $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-own.log | grep -E 'PARITY|test |panicked|error' "
 step own-mistral 60 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-own | tee -a $TP"
 step own-composed-clip 40 bash -c "MMREASON_ATTENTION=composed $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-composed | tee -a $TP"
+# The composed attention over keys padded to whole 16-byte rows (577 → 584 positions: cuBLAS's aligned kernels;
+# MMREASON_ATTENTION=padded): the vision parity tests, then CLIP.
+step own-padded-parity 60 bash -c "MMREASON_ATTENTION=padded $BIN/backend_parity vision --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-padded.log | grep -E 'PARITY|test |panicked|error' "
+step own-padded-clip 40 bash -c "MMREASON_ATTENTION=padded $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-padded | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).

@@ -302,6 +302,13 @@ pub fn own_attention_wanted(vision: bool) -> bool {
     asked.unwrap_or(vision)
 }
 
+/// Whether `MMREASON_ATTENTION=padded` asks for the vision tower's composed attention over keys padded to whole
+/// 16-byte rows (`clip::KeyPad`), instead of our kernel. Off by default until a device run has timed it.
+pub fn padded_keys_wanted() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MMREASON_ATTENTION").as_deref() == Ok("padded"))
+}
+
 /// `softmax(q·kᵀ·scale [+ mask])·v` as one GPU kernel of ours (`cube::tile_attention`: tensor-core tiles where
 /// the device has them, an online softmax) when [`own_attention_wanted`] for `vision` (the vision tower's
 /// attention, or the decoder's); `None` otherwise and off the GPU backends, where the caller composes it. `q` `[b, nh, s, d]`; `k`/`v` `[b, nkv, c, d]` of which the first `t`
