@@ -19,8 +19,8 @@
 #      the same shapes (Mistral-7B and Llama-2-7B prefill b8×512 and b32×256, decode b1 and b32 with 128 new
 #      tokens; CLIP ViT-L/14-336 at batch 32) → throughput.jsonl, and the ratio table → table.md
 #   3b. the defaults of run 8 one at a time against what they replaced: cuBLAS ordered on the host
-#      (MMREASON_CUBLAS_ORDER=host, gemm "cublas-host"; the default is cuBLAS on burn's own stream), decode b1
-#      with cuBLAS for every product ("cublas-stream-nogemv"); the three-pass softmax ("cublas-softmax-passes"),
+#      (MMREASON_CUBLAS_ORDER=host, gemm "cublas-host"; the default is cuBLAS on burn's own stream); the
+#      three-pass softmax ("cublas-softmax-passes"),
 #      the chunked decode attention ("cublas-decode-chunked") and the composed CLIP attention ("cublas-composed")
 #      further down, in their groups
 #   4. cuBLAS ordered with burn's stream on the device (MMREASON_CUBLAS_ORDER=device), half on the device
@@ -112,7 +112,7 @@ else
   echo "== a small cuBLAS product failed on both threads (smoke-*.log): the cuBLAS figures below are suspect" | tee -a "$OUT/steps.log"
 fi
 
-step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error' "
+step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error|ordered' "
 # The same products six ways in one call: cuBLAS on burn's stream (the default), ordered on the host
 # (MMREASON_CUBLAS_ORDER=host), on the device (=device), half on the device (=wait: no spinning kernel), the
 # host order with the call on the caller's thread as before run 7 (MMREASON_CUBLAS_THREAD=caller), and
@@ -139,8 +139,6 @@ step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mi
 # products under "stream" (table.py flags a host-order fallback).
 step stream-host-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=host $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-host | tee -a $TP"
 step stream-host-clip 40 bash -c "MMREASON_CUBLAS_ORDER=host $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-host | tee -a $TP"
-# Decode b1 with cuBLAS taking every product instead of our skinny kernel (run 8: 135 against 152 tok/s).
-step stream-nogemv 60 bash -c "MMREASON_GEMV_MAX_M=0 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-stream-nogemv | tee -a $TP"
 # cuBLAS ordered on the device (no host synchronisation per product): correctness first, then the figures.
 step order-parity 120 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-order.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-devorder | tee -a $TP"
@@ -152,7 +150,7 @@ step own-mistral 60 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config mis
 step own-composed-clip 40 bash -c "MMREASON_ATTENTION=composed $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-composed | tee -a $TP"
 # The composed attention over keys padded to whole 16-byte rows (577 → 584 positions: cuBLAS's aligned kernels;
 # MMREASON_ATTENTION=padded): the vision parity tests, then CLIP.
-step own-padded-parity 60 bash -c "MMREASON_ATTENTION=padded $BIN/backend_parity vision --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-padded.log | grep -E 'PARITY|test |panicked|error' "
+step own-padded-parity 60 bash -c "MMREASON_ATTENTION=padded $BIN/backend_parity vision --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-padded.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step own-padded-clip 40 bash -c "MMREASON_ATTENTION=padded $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-padded | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"

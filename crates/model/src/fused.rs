@@ -64,7 +64,9 @@ pub fn add_rms_norm<B: Backend>(
 /// The index of each row's maximum of `x` `[rows, n]` (greedy decoding's next token), read back to the host:
 /// torch's `argmax` (the first of equal maxima; a NaN counts as the largest value). One kernel on the GPU
 /// backends; on the host elsewhere (the CPU backend's rows are already there). Reading the result is the one
-/// host synchronisation per decode step.
+/// host synchronisation per decode step. Where a GPU backend does not take the kernel (`MMREASON_FUSED=off`,
+/// f64, rows of 2²⁴ values or more), burn's `argmax` runs on the device instead, so that only the indices come
+/// back: its rule for NaN is burn's.
 pub fn argmax_rows<B: Backend>(x: Tensor<B, 2>) -> Vec<u32> {
     let on_device = || -> Option<Tensor<B, 1>> {
         on_gpu!(Some: argmax_rows::<B>(&x));
@@ -72,6 +74,15 @@ pub fn argmax_rows<B: Backend>(x: Tensor<B, 2>) -> Vec<u32> {
     };
     if let Some(ids) = on_device().and_then(|t| t.into_data().convert::<f32>().to_vec::<f32>().ok()) {
         return ids.into_iter().map(|v| v as u32).collect();
+    }
+    if on_cube_backend::<B>() {
+        return x
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .iter::<i64>()
+            .map(|v| v as u32)
+            .collect();
     }
     let n = x.dims()[1].max(1);
     let values = x.into_data().convert::<f32>();
@@ -81,6 +92,15 @@ pub fn argmax_rows<B: Backend>(x: Tensor<B, 2>) -> Vec<u32> {
         .chunks(n)
         .map(first_max)
         .collect()
+}
+
+/// Whether `B` runs on a cubecl runtime (burn-cuda, burn-wgpu).
+fn on_cube_backend<B: Backend>() -> bool {
+    let probe = || -> Option<()> {
+        on_gpu!(Some: runs_on::<B>());
+        None
+    };
+    probe().is_some()
 }
 
 /// The index of the first maximum of `row` under torch's `argmax` (NaN the largest value, the first NaN).
@@ -311,9 +331,10 @@ pub fn padded_keys_wanted() -> bool {
 
 /// `softmax(q·kᵀ·scale [+ mask])·v` as one GPU kernel of ours (`cube::tile_attention`: tensor-core tiles where
 /// the device has them, an online softmax) when [`own_attention_wanted`] for `vision` (the vision tower's
-/// attention, or the decoder's); `None` otherwise and off the GPU backends, where the caller composes it. `q` `[b, nh, s, d]`; `k`/`v` `[b, nkv, c, d]` of which the first `t`
-/// positions are read (grouped heads read in place, a cache without a copy); `mask` f32 `[b, 1, s, t]`; with
-/// `causal` (no mask needed), query `i` sees keys up to position `i + t − s`.
+/// attention, or the decoder's); `None` otherwise and off the GPU backends, where the caller composes it.
+/// `q` `[b, nh, s, d]`; `k`/`v` `[b, nkv, c, d]` of which the first `t` positions are read (grouped heads read
+/// in place, a cache without a copy); `mask` f32 `[b, 1, s, t]`; with `causal` (no mask needed), query `i` sees
+/// keys up to position `i + t − s`.
 #[allow(clippy::too_many_arguments)]
 pub fn prefill_attention<B: Backend>(
     q: &Tensor<B, 4>,

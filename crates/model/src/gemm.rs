@@ -464,7 +464,14 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
                 Ok("device") => Order::Device,
                 Ok("wait") => Order::Wait,
                 Ok("host") => Order::Host,
-                _ => Order::Stream,
+                Ok("stream") | Err(_) => Order::Stream,
+                Ok(other) => {
+                    eprintln!(
+                        "mmreason: MMREASON_CUBLAS_ORDER={other:?} is none of stream, host, device, wait: the \
+                         stream order"
+                    );
+                    Order::Stream
+                }
             })
         }
     }

@@ -360,14 +360,15 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
             Some(&tensor::<B, 4>(mask.clone(), [b, 1, s, t], device)),
             0.125,
         );
-        // The kernel that keeps rows in registers (`MMREASON_SOFTMAX=regs`), on the same rows.
+        // The three-pass kernel (`MMREASON_SOFTMAX=passes`; the default keeps rows in registers), on the
+        // same rows.
         let regs = fused::softmax_f32_with(
             &tensor::<B, 4>(scores.clone(), [b, h, s, t], device),
             Some(&tensor::<B, 4>(mask.clone(), [b, 1, s, t], device)),
             0.125,
-            fused::SoftmaxKernel::Registers,
+            fused::SoftmaxKernel::Passes,
         )
-        .expect("the register softmax takes rows of up to 1024");
+        .expect("the three-pass softmax takes any row");
         let want = activation::softmax(
             tensor::<Cpu, 4>(scores, [b, h, s, t], &cpu) * 0.125 + tensor::<Cpu, 4>(mask, [b, 1, s, t], &cpu),
             3,
@@ -378,25 +379,32 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
             host(want.clone()),
         );
         check(
-            &format!("masked softmax in registers [{b}, {h}, {s}, {t}]"),
+            &format!("masked softmax in three passes [{b}, {h}, {s}, {t}]"),
             host(regs),
             host(want),
         );
     }
-    // Without a mask (CLIP), scale 1; and rows longer than the register kernel holds (1100: the other kernel).
+    // Without a mask (CLIP), scale 1, each kernel; and rows longer than the register kernel holds (1100: the
+    // three-pass kernel either way).
     for t in [577, 1100] {
         let scores = values(2 * t * 5, 8);
         let want = activation::softmax(tensor::<Cpu, 4>(scores.clone(), [1, 2, 5, t], &cpu), 3);
         let got = fused::softmax_f32(tensor::<B, 4>(scores.clone(), [1, 2, 5, t], device), None, 1.0);
         check(&format!("softmax of {t}"), host(got), host(want.clone()));
-        let regs = fused::softmax_f32_with(
-            &tensor::<B, 4>(scores, [1, 2, 5, t], device),
-            None,
-            1.0,
-            fused::SoftmaxKernel::Registers,
-        )
-        .expect("the softmax kernels take any row");
-        check(&format!("softmax in registers of {t}"), host(regs), host(want));
+        for kernel in [fused::SoftmaxKernel::Registers, fused::SoftmaxKernel::Passes] {
+            let one = fused::softmax_f32_with(
+                &tensor::<B, 4>(scores.clone(), [1, 2, 5, t], device),
+                None,
+                1.0,
+                kernel,
+            )
+            .expect("the softmax kernels take any row");
+            check(
+                &format!("softmax ({kernel:?}) of {t}"),
+                host(one),
+                host(want.clone()),
+            );
+        }
     }
 
     // Skinny products (decode at small batch): 1 to 3 rows, k not a multiple of what a cube reads at once (and

@@ -1104,6 +1104,11 @@ fn cube_of<B: Backend, R: CubeRuntime, const D: usize>(t: &Tensor<B, D>) -> Opti
     Some(c)
 }
 
+/// `Some` when `B` runs on runtime `R`.
+pub fn runs_on<B: Backend, R: CubeRuntime>() -> Option<()> {
+    (TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<CubeTensor<R>>()).then_some(())
+}
+
 /// The burn-cubecl tensor `t` is, taken by value, when `B` runs on runtime `R`.
 pub(crate) fn primitive_of<B: Backend, R: CubeRuntime, const D: usize>(
     t: Tensor<B, D>,
