@@ -95,6 +95,10 @@ pub fn argmax_rows<B: Backend>(x: Tensor<B, 2>) -> Vec<u32> {
 }
 
 /// Whether `B` runs on a cubecl runtime (burn-cuda, burn-wgpu).
+#[cfg_attr(
+    not(any(feature = "cuda", feature = "wgpu")),
+    allow(clippy::extra_unused_type_parameters)
+)]
 fn on_cube_backend<B: Backend>() -> bool {
     let probe = || -> Option<()> {
         on_gpu!(Some: runs_on::<B>());
