@@ -23,5 +23,8 @@ for r in 1 2; do
   (cd "$dir" && env $envs "$BINDIR/throughput" "$@" --random-weights --backend "${BACKEND:-cuda}" \
     --dtype "${DTYPE:-bf16}" --repeats $r --json) > "$dir/work.jsonl" || exit 1
 done
+# The raw logs too (gzipped): run 8's prefill and CLIP tables came back with every kernel at 0.00 ms, and
+# without the logs the cause could not be told.
+for r in 1 2; do gzip -c "$dir/r$r.log" > "$OUT/profile-$name-r$r.log.gz" 2>/dev/null; done
 $PY "$ROOT/benches/gpu/profile.py" "$dir/r1.log" "$dir/r2.log" --from "$TP" --work "$dir/work.jsonl" \
   --gemm "${GEMM_LABEL:-cublas}" | tee "$OUT/profile-$name.md"
