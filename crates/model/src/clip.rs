@@ -183,7 +183,7 @@ impl<B: Backend> ClipVision<B> {
         let mut h_in = None;
         // Where `MMREASON_ATTENTION=padded` asks: the composed attention's keys padded to whole 16-byte rows.
         let key_pad = fused::padded_keys_wanted()
-            .then(|| KeyPad::new(n, t, &x.device()))
+            .then(|| KeyPad::new([n, heads, t, d], x.dtype(), &x.device()))
             .flatten();
         for (i, layer) in self.layers.iter().enumerate() {
             let y = h_in.take().unwrap_or_else(|| layer.ln1.forward(x.clone()));
@@ -232,7 +232,8 @@ impl<B: Backend> ClipVision<B> {
 }
 
 /// Keys and values padded with zeros to `len` positions, a multiple of 8, and the f32 mask `[n, 1, t, len]` that
-/// hides the padding from the softmax (0, then the lowest f32 past `t`: its weight is exactly 0).
+/// hides the padding from the softmax (0, then the lowest f32 past `t`: its weight is exactly 0). Made once per
+/// forward: the padding and the mask are the same for every layer.
 ///
 /// Why: CLIP ViT-L/14-336 attends over 577 positions. Rows of 577 bf16 values are 1,154 bytes, so the score
 /// matrix's rows (the first product's output, the second's input) do not start on 16-byte boundaries, and
@@ -243,21 +244,24 @@ impl<B: Backend> ClipVision<B> {
 struct KeyPad<B: Backend> {
     len: usize,
     mask: Tensor<B, 4>,
+    /// The `len − t` zero positions appended to each image's and head's keys and values, `[n, heads, len − t, d]`.
+    zeros: Tensor<B, 4>,
 }
 
 impl<B: Backend> KeyPad<B> {
-    /// `None` where `t` is already a multiple of 8.
-    fn new(n: usize, t: usize, device: &B::Device) -> Option<Self> {
+    /// For keys and values `[n, heads, t, d]` in `dtype`; `None` where `t` is already a multiple of 8.
+    fn new([n, heads, t, d]: [usize; 4], dtype: burn::tensor::DType, device: &B::Device) -> Option<Self> {
         let len = t.next_multiple_of(8);
         if len == t || n == 0 {
             return None;
         }
-        let dtype = (device, burn::tensor::DType::F32);
-        let mask = Tensor::<B, 4>::zeros([n, 1, t, len], dtype).slice_assign(
+        let f32 = (device, burn::tensor::DType::F32);
+        let mask = Tensor::<B, 4>::zeros([n, 1, t, len], f32).slice_assign(
             [0..n, 0..1, 0..t, t..len],
-            Tensor::full([n, 1, t, len - t], f32::MIN, dtype),
+            Tensor::full([n, 1, t, len - t], f32::MIN, f32),
         );
-        Some(Self { len, mask })
+        let zeros = Tensor::zeros([n, heads, len - t, d], (device, dtype));
+        Some(Self { len, mask, zeros })
     }
 }
 
@@ -274,8 +278,7 @@ fn composed_attention<B: Backend>(
     let [n, heads, t, d] = q.dims();
     let q = q.reshape([n * heads, t, d]);
     match pad {
-        Some(KeyPad { len, mask }) => {
-            let zeros = Tensor::<B, 4>::zeros([n, heads, len - t, d], (&k.device(), k.dtype()));
+        Some(KeyPad { len, mask, zeros }) => {
             let padded =
                 |z: Tensor<B, 4>| Tensor::cat(vec![z, zeros.clone()], 2).reshape([n * heads, *len, d]);
             let scores = crate::gemm::bmm_nt(q, padded(k)).reshape([n, heads, t, *len]);
@@ -305,13 +308,14 @@ mod tests {
         let (n, heads, t, hd) = (2, 3, 13, 8);
         let r = |s| Tensor::<Cpu, 4>::random(s, Distribution::Normal(0.0, 1.0), &d);
         let (q, k, v) = (r([n, heads, t, hd]), r([n, heads, t, hd]), r([n, heads, t, hd]));
-        let pad = KeyPad::<Cpu>::new(n, t, &d).expect("13 is not a multiple of 8");
+        let dtype = q.dtype();
+        let pad = KeyPad::<Cpu>::new([n, heads, t, hd], dtype, &d).expect("13 is not a multiple of 8");
         assert_eq!(pad.len, 16);
         let scale = 1.0 / (hd as f64).sqrt();
         let want = composed_attention(q.clone(), k.clone(), v.clone(), scale, None);
         composed_attention(q, k, v, scale, Some(&pad))
             .into_data()
             .assert_approx_eq::<f32>(&want.into_data(), Tolerance::relative(1e-5));
-        assert!(KeyPad::<Cpu>::new(n, 16, &d).is_none());
+        assert!(KeyPad::<Cpu>::new([n, heads, 16, hd], dtype, &d).is_none());
     }
 }

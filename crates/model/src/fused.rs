@@ -107,8 +107,9 @@ fn on_cube_backend<B: Backend>() -> bool {
     probe().is_some()
 }
 
-/// The index of the first maximum of `row` under torch's `argmax` (NaN the largest value, the first NaN).
-fn first_max(row: &[f32]) -> u32 {
+/// The index of the first maximum of `row` under torch's `argmax` (NaN the largest value, the first NaN): the
+/// host's [`argmax_rows`], and the rule the GPU kernel is tested against.
+pub fn first_max(row: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         let b = row[best];
@@ -317,20 +318,26 @@ pub fn decode_attention<B: Backend>(
 /// heads of 128 over 512) at 0.83 ms against 0.55 ms. `MMREASON_ATTENTION=own` takes it for both, `composed`
 /// (or a cubek flash kernel's name: [`flash_kind`]) for neither.
 pub fn own_attention_wanted(vision: bool) -> bool {
-    static ASKED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    let asked = *ASKED.get_or_init(|| match std::env::var("MMREASON_ATTENTION") {
-        Err(_) => None,
-        Ok(v) if v.is_empty() || v == "default" => None,
-        Ok(v) => Some(v == "own"),
-    });
-    asked.unwrap_or(vision)
+    attention_asked().map_or(vision, |v| v == "own")
 }
 
 /// Whether `MMREASON_ATTENTION=padded` asks for the vision tower's composed attention over keys padded to whole
 /// 16-byte rows (`clip::KeyPad`), instead of our kernel. Off by default until a device run has timed it.
 pub fn padded_keys_wanted() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("MMREASON_ATTENTION").as_deref() == Ok("padded"))
+    attention_asked() == Some("padded")
+}
+
+/// `MMREASON_ATTENTION`, read once for every attention switch (ours, padded keys, cubek's flash kernels);
+/// `None` where it is unset, empty or `default`.
+pub(crate) fn attention_asked() -> Option<&'static str> {
+    static ASKED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ASKED
+        .get_or_init(|| {
+            std::env::var("MMREASON_ATTENTION")
+                .ok()
+                .filter(|v| !v.is_empty() && v != "default")
+        })
+        .as_deref()
 }
 
 /// `softmax(q·kᵀ·scale [+ mask])·v` as one GPU kernel of ours (`cube::tile_attention`: tensor-core tiles where

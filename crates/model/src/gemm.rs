@@ -78,10 +78,9 @@ impl GemmImpl {
 }
 
 /// How many products each cuBLAS order has taken in this process so far (`host`, `stream`, `device`,
-/// `wait`; orders that took none are left out): what a benchmark row measured under
-/// the stream order (the default) or `MMREASON_CUBLAS_ORDER=device|wait` actually ran — products counted under
-/// `host` fell back (stderr says why).
-/// Empty off CUDA.
+/// `wait`; orders that took none are left out): what a benchmark row measured under the stream order (the
+/// default) or `MMREASON_CUBLAS_ORDER=device|wait` actually ran — products counted under `host` fell back
+/// (stderr says why). Empty off CUDA.
 pub fn cublas_orders() -> std::collections::BTreeMap<String, u64> {
     #[cfg(feature = "cuda")]
     {

@@ -119,7 +119,7 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     // Greedy decoding's argmax: rows of 32 001 (a vocabulary: many values per unit, not a multiple of the
     // cube), the maximum repeated (the first wins), NaN (wins over numbers; the first NaN), every value −∞, a
     // row of one value; in f32 and a half precision (bf16 on CUDA, f16 where burn-wgpu has no bf16). Against
-    // torch's rule, computed here.
+    // torch's rule on the host (`fused::first_max`, unit-tested beside it).
     let n = 32_001;
     let mut rows: Vec<Vec<f32>> = (0..5).map(|r| values(n, 40 + r)).collect();
     rows[1][7] = 3.0;
@@ -130,21 +130,11 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     rows[2][5] = 5.0;
     rows[3] = vec![f32::NEG_INFINITY; n];
     rows[4][n - 1] = 2.5;
-    let torch_argmax = |r: &[f32]| -> u32 {
-        let mut best = 0;
-        for (i, &v) in r.iter().enumerate() {
-            let b = r[best];
-            if !b.is_nan() && (v.is_nan() || v > b) {
-                best = i;
-            }
-        }
-        best as u32
-    };
     let half = if planes { DType::BF16 } else { DType::F16 };
     for dtype in [DType::F32, half] {
         let x = tensor::<B, 2>(rows.concat(), [5, n], device).cast(dtype);
         // Against the values as rounded to the dtype (a half precision makes new ties).
-        let want: Vec<u32> = host(x.clone()).chunks(n).map(torch_argmax).collect();
+        let want: Vec<u32> = host(x.clone()).chunks(n).map(fused::first_max).collect();
         assert_eq!(
             &want[1..],
             [7, 12, 0, (n - 1) as u32],

@@ -2057,11 +2057,11 @@ pub enum FlashKind {
 /// has timed it against the composition.
 pub(crate) fn flash_kind() -> Option<FlashKind> {
     static KIND: OnceLock<Option<FlashKind>> = OnceLock::new();
-    *KIND.get_or_init(|| match std::env::var("MMREASON_ATTENTION").as_deref() {
-        Ok("flash") | Ok("flash4") => Some(FlashKind::Accelerated(4)),
-        Ok("flash2") => Some(FlashKind::Accelerated(2)),
-        Ok("flash8") => Some(FlashKind::Accelerated(8)),
-        Ok("flash-unit") => Some(FlashKind::Unit),
+    *KIND.get_or_init(|| match super::attention_asked() {
+        Some("flash") | Some("flash4") => Some(FlashKind::Accelerated(4)),
+        Some("flash2") => Some(FlashKind::Accelerated(2)),
+        Some("flash8") => Some(FlashKind::Accelerated(8)),
+        Some("flash-unit") => Some(FlashKind::Unit),
         _ => None,
     })
 }
