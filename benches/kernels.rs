@@ -156,6 +156,30 @@ fn own_bench<B: Backend>(
     }
 }
 
+/// The mma attention kernel (`fused::mma_attention_of`, `MMREASON_ATTENTION=mma`: burn-cuda in bf16/f16, heads
+/// of 64 or 128) on the same operands as [`own_bench`], without a mask; skipped where it declines.
+fn mma_bench<B: Backend>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    label: &str,
+    id: &str,
+    (q, k, v): (&Tensor<B, 4>, &Tensor<B, 4>, &Tensor<B, 4>),
+    causal: bool,
+    sync: &dyn Fn(),
+) {
+    let [_, _, s, d] = q.dims();
+    let scale = 1.0 / (d as f64).sqrt();
+    let run = || mmreason::model::fused::mma_attention_of(q, k, v, None, s, causal, scale);
+    if run().is_none() {
+        return;
+    }
+    g.bench_function(BenchmarkId::new(label, id), |b| {
+        b.iter(|| {
+            std::hint::black_box(run());
+            sync();
+        })
+    });
+}
+
 fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype, device: &B::Device) {
     let sh = Shapes::for_backend(kind);
     let dt = dtype.burn();
@@ -289,6 +313,9 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
         if past == 0 {
             own_bench::<B>(&mut g, &format!("{name}_own"), &id, (&q, &k, &v), true, &sync);
         }
+        if past == 0 {
+            mma_bench::<B>(&mut g, &format!("{name}_mma"), &id, (&q, &k, &v), true, &sync);
+        }
         // cubek's flash kernels (`MMREASON_ATTENTION`) on the same prefill, grouped heads repeated beforehand
         // (the model repeats them per layer: one copy of k and v).
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
@@ -341,6 +368,7 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
         }
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
         own_bench::<B>(&mut g, "clip_own", &id, (&q, &k, &v), false, &sync);
+        mma_bench::<B>(&mut g, "clip_mma", &id, (&q, &k, &v), false, &sync);
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
         flash_benches::<B>(&mut g, "clip_flash", &id, (&q, &k, &v), false, &sync);
     }

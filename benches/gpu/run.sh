@@ -37,6 +37,10 @@
 #      parity (parity-own.log), then Mistral prefill → throughput.jsonl (gemm "cublas-own"); CLIP with the
 #      composed attention instead (MMREASON_ATTENTION=composed, "cublas-composed"), and over keys padded to
 #      whole 16-byte rows (MMREASON_ATTENTION=padded: parity-padded.log, "cublas-padded")
+#   6c. the mma prefill attention (FlashAttention-2's forward pass in CUDA C++ of ours through NVRTC: scores,
+#      probabilities and output in registers; MMREASON_ATTENTION=mma, both towers): its kernel test against the
+#      composition (mma_kernels.log), the model parity tests (parity-mma.log), then Mistral prefill and CLIP →
+#      throughput.jsonl (gemm "cublas-mma")
 #   7. cubek's matmul kernels by strategy (MMREASON_GEMM=cubek:NAME, on burn's stream: no cuBLAS
 #      synchronisations): every strategy against the CPU (cubek_kernels.log), the tensor-core ones timed at the
 #      prefill and decode shapes (gemm-cubek.jsonl), then Mistral with the fastest at each shape
@@ -66,9 +70,9 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "binaries of $(cat "$BIN/SOURCE" 2>/dev/null || echo 'an unknown commit')"; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral stream order own clip profile cubek flash softmax
+# STEPS selects groups (default: all): parity gemm mistral stream order own mma clip profile cubek flash softmax
 # decode unfused gemvbase gemv small burn llama fused kernels (they run in this order, whatever STEPS lists)
-STEPS=${STEPS:-parity gemm mistral stream order own clip profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
+STEPS=${STEPS:-parity gemm mistral stream order own mma clip profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
 # DEADLINE (seconds from the start of this script, 0 = none) caps every step's limit and skips steps that would
 # start with under 15 s left: an outer `timeout` would not stop a running step (each `timeout` below puts its
 # step in a process group of its own), so a call's time limit has to be kept here.
@@ -152,6 +156,12 @@ step own-composed-clip 40 bash -c "MMREASON_ATTENTION=composed $BIN/throughput -
 # MMREASON_ATTENTION=padded): the vision parity tests, then CLIP.
 step own-padded-parity 60 bash -c "MMREASON_ATTENTION=padded $BIN/backend_parity vision --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-padded.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step own-padded-clip 40 bash -c "MMREASON_ATTENTION=padded $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-padded | tee -a $TP"
+# The mma prefill attention (group "mma", MMREASON_ATTENTION=mma for both towers): the kernel against the
+# composition first (every case must run through it), the model parity tests, then the figures.
+step mma-kernels 60 bash -c "$BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_kernels.log | grep -E 'test |panicked|error|declined' "
+step mma-parity 120 bash -c "MMREASON_ATTENTION=mma $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-mma.log | grep -E 'PARITY|test |panicked|error|declined' "
+step mma-mistral 60 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma | tee -a $TP"
+step mma-clip 40 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).

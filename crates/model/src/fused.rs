@@ -9,6 +9,8 @@ use burn::tensor::{DType, Tensor, activation, backend::Backend};
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub(crate) mod cube;
+#[cfg(feature = "cuda")]
+pub mod mma;
 
 /// Returns from the calling function with the fused GPU kernel `cube::$f`'s result when `B` runs on a cubecl
 /// runtime (burn-cuda, burn-wgpu) that takes it (`Some(result)` for the `Some:` form, whose callers return an
@@ -318,7 +320,36 @@ pub fn decode_attention<B: Backend>(
 /// heads of 128 over 512) at 0.83 ms against 0.55 ms. `MMREASON_ATTENTION=own` takes it for both, `composed`
 /// (or a cubek flash kernel's name: [`flash_kind`]) for neither.
 pub fn own_attention_wanted(vision: bool) -> bool {
-    attention_asked().map_or(vision, |v| v == "own")
+    // Where the mma kernel declines, the vision tower keeps its default.
+    attention_asked().map_or(vision, |v| v == "own" || (v == "mma" && vision))
+}
+
+/// Whether `MMREASON_ATTENTION=mma` asks for prefill attention as our FlashAttention-2 kernel on tensor cores
+/// (`mma`: CUDA C++ through NVRTC, burn-cuda in bf16/f16, heads of 64 or 128) for both towers. Off by default
+/// until a device run has timed it.
+pub fn mma_attention_wanted() -> bool {
+    attention_asked() == Some("mma")
+}
+
+/// [`prefill_attention`] as the mma kernel whatever `MMREASON_ATTENTION` says (tests, benches); `None` where
+/// it does not apply (not burn-cuda, f32, another head size, no GPU of compute capability 8.0, no NVRTC).
+#[allow(clippy::too_many_arguments)]
+pub fn mma_attention_of<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4>>,
+    t: usize,
+    causal: bool,
+    scale: f64,
+) -> Option<Tensor<B, 4>> {
+    #[cfg(feature = "cuda")]
+    return mma::attention(q, k, v, mask, t, causal, scale);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (q, k, v, mask, t, causal, scale);
+        None
+    }
 }
 
 /// Whether `MMREASON_ATTENTION=padded` asks for the vision tower's composed attention over keys padded to whole
@@ -357,6 +388,12 @@ pub fn prefill_attention<B: Backend>(
     scale: f64,
     vision: bool,
 ) -> Option<Tensor<B, 4>> {
+    #[cfg(feature = "cuda")]
+    if mma_attention_wanted()
+        && let Some(y) = mma::attention(q, k, v, mask, t, causal, scale)
+    {
+        return Some(y);
+    }
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     if own_attention_wanted(vision) {
         return prefill_attention_with(q, k, v, mask, t, causal, scale, None);

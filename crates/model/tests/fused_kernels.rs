@@ -565,7 +565,10 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
 /// in several layouts. In f32 (the plain products: checks every index the tensor-core path uses) and in the
 /// half-precision `halves` (tensor cores where the device has them). With `heads_of_128`, also the 7B decoders'
 /// head size in the default layout and one other (more shared memory than lavapipe has).
-fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128: bool) {
+///
+/// With `mma`, the same cases through the mma kernel instead (`fused::mma_attention_of`, burn-cuda only), in
+/// the half-precision dtypes and at the head sizes it is built for (64 and 128); it must take every one.
+fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128: bool, mma: bool) {
     let cpu = Default::default();
     let (b, nh, nkv) = (2, 4, 2);
     #[derive(Clone, Copy, Debug, PartialEq)]
@@ -598,9 +601,12 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128
         .collect();
     let dtypes = [(DType::F32, 1e-4), (DType::F16, 1e-2), (DType::BF16, 3e-2)]
         .into_iter()
-        .filter(|(dtype, _)| *dtype == DType::F32 || halves.contains(dtype));
+        .filter(|(dtype, _)| (*dtype == DType::F32 && !mma) || halves.contains(dtype));
     for (dtype, tol) in dtypes {
         for (i, &(s, t, cap, hide, d, layout)) in cases.iter().enumerate() {
+            if mma && !matches!(d, 64 | 128) {
+                continue;
+            }
             let seed = 60 + 3 * i as u64;
             let layout = layout.map(|(planes, block)| fused::TileLayout { planes, block });
             // Values as the dtype holds them, so the reference starts from the same numbers.
@@ -640,20 +646,23 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128
             );
             let gpu = |x: Vec<f32>, shape: [usize; 4]| tensor::<B, 4>(x, shape, device).cast(dtype);
             let mask_gpu = tensor::<B, 4>(mask, [b, 1, s, t], device);
-            let got = fused::prefill_attention_with(
-                &gpu(q, [b, nh, s, d]),
-                &gpu(stored(&k), [b, nkv, cap, d]),
-                &gpu(stored(&v), [b, nkv, cap, d]),
-                (hide == Hide::Padding).then_some(&mask_gpu),
-                t,
-                hide == Hide::Causal,
-                1.0 / (d as f64).sqrt(),
-                layout,
-            )
+            let (qg, kg, vg) = (
+                gpu(q, [b, nh, s, d]),
+                gpu(stored(&k), [b, nkv, cap, d]),
+                gpu(stored(&v), [b, nkv, cap, d]),
+            );
+            let m = (hide == Hide::Padding).then_some(&mask_gpu);
+            let scale = 1.0 / (d as f64).sqrt();
+            let got = if mma {
+                fused::mma_attention_of(&qg, &kg, &vg, m, t, hide == Hide::Causal, scale)
+            } else {
+                fused::prefill_attention_with(&qg, &kg, &vg, m, t, hide == Hide::Causal, scale, layout)
+            }
             .unwrap_or_else(|| panic!("the prefill attention kernel did not take {dtype:?} s={s} t={t}"));
             check_within(
                 &format!(
-                    "prefill attention {dtype:?} s={s} t={t} in storage for {cap}, {hide:?}, d={d}, {layout:?}"
+                    "prefill attention{} {dtype:?} s={s} t={t} in storage for {cap}, {hide:?}, d={d}, {layout:?}",
+                    if mma { " (mma)" } else { "" }
                 ),
                 host(got.cast(DType::F32)),
                 host(want),
@@ -770,7 +779,7 @@ fn flash_attention_on_wgpu_matches_the_composition() {
 #[test]
 fn prefill_attention_on_wgpu_matches_the_composition() {
     // burn-wgpu has no bf16 (WGSL has none).
-    tile_attention::<mmreason_model::backend::WgpuBackend>(&Default::default(), &[DType::F16], false);
+    tile_attention::<mmreason_model::backend::WgpuBackend>(&Default::default(), &[DType::F16], false, false);
 }
 
 #[cfg(feature = "wgpu")]
@@ -788,6 +797,20 @@ fn fused_kernels_on_cuda_match_the_composition() {
     tile_attention::<mmreason_model::backend::CudaBackend>(
         &Default::default(),
         &[DType::F16, DType::BF16],
+        true,
+        false,
+    );
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+fn mma_attention_on_cuda_matches_the_composition() {
+    mmreason_model::backend::check_cuda().expect("CUDA is available");
+    tile_attention::<mmreason_model::backend::CudaBackend>(
+        &Default::default(),
+        &[DType::F16, DType::BF16],
+        true,
         true,
     );
 }

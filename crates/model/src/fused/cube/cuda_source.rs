@@ -422,6 +422,24 @@ fn every_kernel_compiles_to_cuda_cpp() {
     if let Some(dir) = &dir {
         std::fs::write(dir.join("mmreason_ordering.cu"), ordering).expect("writing a source");
     }
+    // The mma prefill attention (`fused::mma`, `MMREASON_ATTENTION=mma`): CUDA C++ of ours as well, one source
+    // per dtype, head size and masking, written as NVRTC gets it on the device.
+    for bf16 in [true, false] {
+        for d in crate::fused::mma::HEAD_DIMS {
+            for masking in crate::fused::mma::Masking::ALL {
+                let source = crate::fused::mma::source(bf16, d, masking);
+                if !(source.contains("#define MMA_KERNEL extern \"C\" __global__")
+                    && source.contains("MMA_KERNEL mmreason_mma_attention("))
+                {
+                    failed.push("mma attention: no entry point `mmreason_mma_attention`".into());
+                }
+                if let Some(dir) = &dir {
+                    let name = format!("mmreason_mma_attention_{}_{d}_{masking:?}.cu", u8::from(bf16));
+                    std::fs::write(dir.join(name), source).expect("writing a source");
+                }
+            }
+        }
+    }
     assert!(
         failed.is_empty(),
         "{} of {} kernels failed:\n{}",

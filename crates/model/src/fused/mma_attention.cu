@@ -1,0 +1,308 @@
+// Prefill attention on tensor cores with the scores, probabilities and output kept in registers
+// (FlashAttention-2's forward pass): softmax(q·kᵀ·scale [+ mask])·v for one (sequence, query head, 64 query
+// rows) per cube of 4 warps, each warp owning 16 rows. Compiled at run time with NVRTC (`fused::mma`); the host
+// emulator (`crates/model/emulate/`) runs this same file on the CPU with the warp-level operations emulated.
+//
+// What the includer defines first:
+//   MMA_BF16   1: bf16 operands, 0: f16
+//   HEAD_DIM   64 or 128
+//   MASK_MODE  0: no mask; 1: causal (query i sees keys up to i + t − s); 2: an additive f32 mask [b, 1, s, t]
+// and, in the emulator only, MMA_EMULATE with the primitives below defined by the harness.
+//
+// Layout: operands are 16-bit values with the head dimension contiguous and rows 16-byte aligned; every other
+// stride is a parameter (a cache holding more positions than `t`, a permuted view). Keys and values of
+// kv head `h / group` serve query head `h` (grouped-query attention without repeating them).
+//
+// Per key block of 64 (BC): S = Q·Kᵀ with mma.sync m16n8k16 (Q's fragments loaded once into registers, K's
+// read from shared memory as 32-bit pairs: a key row is a column of Kᵀ, contiguous); the online softmax on
+// S's accumulators (a row's values sit in the 4 lanes of a quad: two butterfly shuffles); P packed to 16 bits
+// straight from S's accumulators into the A operand of the second product (the m16n8 accumulator layout of two
+// adjacent n-tiles is the m16k16 A layout); O += P·V with V's B operand gathered from shared memory. K and V
+// tiles arrive with cp.async (zero-filled past the end), the next tile's copy overlapping this tile's work.
+
+#define BR 64
+#define BC 64
+#define WARPS 4
+#define THREADS (WARPS * 32)
+// Shared rows padded by 8 values (16 bytes): the 8 rows a fragment load touches fall in different banks.
+#define LDS (HEAD_DIM + 8)
+#define CHUNKS_PER_ROW (HEAD_DIM / 8)
+
+#ifndef MMA_EMULATE
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+
+#define MMA_DEVICE __device__ __forceinline__
+
+MMA_DEVICE float neg_inf() { return __int_as_float(0xff800000); }
+
+MMA_DEVICE u32 shared_address(const void* p) {
+    u32 a;
+    asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// 16 bytes from global to shared memory without passing through registers; `valid` false writes zeros.
+MMA_DEVICE void cp_async16(void* dst, const void* src, bool valid) {
+    int bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(dst)), "l"(src), "r"(bytes));
+}
+MMA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+MMA_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+MMA_DEVICE float shfl_xor(float v, int m) {
+    float r;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m));
+    return r;
+}
+
+MMA_DEVICE float exp2_approx(float x) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
+
+// Two f32 to two 16-bit floats in one register, `lo` in the lower half (round to nearest even).
+MMA_DEVICE u32 pack2(float lo, float hi) {
+    u32 r;
+#if MMA_BF16
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#else
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+    return r;
+}
+
+// d = a·b + d: A 16×16 (4 registers), B 16×8 (2), C/D 16×8 f32 (4), in the PTX ISA's fragment layouts.
+MMA_DEVICE void mma16816(float* d, const u32* a, u32 b0, u32 b1) {
+#if MMA_BF16
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+#define MMA_SYNC() __syncthreads()
+#define MMA_KERNEL extern "C" __global__ void __launch_bounds__(THREADS)
+#define MMA_SHARED __shared__ __align__(16)
+#define MMA_TID ((int)threadIdx.x)
+#define MMA_BLOCK_X ((int)blockIdx.x)
+#define MMA_BLOCK_Y ((int)blockIdx.y)
+#define MMA_BLOCK_Z ((int)blockIdx.z)
+#define MMA_GRID_X ((int)gridDim.x)
+#endif
+
+// The kernel's parameters, one struct (`fused::mma::Params` mirrors it field for field, `#[repr(C)]`). Strides
+// are in elements; the head dimension's is 1.
+struct MmaParams {
+    const u16* q;
+    const u16* k;
+    const u16* v;
+    u16* o;
+    const float* mask;
+    i64 q_sb, q_sh, q_ss;
+    i64 k_sb, k_sh, k_ss;
+    i64 v_sb, v_sh, v_ss;
+    i64 o_sb, o_sh, o_ss;
+    i64 m_sb, m_ss;
+    int s, t, group, pad;
+    float scale;
+};
+
+// Rows row0.. of a 64-row tile (row stride `stride` elements in global memory) into `dst` (LDS per row); rows at
+// or past `end` are zeros, so values there cannot put NaN into the products.
+MMA_DEVICE void load_tile(u16* dst, const u16* src, i64 stride, int row0, int end, int tid) {
+#pragma unroll
+    for (int c = tid; c < BC * CHUNKS_PER_ROW; c += THREADS) {
+        const int r = c / CHUNKS_PER_ROW;
+        const int col = (c % CHUNKS_PER_ROW) * 8;
+        const bool valid = row0 + r < end;
+        const u16* from = valid ? src + (i64)(row0 + r) * stride + col : src;
+        cp_async16(dst + r * LDS + col, from, valid);
+    }
+}
+
+MMA_DEVICE u32 lds32(const u16* p) { return *(const u32*)p; }
+
+MMA_KERNEL mmreason_mma_attention(MmaParams p) {
+    MMA_SHARED u16 ks[BC * LDS];
+    MMA_SHARED u16 vs[BC * LDS];
+    const int tid = MMA_TID;
+    const int warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, tq = lane & 3;
+    // Causal: the last query tiles have the most keys; launched first, they do not end the grid alone.
+    const int qt = MASK_MODE == 1 ? MMA_GRID_X - 1 - MMA_BLOCK_X : MMA_BLOCK_X;
+    const int h = MMA_BLOCK_Y, b = MMA_BLOCK_Z;
+    const int kvh = h / p.group;
+    const int q0 = qt * BR;
+    const u16* qg = p.q + b * p.q_sb + h * p.q_sh;
+    const u16* kg = p.k + b * p.k_sb + kvh * p.k_sh;
+    const u16* vg = p.v + b * p.v_sb + kvh * p.v_sh;
+    const float NEG_INF = neg_inf();
+    const float LOG2E = 1.4426950408889634f;
+
+    // The keys this tile reads: all `t`, or causally up to what its last row sees.
+    int kv_end = p.t;
+    if (MASK_MODE == 1) {
+        const int last = (q0 + BR < p.s ? q0 + BR : p.s) + p.t - p.s;
+        kv_end = last < p.t ? last : p.t;
+    }
+    const int blocks = (kv_end + BC - 1) / BC;
+
+    // Q's tile through `vs`, into registers for the whole kernel: 16 rows per warp.
+    load_tile(vs, qg, p.q_ss, q0, p.s, tid);
+    cp_async_commit();
+    cp_async_wait_all();
+    MMA_SYNC();
+    const int r0 = warp * 16 + g;
+    u32 qf[HEAD_DIM / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+        qf[kk][0] = lds32(vs + r0 * LDS + kk * 16 + 2 * tq);
+        qf[kk][1] = lds32(vs + (r0 + 8) * LDS + kk * 16 + 2 * tq);
+        qf[kk][2] = lds32(vs + r0 * LDS + kk * 16 + 8 + 2 * tq);
+        qf[kk][3] = lds32(vs + (r0 + 8) * LDS + kk * 16 + 8 + 2 * tq);
+    }
+    MMA_SYNC();
+
+    float o[HEAD_DIM / 8][4];
+#pragma unroll
+    for (int n = 0; n < HEAD_DIM / 8; ++n) {
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    }
+    // Per row of this lane (r0 and r0 + 8): the running maximum, and this lane's part of the running sum (the
+    // quad's four parts are added at the end; they are rescaled alike, as the maximum is the quad's).
+    float mrow[2] = {NEG_INF, NEG_INF};
+    float lrow[2] = {0.0f, 0.0f};
+    // Rows past `s` read the mask's last row (their results are not written).
+    const int qi0 = q0 + r0 < p.s ? q0 + r0 : p.s - 1;
+    const int qi1 = q0 + r0 + 8 < p.s ? q0 + r0 + 8 : p.s - 1;
+
+    load_tile(ks, kg, p.k_ss, 0, kv_end, tid);
+    cp_async_commit();
+    for (int j = 0; j < blocks; ++j) {
+        const int k0 = j * BC;
+        // K_j has arrived, and every warp is done with V_{j-1}: V_j may overwrite it.
+        cp_async_wait_all();
+        MMA_SYNC();
+        load_tile(vs, vg, p.v_ss, k0, kv_end, tid);
+        cp_async_commit();
+
+        float sc[BC / 8][4];
+#pragma unroll
+        for (int n = 0; n < BC / 8; ++n) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+        }
+#pragma unroll
+        for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+#pragma unroll
+            for (int n = 0; n < BC / 8; ++n) {
+                const u16* kr = ks + (n * 8 + g) * LDS + kk * 16 + 2 * tq;
+                mma16816(sc[n], qf[kk], lds32(kr), lds32(kr + 8));
+            }
+        }
+
+        // Scale and mask in natural units (an additive mask of f32::MIN stays finite, as in eager attention,
+        // so a row masked throughout comes out uniform as there); exponentials in base 2.
+        float mx[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+        for (int n = 0; n < BC / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int half = e >> 1;
+                const int key = k0 + n * 8 + 2 * tq + (e & 1);
+                float x = sc[n][e] * p.scale;
+                bool ok = key < kv_end;
+                if (MASK_MODE == 1) {
+                    ok = ok && key <= q0 + r0 + 8 * half + p.t - p.s;
+                }
+                if (MASK_MODE == 2) {
+                    if (ok) {
+                        const int qi = half ? qi1 : qi0;
+                        x += p.mask[b * p.m_sb + (i64)qi * p.m_ss + key];
+                    }
+                }
+                x = ok ? x : NEG_INF;
+                sc[n][e] = x;
+                mx[half] = x > mx[half] ? x : mx[half];
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float m = mx[r];
+            float o1 = shfl_xor(m, 1);
+            m = o1 > m ? o1 : m;
+            float o2 = shfl_xor(m, 2);
+            m = o2 > m ? o2 : m;
+            const float mnew = m > mrow[r] ? m : mrow[r];
+            // A row that has seen no key yet keeps −∞; its exponentials are then taken against 0.
+            const float base = mnew == NEG_INF ? 0.0f : mnew;
+            const float alpha = exp2_approx((mrow[r] - base) * LOG2E);
+            mrow[r] = mnew;
+            lrow[r] *= alpha;
+#pragma unroll
+            for (int n = 0; n < HEAD_DIM / 8; ++n) {
+                o[n][2 * r] *= alpha;
+                o[n][2 * r + 1] *= alpha;
+            }
+            float sum = 0.0f;
+#pragma unroll
+            for (int n = 0; n < BC / 8; ++n) {
+                const float p0 = exp2_approx((sc[n][2 * r] - base) * LOG2E);
+                const float p1 = exp2_approx((sc[n][2 * r + 1] - base) * LOG2E);
+                sc[n][2 * r] = p0;
+                sc[n][2 * r + 1] = p1;
+                sum += p0 + p1;
+            }
+            lrow[r] += sum;
+        }
+
+        // V_j has arrived, and every warp is done with K_j: K_{j+1} may overwrite it.
+        cp_async_wait_all();
+        MMA_SYNC();
+        if (j + 1 < blocks) {
+            load_tile(ks, kg, p.k_ss, k0 + BC, kv_end, tid);
+        }
+        cp_async_commit();
+
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; ++kk) {
+            u32 a[4];
+            a[0] = pack2(sc[2 * kk][0], sc[2 * kk][1]);
+            a[1] = pack2(sc[2 * kk][2], sc[2 * kk][3]);
+            a[2] = pack2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            a[3] = pack2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+            for (int n = 0; n < HEAD_DIM / 8; ++n) {
+                const u16* vr = vs + (kk * 16 + 2 * tq) * LDS + n * 8 + g;
+                const u32 b0 = (u32)vr[0] | ((u32)vr[LDS] << 16);
+                const u32 b1 = (u32)vr[8 * LDS] | ((u32)vr[9 * LDS] << 16);
+                mma16816(o[n], a, b0, b1);
+            }
+        }
+    }
+
+    // O / l, written as [b, s, head, d] or however the strides say.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float l = lrow[r];
+        l += shfl_xor(l, 1);
+        l += shfl_xor(l, 2);
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        const int i = q0 + r0 + 8 * r;
+        if (i < p.s) {
+            u16* out = p.o + b * p.o_sb + h * p.o_sh + (i64)i * p.o_ss + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < HEAD_DIM / 8; ++n) {
+                *(u32*)(out + n * 8) = pack2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+            }
+        }
+    }
+}
