@@ -141,6 +141,35 @@ MMA_DEVICE float shfl_xor(float v, int m) {
 
 MMA_DEVICE float exp2_approx(float x) { return std::exp2(x); }
 
+// ldmatrix .m8n8.x4 (.trans) .b16, as the PTX ISA describes it: lane l gives the address of row l % 8 of matrix
+// l / 8; in register j, lane l receives row l / 4 of matrix j, columns 2·(l % 4) and the next (lower column in
+// the lower half); with .trans, column l / 4 and rows 2·(l % 4) and the next. Rows must be 16-byte aligned.
+static void ldsm(u32* r, const u16* row, bool trans) {
+    const int w = current / 32, l = current % 32;
+    static const u16* rows[THREADS_EMU / 32][32];
+    if (((uintptr_t)row & 15) != 0) {
+        std::fprintf(stderr, "ldmatrix: a row address not 16-byte aligned\n");
+        std::exit(1);
+    }
+    rows[w][l] = row;
+    warp_barrier[w].wait();
+    const int g = l >> 2, t = l & 3;
+    for (int j = 0; j < 4; ++j) {
+        u16 lo, hi;
+        if (trans) {
+            lo = rows[w][j * 8 + 2 * t][g];
+            hi = rows[w][j * 8 + 2 * t + 1][g];
+        } else {
+            lo = rows[w][j * 8 + g][2 * t];
+            hi = rows[w][j * 8 + g][2 * t + 1];
+        }
+        r[j] = (u32)lo | ((u32)hi << 16);
+    }
+    warp_barrier[w].wait();
+}
+MMA_DEVICE void ldsm_x4(u32* r, const u16* row) { ldsm(r, row, false); }
+MMA_DEVICE void ldsm_x4_trans(u32* r, const u16* row) { ldsm(r, row, true); }
+
 MMA_DEVICE u32 pack2(float lo, float hi) { return (u32)f32_to_bits(lo) | ((u32)f32_to_bits(hi) << 16); }
 
 static float half_of(u32 r, int i) { return bits_to_f32((u16)(i ? r >> 16 : r & 0xffff)); }

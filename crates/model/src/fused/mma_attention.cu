@@ -14,10 +14,10 @@
 // kv head `h / group` serve query head `h` (grouped-query attention without repeating them).
 //
 // Per key block of 64 (BC): S = Q·Kᵀ with mma.sync m16n8k16 (Q's fragments loaded once into registers, K's
-// read from shared memory as 32-bit pairs: a key row is a column of Kᵀ, contiguous); the online softmax on
+// by ldmatrix: a key row is a column of Kᵀ, contiguous); the online softmax on
 // S's accumulators (a row's values sit in the 4 lanes of a quad: two butterfly shuffles); P packed to 16 bits
 // straight from S's accumulators into the A operand of the second product (the m16n8 accumulator layout of two
-// adjacent n-tiles is the m16k16 A layout); O += P·V with V's B operand gathered from shared memory. K and V
+// adjacent n-tiles is the m16k16 A layout); O += P·V with V's B operands transposed by ldmatrix. K and V
 // tiles arrive with cp.async (zero-filled past the end), the next tile's copy overlapping this tile's work.
 
 #define BR 64
@@ -27,6 +27,12 @@
 // Shared rows padded by 8 values (16 bytes): the 8 rows a fragment load touches fall in different banks.
 #define LDS (HEAD_DIM + 8)
 #define CHUNKS_PER_ROW (HEAD_DIM / 8)
+// Cubes per SM the registers are budgeted for (65,536 per SM: 4 cubes of 128 units leave 128 registers per
+// unit, 2 leave 255). NVRTC 13.5 for sm_90a: heads of 64 fit in 128 without a mask and spill at 3 cubes with
+// one; heads of 128 take 196–236 and spill at 3.
+#ifndef MIN_CUBES
+#define MIN_CUBES (HEAD_DIM == 64 && MASK_MODE != 2 ? 4 : 2)
+#endif
 
 #ifndef MMA_EMULATE
 typedef unsigned short u16;
@@ -74,6 +80,20 @@ MMA_DEVICE u32 pack2(float lo, float hi) {
     return r;
 }
 
+// Four 8×8 matrices of 16-bit values from shared memory, lane l giving the address of row l % 8 of matrix l / 8:
+// register j holds row l / 4 of matrix j, columns 2·(l % 4) and the next (`trans`: column l / 4, rows 2·(l % 4)
+// and the next) — the m16n8k16 B operand of a row-major tile (`trans`: of its transpose).
+MMA_DEVICE void ldsm_x4(u32* r, const u16* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address(row)));
+}
+MMA_DEVICE void ldsm_x4_trans(u32* r, const u16* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address(row)));
+}
+
 // d = a·b + d: A 16×16 (4 registers), B 16×8 (2), C/D 16×8 f32 (4), in the PTX ISA's fragment layouts.
 MMA_DEVICE void mma16816(float* d, const u32* a, u32 b0, u32 b1) {
 #if MMA_BF16
@@ -90,7 +110,7 @@ MMA_DEVICE void mma16816(float* d, const u32* a, u32 b0, u32 b1) {
 }
 
 #define MMA_SYNC() __syncthreads()
-#define MMA_KERNEL extern "C" __global__ void __launch_bounds__(THREADS)
+#define MMA_KERNEL extern "C" __global__ void __launch_bounds__(THREADS, MIN_CUBES)
 #define MMA_SHARED __shared__ __align__(16)
 #define MMA_TID ((int)threadIdx.x)
 #define MMA_BLOCK_X ((int)blockIdx.x)
@@ -200,12 +220,17 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
         for (int n = 0; n < BC / 8; ++n) {
             sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
         }
+        // K's B operands, two n-tiles of keys per ldmatrix: matrices (keys n·16 + 0..7 | + 8..15) × (head
+        // columns kk·16 + 0..7 | + 8..15), as lane / 8 = key half · 2 + column half.
+        const u16* krow = ks + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 3) & 1) * 8;
 #pragma unroll
         for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
 #pragma unroll
-            for (int n = 0; n < BC / 8; ++n) {
-                const u16* kr = ks + (n * 8 + g) * LDS + kk * 16 + 2 * tq;
-                mma16816(sc[n], qf[kk], lds32(kr), lds32(kr + 8));
+            for (int n = 0; n < BC / 16; ++n) {
+                u32 kb[4];
+                ldsm_x4(kb, krow + n * 16 * LDS + kk * 16);
+                mma16816(sc[2 * n], qf[kk], kb[0], kb[1]);
+                mma16816(sc[2 * n + 1], qf[kk], kb[2], kb[3]);
             }
         }
 
@@ -272,6 +297,9 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
         }
         cp_async_commit();
 
+        // V's B operands, transposed by ldmatrix: matrices (keys kk·16 + 0..7 | + 8..15) × (head columns n·16 +
+        // 0..7 | + 8..15), as lane / 8 = column half · 2 + key half.
+        const u16* vrow = vs + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) & 1) * 8;
 #pragma unroll
         for (int kk = 0; kk < BC / 16; ++kk) {
             u32 a[4];
@@ -280,11 +308,11 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
             a[2] = pack2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
             a[3] = pack2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
 #pragma unroll
-            for (int n = 0; n < HEAD_DIM / 8; ++n) {
-                const u16* vr = vs + (kk * 16 + 2 * tq) * LDS + n * 8 + g;
-                const u32 b0 = (u32)vr[0] | ((u32)vr[LDS] << 16);
-                const u32 b1 = (u32)vr[8 * LDS] | ((u32)vr[9 * LDS] << 16);
-                mma16816(o[n], a, b0, b1);
+            for (int n = 0; n < HEAD_DIM / 16; ++n) {
+                u32 vb[4];
+                ldsm_x4_trans(vb, vrow + kk * 16 * LDS + n * 16);
+                mma16816(o[2 * n], a, vb[0], vb[1]);
+                mma16816(o[2 * n + 1], a, vb[2], vb[3]);
             }
         }
     }
