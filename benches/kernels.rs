@@ -255,6 +255,24 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
                 });
             }
         }
+        // Our CUDA C++ few-row product (`MMREASON_GEMV=cuda:UNROLL`), for the rows it takes.
+        if m <= 4 {
+            for unroll in [4, 8, 16] {
+                let run = || mmreason::model::fused::cuda_gemv_of(&x, &w, unroll);
+                if run().is_none() {
+                    break;
+                }
+                g.bench_function(
+                    BenchmarkId::new(format!("{name}/cuda_gemv_u{unroll}"), &id),
+                    |b| {
+                        b.iter(|| {
+                            std::hint::black_box(run());
+                            sync();
+                        })
+                    },
+                );
+            }
+        }
         g.bench_function(BenchmarkId::new(format!("{name}/burn_matmul"), &id), |b| {
             b.iter(|| {
                 std::hint::black_box(x.clone().matmul(w.clone().transpose()));

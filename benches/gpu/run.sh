@@ -40,7 +40,8 @@
 #   6c. the mma prefill attention (FlashAttention-2's forward pass in CUDA C++ of ours through NVRTC: scores,
 #      probabilities and output in registers; MMREASON_ATTENTION=mma, both towers): its kernel test against the
 #      composition (mma_kernels.log), the model parity tests (parity-mma.log), then Mistral prefill and CLIP →
-#      throughput.jsonl (gemm "cublas-mma")
+#      throughput.jsonl (gemm "cublas-mma"); and the few-row product in CUDA C++ of ours (MMREASON_GEMV=cuda:
+#      gemv_kernels.log, decode b1 → "cublas-gemv-cuda", "cublas-gemv-cuda:16")
 #   7. cubek's matmul kernels by strategy (MMREASON_GEMM=cubek:NAME, on burn's stream: no cuBLAS
 #      synchronisations): every strategy against the CPU (cubek_kernels.log), the tensor-core ones timed at the
 #      prefill and decode shapes (gemm-cubek.jsonl), then Mistral with the fastest at each shape
@@ -161,6 +162,12 @@ step own-padded-clip 40 bash -c "MMREASON_ATTENTION=padded $BIN/throughput --con
 step mma-kernels 60 bash -c "$BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_kernels.log | grep -E 'test |panicked|error|declined' "
 step mma-parity 120 bash -c "MMREASON_ATTENTION=mma $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-mma.log | grep -E 'PARITY|test |panicked|error|declined' "
 step mma-mistral 60 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma | tee -a $TP"
+# Our CUDA C++ few-row product (MMREASON_GEMV=cuda[:UNROLL], same group): its kernel test against the CPU, then
+# decode b1 with 8 and 16 weight loads in flight per unit against the cubecl kernel (the mistral rows above).
+step mma-gemv-kernels 60 bash -c "$BIN/fused_kernels cuda_gemv --include-ignored --nocapture 2>&1 | tee $OUT/gemv_kernels.log | grep -E 'test |panicked|error|declined' "
+for g in cuda cuda:16; do
+  step mma-gemv-$g 60 bash -c "MMREASON_GEMV=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-gemv-$g | tee -a $TP"
+done
 step mma-clip 40 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"

@@ -10,7 +10,11 @@ use burn::tensor::{DType, Tensor, activation, backend::Backend};
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub(crate) mod cube;
 #[cfg(feature = "cuda")]
+pub mod gemv;
+#[cfg(feature = "cuda")]
 pub mod mma;
+#[cfg(feature = "cuda")]
+mod nvrtc;
 
 /// Returns from the calling function with the fused GPU kernel `cube::$f`'s result when `B` runs on a cubecl
 /// runtime (burn-cuda, burn-wgpu) that takes it (`Some(result)` for the `Some:` form, whose callers return an
@@ -292,6 +296,14 @@ pub fn softmax_f32<B: Backend>(
 /// `x · wᵀ` for `x` of a few rows (`[m, k]`, `w` `[n, k]`) as one GPU kernel (`cube::skinny_linear`: decode
 /// steps at small batch); `None` on other backends and shapes.
 pub fn skinny_linear<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    // `MMREASON_GEMV=cuda`: our CUDA C++ kernel for the rows it takes (`gemv`), the cubecl kernel otherwise.
+    #[cfg(feature = "cuda")]
+    if let Some(unroll) = gemv::wanted()
+        && x.dims()[0] <= gemv::MAX_M
+        && let Some(y) = gemv::linear(x, w, unroll)
+    {
+        return Some(y);
+    }
     on_gpu!(Some: skinny_linear::<B>(x, w));
     let _ = (x, w);
     None
@@ -477,6 +489,19 @@ pub fn decode_attention_with<B: Backend>(
 ) -> Option<Tensor<B, 4>> {
     on_gpu!(Some: decode_attention_with::<B>(q, k, v, mask, scale, kernel));
     None
+}
+
+/// `x · wᵀ` for `x` of 1–4 rows as our CUDA C++ kernel (`gemv`, `MMREASON_GEMV=cuda`) with `unroll` (1–16)
+/// weight loads in flight per unit, whatever `MMREASON_GEMV` says (tests, benches); `None` where it does not
+/// apply (not burn-cuda, f32, a depth not a multiple of 8, more rows, no GPU of compute capability 8.0, no NVRTC).
+pub fn cuda_gemv_of<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>, unroll: usize) -> Option<Tensor<B, 2>> {
+    #[cfg(feature = "cuda")]
+    return gemv::linear(x, w, unroll);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (x, w, unroll);
+        None
+    }
 }
 
 /// [`skinny_linear`] with the kernel named rather than read from `MMREASON_GEMV` (tests, benches).

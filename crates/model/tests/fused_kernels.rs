@@ -985,3 +985,63 @@ fn cubek_matmul_strategies_on_cuda_match_the_cpu() {
         );
     }
 }
+
+/// Our CUDA C++ few-row product (`fused::cuda_gemv_of`, `MMREASON_GEMV=cuda`) against the product on the CPU
+/// from the same rounded values: 1–4 rows, column counts that are not whole cubes, depths that are not whole
+/// stretches of loads, the 7B shapes of a decode step, and `x` as a view one row into a larger tensor.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+fn cuda_gemv_on_cuda_matches_the_cpu() {
+    type Cuda = mmreason_model::backend::CudaBackend;
+    mmreason_model::backend::check_cuda().expect("CUDA is available");
+    let (cpu, device) = (Default::default(), Default::default());
+    let shapes = [
+        (1, 37, 4104),
+        (3, 16, 64),
+        (4, 9, 2048),
+        (1, 4096, 14336),
+        (2, 6144, 4096),
+    ];
+    for (dtype, tol) in [(DType::F16, 2e-3), (DType::BF16, 1e-2)] {
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .map(|x| match dtype {
+                    DType::F16 => half::f16::from_f32(x).to_f32(),
+                    _ => half::bf16::from_f32(x).to_f32(),
+                })
+                .collect()
+        };
+        for (i, &(m, n, k)) in shapes.iter().enumerate() {
+            let x = round(values((m + 1) * k, 90 + i as u64));
+            let w = round(
+                values(n * k, 95 + i as u64)
+                    .into_iter()
+                    .map(|v| v * 0.05)
+                    .collect(),
+            );
+            let want = tensor::<Cpu, 2>(x[k..].to_vec(), [m, k], &cpu)
+                .matmul(tensor::<Cpu, 2>(w.clone(), [n, k], &cpu).transpose());
+            let want = host(want);
+            // x: rows 1..=m of a larger tensor (a view at an offset of one row).
+            let xg = tensor::<Cuda, 2>(x, [m + 1, k], &device)
+                .cast(dtype)
+                .narrow(0, 1, m);
+            let wg = tensor::<Cuda, 2>(w, [n, k], &device).cast(dtype);
+            for unroll in [8, 3] {
+                let got = fused::cuda_gemv_of(&xg, &wg, unroll)
+                    .unwrap_or_else(|| panic!("the CUDA product did not take {dtype:?} {m}×{n}×{k}"));
+                // Relative to the largest output, as a dot product of 4,096+ terms in the dtype is.
+                let scale = want.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+                let got: Vec<f32> = host(got.cast(DType::F32)).iter().map(|v| v / scale).collect();
+                let want: Vec<f32> = want.iter().map(|v| v / scale).collect();
+                check_within(
+                    &format!("CUDA product {dtype:?} {m}×{n}×{k} unroll {unroll}"),
+                    got,
+                    want,
+                    tol,
+                );
+            }
+        }
+    }
+}

@@ -52,7 +52,8 @@ MMA_DEVICE u32 shared_address(const void* p) {
 // 16 bytes from global to shared memory without passing through registers; `valid` false writes zeros.
 MMA_DEVICE void cp_async16(void* dst, const void* src, bool valid) {
     int bytes = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(dst)), "l"(src), "r"(bytes));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(dst)), "l"(src), "r"(bytes)
+                 : "memory");
 }
 MMA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 MMA_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }

@@ -440,6 +440,19 @@ fn every_kernel_compiles_to_cuda_cpp() {
             }
         }
     }
+    // The few-row product (`fused::gemv`, `MMREASON_GEMV=cuda`): per dtype, the default 8 loads in flight and 3.
+    for bf16 in [true, false] {
+        for unroll in [8, 3] {
+            let source = crate::fused::gemv::source(bf16, unroll);
+            if !source.contains("GEMV_KERNEL mmreason_gemv(") {
+                failed.push("few-row product: no entry point `mmreason_gemv`".into());
+            }
+            if let Some(dir) = &dir {
+                let name = format!("mmreason_gemv_{}_{unroll}.cu", u8::from(bf16));
+                std::fs::write(dir.join(name), source).expect("writing a source");
+            }
+        }
+    }
     assert!(
         failed.is_empty(),
         "{} of {} kernels failed:\n{}",
