@@ -4,8 +4,9 @@
 benches/gpu/run.sh runs the `throughput` example twice under cubecl's profiler (a `cubecl.toml` with
 `[profiling.logger] level = "basic"` makes cubecl time every kernel it launches and log `| 1.23ms | Name`):
 once with one timed repeat and once with two. Kernel compilation, autotuning and the random weights are the
-same in both runs, so the difference of the two logs is exactly one timed forward (one CLIP batch, one
-prefill, or one prompt + all decode steps). Products that go to cuBLAS are not cubecl kernels and do not show;
+same in both runs, so the launches the second log has beyond the first are exactly one timed forward (one CLIP
+batch, one prefill, or one prompt + all decode steps); they are timed as the second log's last launches of each
+kernel (its final forward), so no first launch, with its compilation, is counted. Products that go to cuBLAS are not cubecl kernels and do not show;
 with `--wall-s` (the unprofiled time of the same work, from the same call) the table adds what lies outside
 cubecl's kernels — cuBLAS, host synchronisations and launch gaps. `--from throughput.jsonl` takes that time
 from the unprofiled row of the same work (the `throughput` JSON line the profiled runs printed names it).
@@ -22,7 +23,7 @@ UNIT = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
 def kernels(path):
-    """Total seconds and launches per kernel name (the first `|` field of the name: the kernel's type)."""
+    """Seconds of each launch, in order, per kernel name (the first `|` field of the name: the kernel's type)."""
     out = {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -30,9 +31,22 @@ def kernels(path):
             if not m:
                 continue  # summary tables and anything else cubecl writes
             name = m.group(3).split("|")[0].strip()
-            secs, n = out.get(name, (0.0, 0))
-            out[name] = (secs + float(m.group(1)) * UNIT[m.group(2)], n + 1)
+            out.setdefault(name, []).append(float(m.group(1)) * UNIT[m.group(2)])
     return out
+
+
+def one_forward(one, two):
+    """(name, seconds, launches) of one warm forward: the launches the two-repeat log has beyond the one-repeat
+    log, timed as the last that many of the two-repeat log (its final forward). Subtracting the two logs' totals
+    instead (as before run 9) also subtracted their first launches, which include the kernels' compilation and
+    differ between the runs (cubecl's cache): run 8's prefill and CLIP tables, a few launches per kernel, came
+    out as 0.00 ms throughout."""
+    rows = []
+    for name in set(one) | set(two):
+        n = len(two.get(name, [])) - len(one.get(name, []))
+        if n > 0:
+            rows.append((name, sum(two[name][-n:]), n))
+    return rows
 
 
 def option(argv, flag):
@@ -73,13 +87,7 @@ def main(argv):
         wall = wall_from(rows, work, gemm or "cublas")
     if len(argv) != 2:
         sys.exit(__doc__)
-    one, two = kernels(argv[0]), kernels(argv[1])
-    diff = []
-    for name in set(one) | set(two):
-        s1, n1 = one.get(name, (0.0, 0))
-        s2, n2 = two.get(name, (0.0, 0))
-        if n2 - n1 > 0:
-            diff.append((name, max(s2 - s1, 0.0), n2 - n1))
+    diff = one_forward(kernels(argv[0]), kernels(argv[1]))
     diff.sort(key=lambda r: -r[1])
     total = sum(s for _, s, _ in diff)
     launches = sum(n for _, _, n in diff)
