@@ -112,14 +112,26 @@ static WarpScratch scratch[THREADS_EMU / 32];
 
 MMA_DEVICE float neg_inf() { return -INFINITY; }
 
+// The global buffers the kernel may read (the harness registers them): a load outside all of them is an error,
+// not a read of whatever the host's memory holds there.
+static std::vector<std::pair<const unsigned char*, size_t>> readable;
+static void check_read(const void* p, size_t n, const char* what) {
+    const unsigned char* b = (const unsigned char*)p;
+    for (const auto& [start, len] : readable)
+        if (b >= start && b + n <= start + len) return;
+    std::fprintf(stderr, "%s reads %zu bytes outside every input buffer\n", what, n);
+    std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
+}
+
 // The copy's bytes land when the issuing thread waits; until then its destination holds NaN, so a read that
 // no wait and barrier order after the copy (this thread's or another's, before or after it was issued) sees
 // NaN, on hardware it would see either value.
 MMA_DEVICE void cp_async16(void* dst, const void* src, bool valid) {
     if (((uintptr_t)dst & 15) != 0 || (valid && ((uintptr_t)src & 15) != 0)) {
         std::fprintf(stderr, "cp.async of 16 bytes from or to an address not 16-byte aligned\n");
-        std::exit(1);
+        std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
     }
+    if (valid) check_read(src, 16, "cp.async");
     Lane::Copy c;
     c.dst = dst;
     if (valid)
@@ -155,7 +167,7 @@ static void ldsm(u32* r, const u16* row, bool trans) {
     static const u16* rows[THREADS_EMU / 32][32];
     if (((uintptr_t)row & 15) != 0) {
         std::fprintf(stderr, "ldmatrix: a row address not 16-byte aligned\n");
-        std::exit(1);
+        std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
     }
     rows[w][l] = row;
     warp_barrier[w].wait();
@@ -224,8 +236,9 @@ struct Vec4 {
 MMA_DEVICE Vec4 load_stream(const u16* p) {
     if (((uintptr_t)p & 15) != 0) {
         std::fprintf(stderr, "a 16-byte load from an address not 16-byte aligned\n");
-        std::exit(1);
+        std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
     }
+    check_read(p, 16, "a 16-byte load");
     Vec4 v;
     std::memcpy(&v, p, 16);
     return v;
@@ -289,13 +302,13 @@ static void run_grid(int gx, int gy, int gz, void (*entry)()) {
                     idle = progress == before ? idle + 1 : 0;
                     if (idle > 10000) {
                         std::fprintf(stderr, "the cube is stuck: a thread waits at a barrier others never reach\n");
-                        std::exit(1);
+                        std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
                     }
                 }
                 for (auto& ln : lanes)
                     if (!ln.pending.empty()) {
                         std::fprintf(stderr, "a thread ended with cp.async copies it never waited for\n");
-                        std::exit(1);
+                        std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
                     }
             }
 }

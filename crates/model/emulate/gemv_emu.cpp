@@ -40,6 +40,7 @@ static int run_case(const Case& c, std::mt19937& rng) {
     params.y = y.data();
     params.x_stride = xs, params.w_stride = ws, params.y_stride = ys;
     params.m = c.m, params.n = c.n, params.k = c.k;
+    readable = {{(const unsigned char*)x.data(), x.size() * 2}, {(const unsigned char*)w.data(), w.size() * 2}};
     run_grid((c.n + GEMV_WARPS - 1) / GEMV_WARPS, 1, 1, gemv_entry);
 
     double err2 = 0.0, ref2 = 0.0;

@@ -83,6 +83,9 @@ static int run_case(const Case& c, std::mt19937& rng) {
     params.m_sb = (i64)c.s * c.t, params.m_ss = c.t;
     params.s = c.s, params.t = c.t, params.group = c.nh / c.nkv;
     params.scale = scale;
+    readable = {{(const unsigned char*)q.data(), q.size() * 2},
+                {(const unsigned char*)k.data(), k.size() * 2},
+                {(const unsigned char*)v.data(), v.size() * 2}};
     run_grid((c.s + BR - 1) / BR, c.nh, c.b, attention_entry);
 
     // The reference, in f64 from the same 16-bit inputs.

@@ -299,7 +299,7 @@ pub fn skinny_linear<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<T
     // `MMREASON_GEMV=cuda`: our CUDA C++ kernel for the rows it takes (`gemv`), the cubecl kernel otherwise.
     #[cfg(feature = "cuda")]
     if let Some(unroll) = gemv::wanted()
-        && x.dims()[0] <= gemv::MAX_M
+        && x.dims()[0] <= gemv::MAX_M.min(cube::skinny_max_m())
         && let Some(y) = gemv::linear(x, w, unroll)
     {
         return Some(y);

@@ -1028,7 +1028,7 @@ fn cuda_gemv_on_cuda_matches_the_cpu() {
                 .cast(dtype)
                 .narrow(0, 1, m);
             let wg = tensor::<Cuda, 2>(w, [n, k], &device).cast(dtype);
-            for unroll in [8, 3] {
+            for unroll in [8, 3, 16] {
                 let got = fused::cuda_gemv_of(&xg, &wg, unroll)
                     .unwrap_or_else(|| panic!("the CUDA product did not take {dtype:?} {m}×{n}×{k}"));
                 // Relative to the largest output, as a dot product of 4,096+ terms in the dtype is.

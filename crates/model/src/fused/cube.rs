@@ -2266,7 +2266,7 @@ pub fn flash_attention_padded<B: Backend, R: CubeRuntime>(
 
 /// Rows of `x` up to which [`skinny_linear`] takes a product (`MMREASON_GEMV_MAX_M`, default 4; 0 turns it
 /// off).
-fn skinny_max_m() -> usize {
+pub(crate) fn skinny_max_m() -> usize {
     static MAX: OnceLock<usize> = OnceLock::new();
     *MAX.get_or_init(|| {
         std::env::var("MMREASON_GEMV_MAX_M")

@@ -7,8 +7,9 @@
 //! per unit before it waits for them, at about half occupancy on 4,096 columns — too few bytes in flight to hide
 //! the memory's latency. Here each unit issues `UNROLL` (default 8) weight loads before using any, the weights
 //! bypass L1 (x stays there for every column), and no barrier or shared memory is involved (one warp per
-//! column, reduced by shuffles), at 56 registers per unit (full occupancy). Off by default until a device run
-//! has timed it against the cubecl kernel.
+//! column, reduced by shuffles). At 56 registers per unit (UNROLL 8) an SM holds 4 cubes, 1,024 units: 128 KiB
+//! of weight loads in flight per SM (UNROLL 16: 119 registers, 2 cubes, the same bytes). Off by default until
+//! a device run has timed it against the cubecl kernel.
 
 use std::any::TypeId;
 use std::sync::OnceLock;
@@ -110,6 +111,10 @@ pub fn linear<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>, unroll: usize) -> 
     {
         return None;
     }
+    let variant = format!("{}_{unroll}", u8::from(bf16));
+    if nvrtc::refused("mmreason_gemv", &variant) {
+        return None;
+    }
     let prepared = |t: &Tensor<B, 2>| -> Option<Cube> {
         let c = primitive_of::<B, CudaRuntime, 2>(t.clone())?;
         Some(if row_stride(&c).is_some() {
@@ -140,7 +145,7 @@ pub fn linear<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>, unroll: usize) -> 
         &[&xc, &wc, &out],
         Launch {
             entry: "mmreason_gemv",
-            variant: format!("{}_{unroll}", u8::from(bf16)),
+            variant,
             source: &|| source(bf16, unroll),
             grid: (n.div_ceil(COLUMNS) as u32, 1, 1),
             block: (UNITS, 1, 1),

@@ -16,7 +16,7 @@
 //! attention.
 //!
 //! Checked without a GPU by running the same source on the CPU with its warp-level operations emulated
-//! (`crates/model/emulate/`, the `mma_attention_emulated` test) and by compiling every variant with NVRTC
+//! (`crates/model/emulate/`, the `cuda_kernels_emulated` test) and by compiling every variant with NVRTC
 //! (`cuda_source`, `benches/gpu/nvrtc_check.py`); on a GPU by `fused_kernels` and the model parity tests.
 
 use std::any::TypeId;
@@ -62,13 +62,31 @@ impl Masking {
 /// The dtypes and head sizes the kernel is built for.
 pub const HEAD_DIMS: [usize; 2] = [64, 128];
 
-/// The source of one variant: its parameters defined ahead of [`SOURCE`].
+/// The source of one variant: its parameters defined ahead of [`SOURCE`]; with `MMREASON_MMA_CUBES=N` (1–8)
+/// the registers budgeted for N cubes per SM instead of the source's choice per head size (a knob for a device
+/// run: fewer registers per unit against spills).
 pub fn source(bf16: bool, d: usize, masking: Masking) -> String {
+    let cubes = cubes_asked().map_or(String::new(), |n| format!("#define MIN_CUBES {n}\n"));
     format!(
-        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n{SOURCE}",
+        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n{cubes}{SOURCE}",
         u8::from(bf16),
         masking.code()
     )
+}
+
+fn cubes_asked() -> Option<usize> {
+    static ASKED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| {
+        std::env::var("MMREASON_MMA_CUBES")
+            .ok()?
+            .parse()
+            .ok()
+            .filter(|n| (1..=8).contains(n))
+    })
+}
+
+fn variant_name(bf16: bool, d: usize, masking: Masking) -> String {
+    format!("{}_{d}_{masking:?}", u8::from(bf16))
 }
 
 /// `MmaParams` in the source, field for field.
@@ -164,6 +182,9 @@ pub fn attention<B: Backend>(
         (None, true) => Masking::Causal,
         (None, false) => Masking::None,
     };
+    if nvrtc::refused("mmreason_mma_attention", &variant_name(bf16, d, masking)) {
+        return None;
+    }
     let qc = primitive_of::<B, CudaRuntime, 4>(q.clone())?;
     let kc = primitive_of::<B, CudaRuntime, 4>(k.clone())?;
     let vc = primitive_of::<B, CudaRuntime, 4>(v.clone())?;
@@ -258,7 +279,7 @@ fn launch(
         &tensors,
         Launch {
             entry: "mmreason_mma_attention",
-            variant: format!("{}_{d}_{masking:?}", u8::from(bf16)),
+            variant: variant_name(bf16, d, masking),
             source: &|| source(bf16, d, masking),
             grid: (s.div_ceil(ROWS) as u32, nh as u32, b as u32),
             block: (UNITS, 1, 1),

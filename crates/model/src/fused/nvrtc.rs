@@ -54,26 +54,77 @@ fn init(ordinal: usize) -> Result<Mutex<State>, String> {
     }
 }
 
-/// Compiles `source` and loads its `entry` in the current context.
-fn load(arch: &str, entry: &str, source: String) -> Result<Kernel, String> {
+/// A driver error as a refusal: the errors CUDA reports for a fault of earlier work on the device (sticky: every
+/// later call in the context returns them) stop the caller; any other is this call's own (a launch or module
+/// the driver refuses, memory it could not get) and declines it.
+fn driver_refusal(e: cudarc::driver::DriverError, what: &str) -> Refusal {
+    use dsys::CUresult as C;
+    let sticky = matches!(
+        e.0,
+        C::CUDA_ERROR_ILLEGAL_ADDRESS
+            | C::CUDA_ERROR_LAUNCH_FAILED
+            | C::CUDA_ERROR_ILLEGAL_INSTRUCTION
+            | C::CUDA_ERROR_MISALIGNED_ADDRESS
+            | C::CUDA_ERROR_INVALID_ADDRESS_SPACE
+            | C::CUDA_ERROR_INVALID_PC
+            | C::CUDA_ERROR_HARDWARE_STACK_ERROR
+            | C::CUDA_ERROR_ASSERT
+            | C::CUDA_ERROR_ECC_UNCORRECTABLE
+            | C::CUDA_ERROR_LAUNCH_TIMEOUT
+            | C::CUDA_ERROR_CONTEXT_IS_DESTROYED
+    );
+    let msg = format!("{what}: {e:?}");
+    if sticky {
+        Refusal::Device(msg)
+    } else {
+        Refusal::Declined(msg)
+    }
+}
+
+/// Compiles `source` and loads its `entry` in the current context. `Err(Ok(reason))`: this variant cannot run
+/// here (NVRTC's or the driver's refusal), remembered; `Err(Err(refusal))`: a driver error left by earlier
+/// work, not remembered.
+fn load(arch: &str, entry: &str, source: String) -> Result<Kernel, Result<String, Refusal>> {
     let opts = cudarc::nvrtc::CompileOptions {
         options: vec![arch.to_string()],
-        name: Some(format!("{entry}.cu")),
         ..Default::default()
     };
     let ptx = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(source, opts))
-        .map_err(|_| "NVRTC could not be loaded".to_string())?
-        .map_err(|e| format!("NVRTC: {e:?}"))?;
-    let image = std::ffi::CString::new(ptx.to_src()).map_err(|e| format!("PTX: {e}"))?;
-    let name = std::ffi::CString::new(entry).map_err(|e| format!("kernel name: {e}"))?;
+        .map_err(|_| Ok("NVRTC could not be loaded".to_string()))?
+        .map_err(|e| Ok(format!("NVRTC: {e:?}")))?;
+    let image = std::ffi::CString::new(ptx.to_src()).map_err(|e| Ok(format!("PTX: {e}")))?;
+    let name = std::ffi::CString::new(entry).map_err(|e| Ok(format!("kernel name: {e}")))?;
+    let kept = |r: Refusal| match r {
+        Refusal::Declined(e) => Ok(e),
+        device => Err(device),
+    };
     // SAFETY: `image` is a NUL-terminated PTX module, never unloaded, so the function handle stays valid.
     unsafe {
-        let module =
-            drv::module::load_data(image.as_ptr().cast()).map_err(|e| format!("loading {entry}: {e:?}"))?;
-        let f = drv::module::get_function(module, name).map_err(|e| format!("{entry}: {e:?}"))?;
+        let module = drv::module::load_data(image.as_ptr().cast())
+            .map_err(|e| kept(driver_refusal(e, &format!("loading {entry}"))))?;
+        let f = drv::module::get_function(module, name).map_err(|e| kept(driver_refusal(e, entry)))?;
         Ok(Kernel(f))
     }
 }
+
+/// Whether `entry`'s `variant` is known not to run here (no usable GPU or NVRTC, no stream from cubecl-cuda, or
+/// the variant refused to compile or load): callers skip preparing its operands.
+pub(crate) fn refused(entry: &str, variant: &str) -> bool {
+    if NO_STREAM.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
+    match STATE.get() {
+        None => false,
+        Some(Err(_)) => true,
+        Some(Ok(state)) => state.lock().map_or(true, |st| {
+            matches!(st.kernels.get(&format!("{entry}/{variant}")), Some(Err(_)))
+        }),
+    }
+}
+
+/// Set when cubecl-cuda did not say which stream it resolved a resource for: it never will (built without the
+/// patch), so every later call declines at once.
+static NO_STREAM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// One launch: the kernel (`entry` in the source `source` builds; `variant` names that source among the
 /// entry's others), its grid and cube, and its one parameter, a `#[repr(C)]` struct built from the operands'
@@ -163,12 +214,18 @@ fn run_here<P>(
         .map(|t| {
             client
                 .get_resource(t.handle.clone())
-                .map_err(|e| Refusal::Device(format!("resource: {e:?}")))
+                .map_err(|e| Refusal::Declined(format!("resource: {e:?}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let stream = mmreason_stream_hook::take().ok_or(
-        "cubecl-cuda did not say which stream burn's kernels run on (built without vendor/cubecl-cuda's patch)",
-    )? as dsys::CUstream;
+    let Some(stream) = mmreason_stream_hook::take() else {
+        NO_STREAM.store(true, std::sync::atomic::Ordering::Relaxed);
+        return Err(
+            "cubecl-cuda did not say which stream burn's kernels run on (built without vendor/cubecl-cuda's \
+                    patch)"
+                .into(),
+        );
+    };
+    let stream = stream as dsys::CUstream;
     let ptrs: Vec<dsys::CUdeviceptr> = resources.iter().map(|r| r.resource().ptr).collect();
     if ptrs.iter().any(|p| p % 16 != 0) {
         return Err("operands not 16-byte aligned".into());
@@ -179,32 +236,27 @@ fn run_here<P>(
     // after the launch) which burn frees or reuses only in this stream's order, after the kernel; the caller's
     // `P` matches the kernel's parameter struct and outlives the launch call, which copies it.
     unsafe {
-        drv::ctx::set_current(st.ctx).map_err(|e| format!("set context: {e:?}"))?;
+        drv::ctx::set_current(st.ctx).map_err(|e| driver_refusal(e, "set context"))?;
         let arch = st.arch.clone();
-        let kernel = st
-            .kernels
-            .entry(key)
-            .or_insert_with(|| load(&arch, launch.entry, (launch.source)()))
-            .clone()?;
+        let kernel = match st.kernels.get(&key) {
+            Some(k) => k.clone()?,
+            None => match load(&arch, launch.entry, (launch.source)()) {
+                Ok(k) => *st
+                    .kernels
+                    .entry(key)
+                    .or_insert(Ok(k))
+                    .as_ref()
+                    .map_err(Clone::clone)?,
+                Err(Ok(reason)) => {
+                    st.kernels.insert(key, Err(reason.clone()));
+                    return Err(reason.into());
+                }
+                Err(Err(device)) => return Err(device),
+            },
+        };
         let mut args = [(&mut params as *mut P).cast::<c_void>()];
-        drv::launch_kernel(kernel.0, launch.grid, launch.block, 0, stream, &mut args).map_err(|e| {
-            use dsys::CUresult as C;
-            // What a launch as configured can be refused with; any other error was left by earlier work.
-            let refused = matches!(
-                e.0,
-                C::CUDA_ERROR_INVALID_VALUE
-                    | C::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES
-                    | C::CUDA_ERROR_INVALID_HANDLE
-                    | C::CUDA_ERROR_NOT_FOUND
-                    | C::CUDA_ERROR_INVALID_IMAGE
-            );
-            let msg = format!("launching {}: {e:?}", launch.entry);
-            if refused {
-                Refusal::Declined(msg)
-            } else {
-                Refusal::Device(msg)
-            }
-        })?;
+        drv::launch_kernel(kernel.0, launch.grid, launch.block, 0, stream, &mut args)
+            .map_err(|e| driver_refusal(e, &format!("launching {}", launch.entry)))?;
     }
     drop(resources);
     Ok(())
