@@ -169,6 +169,9 @@ for g in cuda cuda:16; do
   step mma-gemv-$g 60 bash -c "MMREASON_GEMV=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-gemv-$g | tee -a $TP"
 done
 step mma-clip 40 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma | tee -a $TP"
+# Cubes of 8 warps (128 query rows per K/V tile; MMREASON_MMA_WARPS=8), compiled by NVRTC on the spot.
+step mma-w8-mistral 60 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0 --repeats 2 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
+step mma-w8-clip 40 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).

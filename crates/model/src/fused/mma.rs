@@ -32,9 +32,19 @@ use super::nvrtc::{self, Cube, Launch, Refusal};
 /// The kernel's CUDA C++ (its parameters defined by [`source`]).
 pub const SOURCE: &str = include_str!("mma_attention.cu");
 
-/// Query rows per cube (`BR` in the source) and units per cube (4 warps).
-const ROWS: usize = 64;
-const UNITS: u32 = 128;
+/// Query rows per warp; the most rows a cube takes (8 warps).
+const ROWS_PER_WARP: usize = 16;
+const MAX_ROWS: usize = 128;
+
+/// Warps per cube (`MMREASON_MMA_WARPS`: 4, the default, or 8 — 128 query rows sharing each K/V tile, half
+/// the tiles' traffic, at the same warps per SM): a knob for a device run.
+fn warps() -> usize {
+    static ASKED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| match std::env::var("MMREASON_MMA_WARPS").as_deref() {
+        Ok("8") => 8,
+        _ => 4,
+    })
+}
 
 /// Which keys each query sees: `MASK_MODE` in the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,11 +76,16 @@ pub const HEAD_DIMS: [usize; 2] = [64, 128];
 /// the registers budgeted for N cubes per SM instead of the source's choice per head size (a knob for a device
 /// run: fewer registers per unit against spills).
 pub fn source(bf16: bool, d: usize, masking: Masking) -> String {
-    let cubes = cubes_asked().map_or(String::new(), |n| format!("#define MIN_CUBES {n}\n"));
+    source_for(bf16, d, masking, warps(), cubes_asked())
+}
+
+/// [`source`] with the warps per cube and the register budget named (the NVRTC check writes both layouts).
+pub fn source_for(bf16: bool, d: usize, masking: Masking, warps: usize, cubes: Option<usize>) -> String {
+    let cubes = cubes.map_or(String::new(), |n| format!("#define MIN_CUBES {n}\n"));
     format!(
-        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n{cubes}{SOURCE}",
+        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n{cubes}{SOURCE}",
         u8::from(bf16),
-        masking.code()
+        masking.code(),
     )
 }
 
@@ -86,7 +101,7 @@ fn cubes_asked() -> Option<usize> {
 }
 
 fn variant_name(bf16: bool, d: usize, masking: Masking) -> String {
-    format!("{}_{d}_{masking:?}", u8::from(bf16))
+    format!("{}_{d}_{masking:?}_w{}", u8::from(bf16), warps())
 }
 
 /// `MmaParams` in the source, field for field.
@@ -169,8 +184,8 @@ pub fn attention<B: Backend>(
         || (causal && t < s)
         || b * nh * s == 0
         // The kernel's positions are 32-bit, with a tile's length of headroom.
-        || s > (i32::MAX as usize) - 2 * ROWS
-        || cap > (i32::MAX as usize) - 2 * ROWS
+        || s > (i32::MAX as usize) - 2 * MAX_ROWS
+        || cap > (i32::MAX as usize) - 2 * MAX_ROWS
         || nh > 65_535
         || b > 65_535
     {
@@ -281,8 +296,8 @@ fn launch(
             entry: "mmreason_mma_attention",
             variant: variant_name(bf16, d, masking),
             source: &|| source(bf16, d, masking),
-            grid: (s.div_ceil(ROWS) as u32, nh as u32, b as u32),
-            block: (UNITS, 1, 1),
+            grid: (s.div_ceil(ROWS_PER_WARP * warps()) as u32, nh as u32, b as u32),
+            block: (32 * warps() as u32, 1, 1),
             params: &params,
         },
     )

@@ -1,12 +1,13 @@
 // Prefill attention on tensor cores with the scores, probabilities and output kept in registers
-// (FlashAttention-2's forward pass): softmax(q·kᵀ·scale [+ mask])·v for one (sequence, query head, 64 query
-// rows) per cube of 4 warps, each warp owning 16 rows. Compiled at run time with NVRTC (`fused::mma`); the host
+// (FlashAttention-2's forward pass): softmax(q·kᵀ·scale [+ mask])·v for one (sequence, query head, 64 or 128
+// query rows) per cube of 4 or 8 warps, each warp owning 16 rows. Compiled at run time with NVRTC (`fused::mma`); the host
 // emulator (`crates/model/emulate/`) runs this same file on the CPU with the warp-level operations emulated.
 //
 // What the includer defines first:
 //   MMA_BF16   1: bf16 operands, 0: f16
 //   HEAD_DIM   64 or 128
 //   MASK_MODE  0: no mask; 1: causal (query i sees keys up to i + t − s); 2: an additive f32 mask [b, 1, s, t]
+//   WARPS      (optional) 4 (default) or 8 warps per cube; MIN_CUBES (optional) the register budget
 // and, in the emulator only, MMA_EMULATE with the primitives below defined by the harness.
 //
 // Layout: operands are 16-bit values with the head dimension contiguous and rows 16-byte aligned; every other
@@ -20,9 +21,12 @@
 // adjacent n-tiles is the m16k16 A layout); O += P·V with V's B operands transposed by ldmatrix. K and V
 // tiles arrive with cp.async (zero-filled past the end), the next tile's copy overlapping this tile's work.
 
-#define BR 64
-#define BC 64
+// Warps per cube (4 or 8), each owning 16 query rows: BR rows per cube share each K/V tile.
+#ifndef WARPS
 #define WARPS 4
+#endif
+#define BR (WARPS * 16)
+#define BC 64
 #define THREADS (WARPS * 32)
 // Shared rows padded by 8 values (16 bytes): the 8 rows a fragment load touches fall in different banks.
 #define LDS (HEAD_DIM + 8)
@@ -31,7 +35,7 @@
 // unit, 2 leave 255). NVRTC 13.5 for sm_90a: heads of 64 fit in 128 without a mask and spill at 3 cubes with
 // one; heads of 128 take 196–236 and spill at 3.
 #ifndef MIN_CUBES
-#define MIN_CUBES (HEAD_DIM == 64 && MASK_MODE != 2 ? 4 : 2)
+#define MIN_CUBES ((HEAD_DIM == 64 && MASK_MODE != 2 ? 4 : 2) * 4 / WARPS)
 #endif
 
 #ifndef MMA_EMULATE
@@ -137,11 +141,12 @@ struct MmaParams {
     float scale;
 };
 
-// Rows row0.. of a 64-row tile (row stride `stride` elements in global memory) into `dst` (LDS per row); rows at
-// or past `end` are zeros, so values there cannot put NaN into the products.
+// Rows row0.. of a tile of `ROWS` rows (row stride `stride` elements in global memory) into `dst` (LDS per row);
+// rows at or past `end` are zeros, so values there cannot put NaN into the products.
+template <int ROWS>
 MMA_DEVICE void load_tile(u16* dst, const u16* src, i64 stride, int row0, int end, int tid) {
 #pragma unroll
-    for (int c = tid; c < BC * CHUNKS_PER_ROW; c += THREADS) {
+    for (int c = tid; c < ROWS * CHUNKS_PER_ROW; c += THREADS) {
         const int r = c / CHUNKS_PER_ROW;
         const int col = (c % CHUNKS_PER_ROW) * 8;
         const bool valid = row0 + r < end;
@@ -153,8 +158,10 @@ MMA_DEVICE void load_tile(u16* dst, const u16* src, i64 stride, int row0, int en
 MMA_DEVICE u32 lds32(const u16* p) { return *(const u32*)p; }
 
 MMA_KERNEL mmreason_mma_attention(MmaParams p) {
-    MMA_SHARED u16 ks[BC * LDS];
-    MMA_SHARED u16 vs[BC * LDS];
+    // K's tile, then V's; Q's tile (BR ≤ 2·BC rows) is staged across both before the first key block.
+    MMA_SHARED u16 smem[2 * BC * LDS];
+    u16* const ks = smem;
+    u16* const vs = smem + BC * LDS;
     const int tid = MMA_TID;
     const int warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, tq = lane & 3;
@@ -177,8 +184,8 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
     }
     const int blocks = (kv_end + BC - 1) / BC;
 
-    // Q's tile through `vs`, into registers for the whole kernel: 16 rows per warp.
-    load_tile(vs, qg, p.q_ss, q0, p.s, tid);
+    // Q's tile through shared memory, into registers for the whole kernel: 16 rows per warp.
+    load_tile<BR>(smem, qg, p.q_ss, q0, p.s, tid);
     cp_async_commit();
     cp_async_wait_all();
     MMA_SYNC();
@@ -186,10 +193,10 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
     u32 qf[HEAD_DIM / 16][4];
 #pragma unroll
     for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
-        qf[kk][0] = lds32(vs + r0 * LDS + kk * 16 + 2 * tq);
-        qf[kk][1] = lds32(vs + (r0 + 8) * LDS + kk * 16 + 2 * tq);
-        qf[kk][2] = lds32(vs + r0 * LDS + kk * 16 + 8 + 2 * tq);
-        qf[kk][3] = lds32(vs + (r0 + 8) * LDS + kk * 16 + 8 + 2 * tq);
+        qf[kk][0] = lds32(smem + r0 * LDS + kk * 16 + 2 * tq);
+        qf[kk][1] = lds32(smem + (r0 + 8) * LDS + kk * 16 + 2 * tq);
+        qf[kk][2] = lds32(smem + r0 * LDS + kk * 16 + 8 + 2 * tq);
+        qf[kk][3] = lds32(smem + (r0 + 8) * LDS + kk * 16 + 8 + 2 * tq);
     }
     MMA_SYNC();
 
@@ -206,14 +213,14 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
     const int qi0 = q0 + r0 < p.s ? q0 + r0 : p.s - 1;
     const int qi1 = q0 + r0 + 8 < p.s ? q0 + r0 + 8 : p.s - 1;
 
-    load_tile(ks, kg, p.k_ss, 0, kv_end, tid);
+    load_tile<BC>(ks, kg, p.k_ss, 0, kv_end, tid);
     cp_async_commit();
     for (int j = 0; j < blocks; ++j) {
         const int k0 = j * BC;
         // K_j has arrived, and every warp is done with V_{j-1}: V_j may overwrite it.
         cp_async_wait_all();
         MMA_SYNC();
-        load_tile(vs, vg, p.v_ss, k0, kv_end, tid);
+        load_tile<BC>(vs, vg, p.v_ss, k0, kv_end, tid);
         cp_async_commit();
 
         float sc[BC / 8][4];
@@ -294,7 +301,7 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
         cp_async_wait_all();
         MMA_SYNC();
         if (j + 1 < blocks) {
-            load_tile(ks, kg, p.k_ss, k0 + BC, kv_end, tid);
+            load_tile<BC>(ks, kg, p.k_ss, k0 + BC, kv_end, tid);
         }
         cp_async_commit();
 

@@ -424,17 +424,20 @@ fn every_kernel_compiles_to_cuda_cpp() {
     }
     // The mma prefill attention (`fused::mma`, `MMREASON_ATTENTION=mma`): CUDA C++ of ours as well, one source
     // per dtype, head size and masking, written as NVRTC gets it on the device.
-    for bf16 in [true, false] {
+    for (bf16, warps) in [(true, 4), (false, 4), (true, 8)] {
         for d in crate::fused::mma::HEAD_DIMS {
             for masking in crate::fused::mma::Masking::ALL {
-                let source = crate::fused::mma::source(bf16, d, masking);
+                let source = crate::fused::mma::source_for(bf16, d, masking, warps, None);
                 if !(source.contains("#define MMA_KERNEL extern \"C\" __global__")
                     && source.contains("MMA_KERNEL mmreason_mma_attention("))
                 {
                     failed.push("mma attention: no entry point `mmreason_mma_attention`".into());
                 }
                 if let Some(dir) = &dir {
-                    let name = format!("mmreason_mma_attention_{}_{d}_{masking:?}.cu", u8::from(bf16));
+                    let name = format!(
+                        "mmreason_mma_attention_{}_{d}_{masking:?}_w{warps}.cu",
+                        u8::from(bf16)
+                    );
                     std::fs::write(dir.join(name), source).expect("writing a source");
                 }
             }
