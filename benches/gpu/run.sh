@@ -159,7 +159,7 @@ step own-padded-parity 60 bash -c "MMREASON_ATTENTION=padded $BIN/backend_parity
 step own-padded-clip 40 bash -c "MMREASON_ATTENTION=padded $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-padded | tee -a $TP"
 # The mma prefill attention (group "mma", MMREASON_ATTENTION=mma for both towers): the kernel against the
 # composition first (every case must run through it), the model parity tests, then the figures.
-step mma-kernels 60 bash -c "$BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_kernels.log | grep -E 'test |panicked|error|declined' "
+step mma-kernels 90 bash -c "$BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_kernels.log | grep -E 'test |panicked|error|declined' "
 step mma-parity 120 bash -c "MMREASON_ATTENTION=mma $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-mma.log | grep -E 'PARITY|test |panicked|error|declined' "
 step mma-mistral 60 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma | tee -a $TP"
 # Our CUDA C++ few-row product (MMREASON_GEMV=cuda[:UNROLL], same group): its kernel test against the CPU, then
