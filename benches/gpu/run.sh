@@ -39,9 +39,10 @@
 #      whole 16-byte rows (MMREASON_ATTENTION=padded: parity-padded.log, "cublas-padded")
 #   6c. the mma prefill attention (FlashAttention-2's forward pass in CUDA C++ of ours through NVRTC: scores,
 #      probabilities and output in registers; MMREASON_ATTENTION=mma, both towers): its kernel test against the
-#      composition (mma_kernels.log), the model parity tests (parity-mma.log), then Mistral prefill and CLIP →
-#      throughput.jsonl (gemm "cublas-mma"); and the few-row product in CUDA C++ of ours (MMREASON_GEMV=cuda:
-#      gemv_kernels.log, decode b1 → "cublas-gemv-cuda", "cublas-gemv-cuda:16")
+#      composition (mma_kernels.log; with 8 warps per cube: mma_w8_kernels.log), then, if it passed, Mistral
+#      prefill and CLIP → throughput.jsonl (gemm "cublas-mma", "cublas-mma-w8"); and the few-row product in CUDA
+#      C++ of ours (MMREASON_GEMV=cuda: gemv_kernels.log, parity-gemv.log, decode b1 → "cublas-gemv-cuda",
+#      "cublas-gemv-cuda:16")
 #   7. cubek's matmul kernels by strategy (MMREASON_GEMM=cubek:NAME, on burn's stream: no cuBLAS
 #      synchronisations): every strategy against the CPU (cubek_kernels.log), the tensor-core ones timed at the
 #      prefill and decode shapes (gemm-cubek.jsonl), then Mistral with the fastest at each shape
@@ -80,17 +81,20 @@ STEPS=${STEPS:-parity gemm mistral stream order own mma clip profile cubek flash
 DEADLINE=${DEADLINE:-0}
 step() { # name seconds command...
   local name=$1 secs=$2; shift 2
-  case " $STEPS " in *" ${name%%-*} "*) ;; *) echo "== $name skipped (STEPS)"; return;; esac
+  case " $STEPS " in *" ${name%%-*} "*) ;; *) echo "== $name skipped (STEPS)"; last_rc=skipped; return;; esac
   if [ "$DEADLINE" -gt 0 ]; then
     local left=$((DEADLINE - SECONDS))
-    if [ "$left" -lt 15 ]; then echo "== $name skipped (deadline)" | tee -a "$OUT/steps.log"; return; fi
+    if [ "$left" -lt 15 ]; then echo "== $name skipped (deadline)" | tee -a "$OUT/steps.log"; last_rc=skipped; return; fi
     if [ "$secs" -gt "$left" ]; then secs=$left; fi
   fi
   local t0=$SECONDS
   echo "== $name (limit ${secs}s)" | tee -a "$OUT/steps.log"
   timeout -k 10 "$secs" "$@"; local rc=$?
   echo "== $name rc=$rc in $((SECONDS - t0))s" | tee -a "$OUT/steps.log"
+  last_rc=$rc
 }
+# The exit status of the last step that ran (a kernel test gates the steps that time its kernel).
+last_rc=skipped
 
 # cuBLAS calls run on cubecl's device thread by default (MMREASON_CUBLAS_THREAD=device, new since run 6 and
 # untimed): if a small product does not come back through cuBLAS that way within 40 s while it does on the
@@ -157,23 +161,40 @@ step own-composed-clip 40 bash -c "MMREASON_ATTENTION=composed $BIN/throughput -
 # MMREASON_ATTENTION=padded): the vision parity tests, then CLIP.
 step own-padded-parity 60 bash -c "MMREASON_ATTENTION=padded $BIN/backend_parity vision --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-padded.log | grep -E 'PARITY|test |panicked|error|ordered' "
 step own-padded-clip 40 bash -c "MMREASON_ATTENTION=padded $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-padded | tee -a $TP"
-# The mma prefill attention (group "mma", MMREASON_ATTENTION=mma for both towers): the kernel against the
-# composition first (every case must run through it), the model parity tests, then the figures.
-step mma-kernels 90 bash -c "$BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_kernels.log | grep -E 'test |panicked|error|declined' "
-step mma-parity 120 bash -c "MMREASON_ATTENTION=mma $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-mma.log | grep -E 'PARITY|test |panicked|error|declined' "
-step mma-mistral 60 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma | tee -a $TP"
-# Our CUDA C++ few-row product (MMREASON_GEMV=cuda[:UNROLL], same group): its kernel test against the CPU, then
-# decode b1 with 8 and 16 weight loads in flight per unit against the cubecl kernel (the mistral rows above).
-step mma-gemv-kernels 60 bash -c "$BIN/fused_kernels cuda_gemv --include-ignored --nocapture 2>&1 | tee $OUT/gemv_kernels.log | grep -E 'test |panicked|error|declined' "
-for g in cuda cuda:16; do
-  step mma-gemv-$g 60 bash -c "MMREASON_GEMV=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-gemv-$g | tee -a $TP"
-done
-step mma-clip 40 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma | tee -a $TP"
-# Cubes of 8 warps (128 query rows per K/V tile; MMREASON_MMA_WARPS=8), compiled by NVRTC on the spot.
-step mma-w8-mistral 60 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0 --repeats 2 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
-step mma-w8-clip 40 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
+# CLIP's baselines (ours with the defaults, PyTorch) before the mma group, so that a failing kernel there cannot
+# cost them their time.
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
 step clip-torch 40 bash -c "$PY benches/peers/torch_throughput.py --preset clip-vit-l-336 --device cuda --dtype bfloat16 --runs 32x0x0 --repeats 3 | tee -a $TP"
+# The mma prefill attention (group "mma", MMREASON_ATTENTION=mma for both towers): its kernel test against the
+# composition (heads of 64 and 128, every case must run through it), and only if that passes, the figures. The
+# model parity tests cannot check it: the fixtures' heads (4 and 8) are sizes it declines.
+gated() { # NAME GATE_RC: runs the step after it only when the kernel test passed (its pipeline's status:
+  # `set -o pipefail` in the test's command, or grep's would stand for it)
+  case "$2" in
+    0) return 0;;
+    skipped) return 1;;
+  esac
+  echo "== $1 skipped: its kernel test did not pass (rc=$2)" | tee -a "$OUT/steps.log"; return 1
+}
+step mma-kernels 90 bash -c "set -o pipefail; $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_kernels.log | grep -E 'test |panicked|error|declined' "
+mma_rc=$last_rc
+gated mma-mistral "$mma_rc" && step mma-mistral 60 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma | tee -a $TP"
+gated mma-clip "$mma_rc" && step mma-clip 40 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma | tee -a $TP"
+# Our CUDA C++ few-row product (MMREASON_GEMV=cuda[:UNROLL], same group): its kernel test against the CPU, the
+# model parity tests with it (the fixtures' decode steps take it: hidden sizes of 16 and 32), then decode b1 with
+# 8 and 16 weight loads in flight per unit against the cubecl kernel (the mistral rows above).
+step mma-gemv-kernels 60 bash -c "set -o pipefail; $BIN/fused_kernels cuda_gemv --include-ignored --nocapture 2>&1 | tee $OUT/gemv_kernels.log | grep -E 'test |panicked|error|declined' "
+gemv_rc=$last_rc
+gated mma-gemv-parity "$gemv_rc" && step mma-gemv-parity 120 bash -c "MMREASON_GEMV=cuda $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-gemv.log | grep -E 'PARITY|test |panicked|error|declined' "
+for g in cuda cuda:16; do
+  gated mma-gemv-$g "$gemv_rc" && step mma-gemv-$g 60 bash -c "MMREASON_GEMV=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-gemv-$g | tee -a $TP"
+done
+# Cubes of 8 warps (128 query rows per K/V tile; MMREASON_MMA_WARPS=8, compiled by NVRTC on the spot): its own
+# kernel test, then the figures.
+step mma-w8-kernels 90 bash -c "set -o pipefail; MMREASON_MMA_WARPS=8 $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_w8_kernels.log | grep -E 'test |panicked|error|declined' "
+w8_rc=$last_rc
+gated mma-w8-mistral "$w8_rc" && step mma-w8-mistral 60 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0 --repeats 2 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
+gated mma-w8-clip "$w8_rc" && step mma-w8-clip 40 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).
 PROF="env OUT=$OUT BIN=$BIN TP=$TP PY=$PY bash benches/gpu/profile.sh"
 step profile-clip 60 $PROF clip "" --config clip-vit-l-336 --runs 32x0x0
