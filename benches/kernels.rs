@@ -86,6 +86,27 @@ fn causal_mask<B: Backend>(b: usize, s: usize, past: usize, device: &B::Device) 
     Tensor::from_data(TensorData::new(m, [b, 1, s, t]), device)
 }
 
+/// Times `run` as `label` unless it declines on this device (`None`: a kernel variant the device cannot take);
+/// returns whether it ran.
+fn bench_taken<T>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    label: String,
+    id: &str,
+    run: impl Fn() -> Option<T>,
+    sync: &dyn Fn(),
+) -> bool {
+    if run().is_none() {
+        return false;
+    }
+    g.bench_function(BenchmarkId::new(label, id), |b| {
+        b.iter(|| {
+            std::hint::black_box(run());
+            sync();
+        })
+    });
+    true
+}
+
 /// One bench per cubek flash kernel that runs here (`kind` in the name); the kinds that decline (no tensor
 /// cores, f32) are skipped.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
@@ -104,19 +125,11 @@ fn flash_benches<B: Backend>(
         FlashKind::Accelerated(8),
         FlashKind::Unit,
     ] {
-        if flash_attention_of(q, k, v, causal, kind).is_none() {
-            continue;
-        }
         let label = match kind {
             FlashKind::Accelerated(p) => format!("{name}/cmma{p}"),
             FlashKind::Unit => format!("{name}/unit"),
         };
-        g.bench_function(BenchmarkId::new(label, id), |b| {
-            b.iter(|| {
-                std::hint::black_box(flash_attention_of(q, k, v, causal, kind));
-                sync();
-            })
-        });
+        bench_taken(g, label, id, || flash_attention_of(q, k, v, causal, kind), sync);
     }
 }
 
@@ -140,19 +153,13 @@ fn own_bench<B: Backend>(
     for layout in [None, Some((2, 32)), Some((4, 64)), Some((2, 64)), Some((8, 32))] {
         let layout = layout.map(|(planes, block)| TileLayout { planes, block });
         let run = || prefill_attention_with(q, k, v, None, s, causal, scale, layout);
-        if run().is_none() {
-            return;
-        }
         let label = match layout {
             None => label.to_string(),
             Some(l) => format!("{label}_p{}b{}", l.planes, l.block),
         };
-        g.bench_function(BenchmarkId::new(label, id), |b| {
-            b.iter(|| {
-                std::hint::black_box(run());
-                sync();
-            })
-        });
+        if !bench_taken(g, label, id, run, sync) {
+            return;
+        }
     }
 }
 
@@ -169,15 +176,7 @@ fn mma_bench<B: Backend>(
     let [_, _, s, d] = q.dims();
     let scale = 1.0 / (d as f64).sqrt();
     let run = || mmreason::model::fused::mma_attention_of(q, k, v, None, s, causal, scale);
-    if run().is_none() {
-        return;
-    }
-    g.bench_function(BenchmarkId::new(label, id), |b| {
-        b.iter(|| {
-            std::hint::black_box(run());
-            sync();
-        })
-    });
+    bench_taken(g, label.to_string(), id, run, sync);
 }
 
 fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype, device: &B::Device) {
@@ -235,9 +234,6 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
                     .collect()
             };
             for kernel in variants {
-                if skinny_linear_with(&x, &w, kernel).is_none() {
-                    continue;
-                }
                 let label = match kernel {
                     SkinnyKernel::Multi { rows, columns } => {
                         format!("{name}/skinny_multi_r{rows}_c{columns}")
@@ -247,30 +243,16 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
                         format!("{name}/skinny_plane_u{unroll}_c{columns}")
                     }
                 };
-                g.bench_function(BenchmarkId::new(label, &id), |b| {
-                    b.iter(|| {
-                        std::hint::black_box(skinny_linear_with(&x, &w, kernel));
-                        sync();
-                    })
-                });
+                bench_taken(&mut g, label, &id, || skinny_linear_with(&x, &w, kernel), &sync);
             }
         }
         // Our CUDA C++ few-row product (`MMREASON_GEMV=cuda:UNROLL`), for the rows it takes.
         if m <= 4 {
             for unroll in [4, 8, 16] {
                 let run = || mmreason::model::fused::cuda_gemv_of(&x, &w, unroll);
-                if run().is_none() {
+                if !bench_taken(&mut g, format!("{name}/cuda_gemv_u{unroll}"), &id, run, &sync) {
                     break;
                 }
-                g.bench_function(
-                    BenchmarkId::new(format!("{name}/cuda_gemv_u{unroll}"), &id),
-                    |b| {
-                        b.iter(|| {
-                            std::hint::black_box(run());
-                            sync();
-                        })
-                    },
-                );
             }
         }
         g.bench_function(BenchmarkId::new(format!("{name}/burn_matmul"), &id), |b| {

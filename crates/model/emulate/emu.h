@@ -244,8 +244,10 @@ MMA_DEVICE Vec4 load_stream(const u16* p) {
     return v;
 }
 MMA_DEVICE Vec4 load_cached(const u16* p) { return load_stream(p); }
-MMA_DEVICE float lo_f32(u32 r) { return bits_to_f32((u16)(r & 0xffff)); }
-MMA_DEVICE float hi_f32(u32 r) { return bits_to_f32((u16)(r >> 16)); }
+MMA_DEVICE void halves(u32 r, float& lo, float& hi) {
+    lo = bits_to_f32((u16)(r & 0xffff));
+    hi = bits_to_f32((u16)(r >> 16));
+}
 MMA_DEVICE u16 to_bits(float f) { return f32_to_bits(f); }
 
 // ---- running a grid ------------------------------------------------------------------------------------------

@@ -5,22 +5,17 @@
 // Dot products in f32, reduced across the warp by butterfly shuffles. Compiled at run time with NVRTC
 // (`fused::gemv`); the host emulator (`crates/model/emulate/`) runs this same file on the CPU.
 //
-// What the includer defines first: MMA_BF16 (1: bf16, 0: f16) and UNROLL (loads in flight per lane); in the
-// emulator, MMA_EMULATE and the primitives below.
+// What the includer defines first: MMA_BF16 (1: bf16, 0: f16) and UNROLL (loads in flight per lane), then
+// `cuda_prelude.cuh`; in the emulator, MMA_EMULATE and the primitives below instead.
 
 #define GEMV_WARPS 8
 #define GEMV_THREADS (GEMV_WARPS * 32)
 #define GEMV_MAX_M 4
 
 #ifndef MMA_EMULATE
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
 struct Vec4 {
     u32 x, y, z, w;
 };
-
-#define MMA_DEVICE __device__ __forceinline__
 
 // 16 bytes of weights, not kept in L1 (read once).
 MMA_DEVICE Vec4 load_stream(const u16* p) {
@@ -37,29 +32,15 @@ MMA_DEVICE Vec4 load_cached(const u16* p) {
     return v;
 }
 
-MMA_DEVICE float shfl_xor(float v, int m) {
-    float r;
-    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m));
-    return r;
-}
-
-// The two 16-bit floats of a register as f32 (lower half first).
-MMA_DEVICE float lo_f32(u32 r) {
+// The two 16-bit floats of a register as f32: `lo` from bits 15:0, `hi` from bits 31:16.
+MMA_DEVICE void halves(u32 r, float& lo, float& hi) {
 #if MMA_BF16
-    return __uint_as_float(r << 16);
+    lo = __uint_as_float(r << 16);
+    hi = __uint_as_float(r & 0xffff0000u);
 #else
-    float f;
-    asm("{ .reg .b16 l, h; mov.b32 {l, h}, %1; cvt.f32.f16 %0, l; }" : "=f"(f) : "r"(r));
-    return f;
-#endif
-}
-MMA_DEVICE float hi_f32(u32 r) {
-#if MMA_BF16
-    return __uint_as_float(r & 0xffff0000u);
-#else
-    float f;
-    asm("{ .reg .b16 l, h; mov.b32 {l, h}, %1; cvt.f32.f16 %0, h; }" : "=f"(f) : "r"(r));
-    return f;
+    asm("{ .reg .b16 l, h; mov.b32 {l, h}, %2; cvt.f32.f16 %0, l; cvt.f32.f16 %1, h; }"
+        : "=f"(lo), "=f"(hi)
+        : "r"(r));
 #endif
 }
 
@@ -89,14 +70,16 @@ struct GemvParams {
 };
 
 MMA_DEVICE float dot8(Vec4 a, Vec4 b) {
-    float s = lo_f32(a.x) * lo_f32(b.x);
-    s += hi_f32(a.x) * hi_f32(b.x);
-    s += lo_f32(a.y) * lo_f32(b.y);
-    s += hi_f32(a.y) * hi_f32(b.y);
-    s += lo_f32(a.z) * lo_f32(b.z);
-    s += hi_f32(a.z) * hi_f32(b.z);
-    s += lo_f32(a.w) * lo_f32(b.w);
-    s += hi_f32(a.w) * hi_f32(b.w);
+    const u32 aw[4] = {a.x, a.y, a.z, a.w}, bw[4] = {b.x, b.y, b.z, b.w};
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        float al, ah, bl, bh;
+        halves(aw[i], al, ah);
+        halves(bw[i], bl, bh);
+        s += al * bl;
+        s += ah * bh;
+    }
     return s;
 }
 

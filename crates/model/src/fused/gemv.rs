@@ -33,8 +33,9 @@ const UNITS: u32 = 256;
 /// The source of one variant: bf16 or f16, `unroll` weight loads in flight per unit.
 pub fn source(bf16: bool, unroll: usize) -> String {
     format!(
-        "#define MMA_BF16 {}\n#define UNROLL {unroll}\n{SOURCE}",
-        u8::from(bf16)
+        "#define MMA_BF16 {}\n#define UNROLL {unroll}\n{}{SOURCE}",
+        u8::from(bf16),
+        nvrtc::PRELUDE
     )
 }
 

@@ -83,9 +83,10 @@ pub fn source(bf16: bool, d: usize, masking: Masking) -> String {
 pub fn source_for(bf16: bool, d: usize, masking: Masking, warps: usize, cubes: Option<usize>) -> String {
     let cubes = cubes.map_or(String::new(), |n| format!("#define MIN_CUBES {n}\n"));
     format!(
-        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n{cubes}{SOURCE}",
+        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n{cubes}{}{SOURCE}",
         u8::from(bf16),
         masking.code(),
+        nvrtc::PRELUDE,
     )
 }
 

@@ -8,7 +8,8 @@
 //   HEAD_DIM   64 or 128
 //   MASK_MODE  0: no mask; 1: causal (query i sees keys up to i + t − s); 2: an additive f32 mask [b, 1, s, t]
 //   WARPS      (optional) 4 (default) or 8 warps per cube; MIN_CUBES (optional) the register budget
-// and, in the emulator only, MMA_EMULATE with the primitives below defined by the harness.
+// after `cuda_prelude.cuh` (types, MMA_DEVICE, shfl_xor); in the emulator, MMA_EMULATE with the primitives
+// below defined by the harness instead.
 //
 // Layout: operands are 16-bit values with the head dimension contiguous and rows 16-byte aligned; every other
 // stride is a parameter (a cache holding more positions than `t`, a permuted view). Keys and values of
@@ -39,12 +40,6 @@
 #endif
 
 #ifndef MMA_EMULATE
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
-
-#define MMA_DEVICE __device__ __forceinline__
-
 MMA_DEVICE float neg_inf() { return __int_as_float(0xff800000); }
 
 MMA_DEVICE u32 shared_address(const void* p) {
@@ -61,12 +56,6 @@ MMA_DEVICE void cp_async16(void* dst, const void* src, bool valid) {
 }
 MMA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 MMA_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
-
-MMA_DEVICE float shfl_xor(float v, int m) {
-    float r;
-    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m));
-    return r;
-}
 
 MMA_DEVICE float exp2_approx(float x) {
     float r;

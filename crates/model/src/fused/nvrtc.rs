@@ -15,6 +15,10 @@ use cudarc::driver::{result as drv, sys as dsys};
 
 pub(crate) type Cube = CubeTensor<CudaRuntime>;
 
+/// What every kernel source of ours starts with (`cuda_prelude.cuh`: types, `MMA_DEVICE`, `shfl_xor`), after
+/// its variant's definitions.
+pub const PRELUDE: &str = include_str!("cuda_prelude.cuh");
+
 /// A loaded kernel (its module is never unloaded, so the handle stays valid).
 #[derive(Clone, Copy)]
 struct Kernel(dsys::CUfunction);
