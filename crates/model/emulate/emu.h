@@ -101,6 +101,32 @@ struct WarpScratch {
 };
 static WarpScratch scratch[THREADS_EMU / 32];
 
+// Which warp-level operation each lane has reached: its kind and how many such operations the lane has done in
+// this cube. Every lane of a warp must meet at the same one (mma.sync, ldmatrix and shuffles are `.sync.aligned`
+// or full-mask): a lane-dependent branch around one of them fails here instead of pairing mismatched operands.
+static int warp_op_count[THREADS_EMU];
+static struct {
+    const char* kind;
+    int count;
+} warp_op_at[THREADS_EMU];
+static void warp_op_arrive(const char* kind) {
+    warp_op_at[current] = {kind, warp_op_count[current]++};
+}
+static void warp_op_check() {
+    const int w = current / 32;
+    for (int l = 0; l < 32; ++l) {
+        const auto& other = warp_op_at[w * 32 + l];
+        if (other.kind != warp_op_at[current].kind || other.count != warp_op_at[current].count) {
+            std::fprintf(stderr,
+                         "warp %d diverged: lane %d is at %s #%d while lane %d is at %s #%d (a warp-level "
+                         "operation needs every lane)\n",
+                         w, current % 32, warp_op_at[current].kind, warp_op_at[current].count, l, other.kind,
+                         other.count);
+            std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
+        }
+    }
+}
+
 #define MMA_TID current
 #define GEMV_TID current
 #define GEMV_BLOCK block_x
@@ -151,7 +177,9 @@ MMA_DEVICE void cp_async_wait_all() {
 MMA_DEVICE float shfl_xor(float v, int m) {
     const int w = current / 32, l = current % 32;
     scratch[w].v[l] = v;
+    warp_op_arrive("shfl_xor");
     warp_barrier[w].wait();
+    warp_op_check();
     const float r = scratch[w].v[l ^ m];
     warp_barrier[w].wait();
     return r;
@@ -170,7 +198,9 @@ static void ldsm(u32* r, const u16* row, bool trans) {
         std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
     }
     rows[w][l] = row;
+    warp_op_arrive(trans ? "ldmatrix.trans" : "ldmatrix");
     warp_barrier[w].wait();
+    warp_op_check();
     const int g = l >> 2, t = l & 3;
     for (int j = 0; j < 4; ++j) {
         u16 lo, hi;
@@ -200,7 +230,9 @@ MMA_DEVICE void mma16816(float* d, const u32* a, u32 b0, u32 b1) {
     s.b[l][0] = b0;
     s.b[l][1] = b1;
     for (int i = 0; i < 4; ++i) s.c[l][i] = d[i];
+    warp_op_arrive("mma.sync");
     warp_barrier[w].wait();
+    warp_op_check();
     float A[16][16], B[16][8], C[16][8];
     for (int ln = 0; ln < 32; ++ln) {
         const int g = ln >> 2, t = ln & 3;
@@ -273,6 +305,7 @@ static void run_grid(int gx, int gy, int gz, void (*entry)()) {
                     Lane& ln = lanes[i];
                     ln.done = false;
                     ln.pending.clear();
+                    warp_op_count[i] = 0;
                     ln.stack.assign(256 * 1024, 0);
                     getcontext(&ln.ctx);
                     ln.ctx.uc_stack.ss_sp = ln.stack.data();

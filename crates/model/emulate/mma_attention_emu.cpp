@@ -150,7 +150,7 @@ int main() {
     std::mt19937 rng(1234 + MASK_MODE * 7 + HEAD_DIM);
     // b, nh, nkv, s, t, cap, q permuted, left pad
     const Case cases[] = {
-        {"square s=t=77, grouped 4:2", 2, 4, 2, 77, 77, 77, false, 5},
+        {"s=t=73 (9 keys last), grouped 4:2", 2, 4, 2, 73, 73, 73, false, 5},
         {"s=t=130, cache cap 150, q permuted", 2, 2, 1, 130, 130, 150, true, 9},
         {"s=40 after 60 cached (t=100)", 2, 2, 2, 40, 100, 128, false, 70},
         {"one tile s=t=64", 2, 1, 1, 64, 64, 64, true, 64},

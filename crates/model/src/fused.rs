@@ -414,6 +414,56 @@ pub fn prefill_attention<B: Backend>(
     None
 }
 
+/// The sizes of a [`prefill_attention`] call, where its operands keep the contract every kernel behind it
+/// shares: `q` `[b, nh, s, d]` with `b·nh·s·d > 0`, `k`/`v` `[b, nkv, cap, d]` of one dtype with `q`, `nkv`
+/// dividing `nh`, `0 < t ≤ cap`, `t ≥ s` when causal, and a mask (if any) f32 `[b, 1, s, t]`. `None` where they
+/// do not: the kernel declines and the caller composes the attention. Each kernel adds its own limits.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AttentionShape {
+    pub b: usize,
+    pub nh: usize,
+    pub s: usize,
+    pub d: usize,
+    pub nkv: usize,
+    pub cap: usize,
+}
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+impl AttentionShape {
+    pub(crate) fn of<B: Backend>(
+        q: &Tensor<B, 4>,
+        k: &Tensor<B, 4>,
+        v: &Tensor<B, 4>,
+        mask: Option<&Tensor<B, 4>>,
+        t: usize,
+        causal: bool,
+    ) -> Option<Self> {
+        let [b, nh, s, d] = q.dims();
+        let [bk, nkv, cap, dk] = k.dims();
+        let fits = bk == b
+            && dk == d
+            && v.dims() == [b, nkv, cap, d]
+            && k.dtype() == q.dtype()
+            && v.dtype() == q.dtype()
+            && nkv > 0
+            && nh.is_multiple_of(nkv)
+            && b * nh * s * d > 0
+            && t > 0
+            && t <= cap
+            && (!causal || t >= s)
+            && mask.is_none_or(|m| m.dims() == [b, 1, s, t] && m.dtype() == DType::F32);
+        fits.then_some(Self {
+            b,
+            nh,
+            s,
+            d,
+            nkv,
+            cap,
+        })
+    }
+}
+
 /// [`prefill_attention`] whatever `MMREASON_ATTENTION` says, its layout named (or else `MMREASON_TILE_ATTN`'s
 /// or the default; tests, benches).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
@@ -739,6 +789,50 @@ mod tests {
     use burn::tensor::{Distribution, Tolerance};
 
     type Cpu = crate::backend::CpuBackend;
+
+    /// The shared contract of the prefill attention kernels: every operand that breaks it is named and refused
+    /// (the kernels then decline and the caller composes), and a call that keeps it gives its sizes.
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    #[test]
+    fn attention_shape_refuses_operands_outside_the_contract() {
+        let dev = Default::default();
+        let z = |dims: [usize; 4]| Tensor::<Cpu, 4>::zeros(dims, &dev);
+        let (q, k, v) = (z([2, 4, 5, 8]), z([2, 2, 9, 8]), z([2, 2, 9, 8]));
+        let mask = z([2, 1, 5, 7]);
+        let of =
+            |q: &Tensor<Cpu, 4>, k: &Tensor<Cpu, 4>, v: &Tensor<Cpu, 4>, m: Option<&Tensor<Cpu, 4>>, t, c| {
+                AttentionShape::of(q, k, v, m, t, c)
+            };
+        let want = AttentionShape {
+            b: 2,
+            nh: 4,
+            s: 5,
+            d: 8,
+            nkv: 2,
+            cap: 9,
+        };
+        assert_eq!(of(&q, &k, &v, None, 7, true), Some(want));
+        assert_eq!(of(&q, &k, &v, Some(&mask), 7, false), Some(want));
+        // t past the cache, no keys, fewer keys than causal queries need.
+        assert_eq!(of(&q, &k, &v, None, 10, false), None);
+        assert_eq!(of(&q, &k, &v, None, 0, false), None);
+        assert_eq!(of(&q, &k, &v, None, 4, true), None);
+        assert!(of(&q, &k, &v, None, 4, false).is_some());
+        // Heads that do not group, a batch or head size that differs, values unlike keys.
+        assert_eq!(of(&z([2, 3, 5, 8]), &k, &v, None, 7, false), None);
+        assert_eq!(of(&q, &z([1, 2, 9, 8]), &v, None, 7, false), None);
+        assert_eq!(of(&q, &z([2, 2, 9, 16]), &v, None, 7, false), None);
+        assert_eq!(of(&q, &k, &z([2, 2, 8, 8]), None, 7, false), None);
+        // No queries.
+        assert_eq!(of(&z([2, 4, 0, 8]), &k, &v, None, 7, false), None);
+        // A mask of the wrong size or dtype; operands of two dtypes.
+        assert_eq!(of(&q, &k, &v, Some(&z([2, 1, 5, 9])), 7, false), None);
+        assert_eq!(
+            of(&q, &k, &v, Some(&mask.clone().cast(DType::F16)), 7, false),
+            None
+        );
+        assert_eq!(of(&q, &k.clone().cast(DType::F16), &v, None, 7, false), None);
+    }
 
     /// Greedy decoding's argmax on the host follows torch: the first of equal maxima, NaN above numbers.
     #[test]

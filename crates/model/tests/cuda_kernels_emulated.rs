@@ -2,7 +2,7 @@
 //! `MMREASON_ATTENTION=mma`) and the few-row product (`src/fused/gemv.cu`, `MMREASON_GEMV=cuda`). The harnesses
 //! in `emulate/` include each kernel's own source, emulate its device operations (`emulate/emu.h`: mma.sync in
 //! the PTX ISA's fragment layouts, ldmatrix, shuffles, cp.async landing only when waited for, barriers, warps
-//! scheduled in a random order) and compare the output with f64 — for attention: grouped heads, lengths that
+//! scheduled in a random order, every lane of a warp required at each warp-level operation) and compare the output with f64 — for attention: grouped heads, lengths that
 //! are not whole tiles, a cache longer than the keys read (NaN past them), a permuted query layout, a cached
 //! prefix, left padding with rows masked throughout, and a sliding window; for the product: 1–4 rows, partial
 //! cubes and load stretches, padded rows. This is the only check of their logic on a machine without a GPU; it

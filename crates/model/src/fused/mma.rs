@@ -26,6 +26,7 @@ use burn_cubecl::cubecl::cuda::CudaRuntime;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cudarc::driver::sys as dsys;
 
+use super::AttentionShape;
 use super::cube::{primitive_of, tensor_of};
 use super::nvrtc::{self, Cube, Launch, Refusal};
 
@@ -165,25 +166,20 @@ pub fn attention<B: Backend>(
     if TypeId::of::<B>() != TypeId::of::<crate::backend::CudaBackend>() {
         return None;
     }
-    let [b, nh, s, d] = q.dims();
-    let [bk, nkv, cap, dk] = k.dims();
+    let AttentionShape {
+        b,
+        nh,
+        s,
+        d,
+        nkv,
+        cap,
+    } = AttentionShape::of(q, k, v, mask, t, causal)?;
     let bf16 = match q.dtype() {
         DType::BF16 => true,
         DType::F16 => false,
         _ => return None,
     };
-    if bk != b
-        || dk != d
-        || v.dims() != [b, nkv, cap, d]
-        || k.dtype() != q.dtype()
-        || v.dtype() != q.dtype()
-        || !HEAD_DIMS.contains(&d)
-        || nkv == 0
-        || !nh.is_multiple_of(nkv)
-        || t == 0
-        || t > cap
-        || (causal && t < s)
-        || b * nh * s == 0
+    if !HEAD_DIMS.contains(&d)
         // The kernel's positions are 32-bit, with a tile's length of headroom.
         || s > (i32::MAX as usize) - 2 * MAX_ROWS
         || cap > (i32::MAX as usize) - 2 * MAX_ROWS
@@ -193,8 +189,7 @@ pub fn attention<B: Backend>(
         return None;
     }
     let masking = match (mask, causal) {
-        (Some(m), _) if m.dims() == [b, 1, s, t] && m.dtype() == DType::F32 => Masking::Mask,
-        (Some(_), _) => return None,
+        (Some(_), _) => Masking::Mask,
         (None, true) => Masking::Causal,
         (None, false) => Masking::None,
     };

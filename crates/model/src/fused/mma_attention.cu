@@ -1,7 +1,8 @@
 // Prefill attention on tensor cores with the scores, probabilities and output kept in registers
 // (FlashAttention-2's forward pass): softmax(q·kᵀ·scale [+ mask])·v for one (sequence, query head, 64 or 128
-// query rows) per cube of 4 or 8 warps, each warp owning 16 rows. Compiled at run time with NVRTC (`fused::mma`); the host
-// emulator (`crates/model/emulate/`) runs this same file on the CPU with the warp-level operations emulated.
+// query rows) per cube of 4 or 8 warps, each warp owning 16 rows. Compiled at run time with NVRTC (`fused::mma`);
+// the host emulator (`crates/model/emulate/`) runs this same file on the CPU with the warp-level operations
+// emulated.
 //
 // What the includer defines first:
 //   MMA_BF16   1: bf16 operands, 0: f16
@@ -21,6 +22,11 @@
 // straight from S's accumulators into the A operand of the second product (the m16n8 accumulator layout of two
 // adjacent n-tiles is the m16k16 A layout); O += P·V with V's B operands transposed by ldmatrix. K and V
 // tiles arrive with cp.async (zero-filled past the end), the next tile's copy overlapping this tile's work.
+//
+// Each warp skips the keys none of its rows can see: the n-tiles past `t` in the last block (CLIP's 577 = 9·64 + 1
+// positions), past its last row's diagonal in causal blocks, and every key when all its rows are past `s`. The
+// conditions are the same for every lane of a warp (mma.sync and ldmatrix need the whole warp); every thread still
+// issues its share of the cube's copies and meets every barrier.
 
 // Warps per cube (4 or 8), each owning 16 query rows: BR rows per cube share each K/V tile.
 #ifndef WARPS
@@ -201,6 +207,13 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
     // Rows past `s` read the mask's last row (their results are not written).
     const int qi0 = q0 + r0 < p.s ? q0 + r0 : p.s - 1;
     const int qi1 = q0 + r0 + 8 < p.s ? q0 + r0 + 8 : p.s - 1;
+    // The end of the keys this warp's rows see (the same in every lane): none when every row is past `s`;
+    // causally, what its last row sees.
+    int warp_end = q0 + warp * 16 < p.s ? kv_end : 0;
+    if (MASK_MODE == 1 && warp_end > 0) {
+        const int last = (q0 + warp * 16 + 16 < p.s ? q0 + warp * 16 + 16 : p.s) + p.t - p.s;
+        warp_end = last < kv_end ? last : kv_end;
+    }
 
     load_tile<BC>(ks, kg, p.k_ss, 0, kv_end, tid);
     cp_async_commit();
@@ -211,79 +224,93 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
         MMA_SYNC();
         load_tile<BC>(vs, vg, p.v_ss, k0, kv_end, tid);
         cp_async_commit();
+        // Keys of this block the warp's rows see: n-tiles at or past `seen` are skipped (warp-uniform).
+        const int seen = warp_end - k0;
 
         float sc[BC / 8][4];
 #pragma unroll
         for (int n = 0; n < BC / 8; ++n) {
             sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
         }
-        // K's B operands, two n-tiles of keys per ldmatrix: matrices (keys n·16 + 0..7 | + 8..15) × (head
-        // columns kk·16 + 0..7 | + 8..15), as lane / 8 = key half · 2 + column half.
-        const u16* krow = ks + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 3) & 1) * 8;
+        if (seen > 0) {
+            // K's B operands, two n-tiles of keys per ldmatrix: matrices (keys n·16 + 0..7 | + 8..15) × (head
+            // columns kk·16 + 0..7 | + 8..15), as lane / 8 = key half · 2 + column half.
+            const u16* krow = ks + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 3) & 1) * 8;
 #pragma unroll
-        for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+            for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
 #pragma unroll
-            for (int n = 0; n < BC / 16; ++n) {
-                u32 kb[4];
-                ldsm_x4(kb, krow + n * 16 * LDS + kk * 16);
-                mma16816(sc[2 * n], qf[kk], kb[0], kb[1]);
-                mma16816(sc[2 * n + 1], qf[kk], kb[2], kb[3]);
-            }
-        }
-
-        // Scale and mask in natural units (an additive mask of f32::MIN stays finite, as in eager attention,
-        // so a row masked throughout comes out uniform as there); exponentials in base 2.
-        float mx[2] = {NEG_INF, NEG_INF};
-#pragma unroll
-        for (int n = 0; n < BC / 8; ++n) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int half = e >> 1;
-                const int key = k0 + n * 8 + 2 * tq + (e & 1);
-                float x = sc[n][e] * p.scale;
-                bool ok = key < kv_end;
-                if (MASK_MODE == 1) {
-                    ok = ok && key <= q0 + r0 + 8 * half + p.t - p.s;
-                }
-                if (MASK_MODE == 2) {
-                    if (ok) {
-                        const int qi = half ? qi1 : qi0;
-                        x += p.mask[b * p.m_sb + (i64)qi * p.m_ss + key];
+                for (int n = 0; n < BC / 16; ++n) {
+                    if (n * 16 < seen) {
+                        u32 kb[4];
+                        ldsm_x4(kb, krow + n * 16 * LDS + kk * 16);
+                        mma16816(sc[2 * n], qf[kk], kb[0], kb[1]);
+                        if (n * 16 + 8 < seen) {
+                            mma16816(sc[2 * n + 1], qf[kk], kb[2], kb[3]);
+                        }
                     }
                 }
-                x = ok ? x : NEG_INF;
-                sc[n][e] = x;
-                mx[half] = x > mx[half] ? x : mx[half];
             }
-        }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float m = mx[r];
-            float o1 = shfl_xor(m, 1);
-            m = o1 > m ? o1 : m;
-            float o2 = shfl_xor(m, 2);
-            m = o2 > m ? o2 : m;
-            const float mnew = m > mrow[r] ? m : mrow[r];
-            // A row that has seen no key yet keeps −∞; its exponentials are then taken against 0.
-            const float base = mnew == NEG_INF ? 0.0f : mnew;
-            const float alpha = exp2_approx((mrow[r] - base) * LOG2E);
-            mrow[r] = mnew;
-            lrow[r] *= alpha;
-#pragma unroll
-            for (int n = 0; n < HEAD_DIM / 8; ++n) {
-                o[n][2 * r] *= alpha;
-                o[n][2 * r + 1] *= alpha;
-            }
-            float sum = 0.0f;
+
+            // Scale and mask in natural units (an additive mask of f32::MIN stays finite, as in eager attention,
+            // so a row masked throughout comes out uniform as there); exponentials in base 2.
+            float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
             for (int n = 0; n < BC / 8; ++n) {
-                const float p0 = exp2_approx((sc[n][2 * r] - base) * LOG2E);
-                const float p1 = exp2_approx((sc[n][2 * r + 1] - base) * LOG2E);
-                sc[n][2 * r] = p0;
-                sc[n][2 * r + 1] = p1;
-                sum += p0 + p1;
+                if (n * 8 >= seen) {
+                    continue;
+                }
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int half = e >> 1;
+                    const int key = k0 + n * 8 + 2 * tq + (e & 1);
+                    float x = sc[n][e] * p.scale;
+                    bool ok = key < kv_end;
+                    if (MASK_MODE == 1) {
+                        ok = ok && key <= q0 + r0 + 8 * half + p.t - p.s;
+                    }
+                    if (MASK_MODE == 2) {
+                        if (ok) {
+                            const int qi = half ? qi1 : qi0;
+                            x += p.mask[b * p.m_sb + (i64)qi * p.m_ss + key];
+                        }
+                    }
+                    x = ok ? x : NEG_INF;
+                    sc[n][e] = x;
+                    mx[half] = x > mx[half] ? x : mx[half];
+                }
             }
-            lrow[r] += sum;
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                float m = mx[r];
+                float o1 = shfl_xor(m, 1);
+                m = o1 > m ? o1 : m;
+                float o2 = shfl_xor(m, 2);
+                m = o2 > m ? o2 : m;
+                const float mnew = m > mrow[r] ? m : mrow[r];
+                // A row that has seen no key yet keeps −∞; its exponentials are then taken against 0.
+                const float base = mnew == NEG_INF ? 0.0f : mnew;
+                const float alpha = exp2_approx((mrow[r] - base) * LOG2E);
+                mrow[r] = mnew;
+                lrow[r] *= alpha;
+#pragma unroll
+                for (int n = 0; n < HEAD_DIM / 8; ++n) {
+                    o[n][2 * r] *= alpha;
+                    o[n][2 * r + 1] *= alpha;
+                }
+                float sum = 0.0f;
+#pragma unroll
+                for (int n = 0; n < BC / 8; ++n) {
+                    // Unseen n-tiles hold zeros (never multiplied); their probabilities stay 0.
+                    if (n * 8 < seen) {
+                        const float p0 = exp2_approx((sc[n][2 * r] - base) * LOG2E);
+                        const float p1 = exp2_approx((sc[n][2 * r + 1] - base) * LOG2E);
+                        sc[n][2 * r] = p0;
+                        sc[n][2 * r + 1] = p1;
+                        sum += p0 + p1;
+                    }
+                }
+                lrow[r] += sum;
+            }
         }
 
         // V_j has arrived, and every warp is done with K_j: K_{j+1} may overwrite it.
@@ -299,6 +326,9 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
         const u16* vrow = vs + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) & 1) * 8;
 #pragma unroll
         for (int kk = 0; kk < BC / 16; ++kk) {
+            if (kk * 16 >= seen) {
+                continue;
+            }
             u32 a[4];
             a[0] = pack2(sc[2 * kk][0], sc[2 * kk][1]);
             a[1] = pack2(sc[2 * kk][2], sc[2 * kk][3]);

@@ -21,6 +21,7 @@
 //! dtype's rounding.
 
 use super::*;
+use crate::fused::AttentionShape;
 use cubecl::cmma;
 
 /// Query rows per plane: the tensor-core fragment's height.
@@ -566,30 +567,21 @@ pub fn tile_attention<B: Backend, R: CubeRuntime>(
     if !enabled() {
         return None;
     }
-    let [b, nh, s, d] = q.dims();
-    let [bk, nkv, cap, dk] = k.dims();
-    if bk != b
-        || dk != d
-        || v.dims() != [b, nkv, cap, d]
-        || nkv == 0
-        || !nh.is_multiple_of(nkv)
-        || d == 0
-        || d > 256
-        || t == 0
-        || t > cap
-        || (causal && t < s)
-        || b * nh * s == 0
-    {
+    let AttentionShape {
+        b,
+        nh,
+        s,
+        d,
+        nkv,
+        cap,
+    } = AttentionShape::of(q, k, v, mask, t, causal)?;
+    if d > 256 {
         return None;
     }
     let qc = cube_of::<B, R, 4>(q)?;
     let (kc, vc) = (cube_of::<B, R, 4>(k)?, cube_of::<B, R, 4>(v)?);
-    if kc.dtype != qc.dtype || vc.dtype != qc.dtype {
-        return None;
-    }
     let mc = match mask {
-        Some(m) if m.dims() == [b, 1, s, t] && m.dtype() == DType::F32 => cube_of::<B, R, 4>(m)?,
-        Some(_) => return None,
+        Some(m) => cube_of::<B, R, 4>(m)?,
         // Not read by the kernel; an f32 buffer of any size stands in for it.
         None => {
             empty_device_contiguous_dtype(qc.client.clone(), qc.device.clone(), vec![1].into(), DType::F32)
