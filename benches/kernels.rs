@@ -292,7 +292,7 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
         if s == 1 {
             use mmreason::model::fused::{DecodeKernel, decode_attention_with};
             let scale = 1.0 / (d as f64).sqrt();
-            for kernel in [DecodeKernel::Chunked, DecodeKernel::Ilp] {
+            for kernel in [DecodeKernel::Chunked, DecodeKernel::Ilp, DecodeKernel::Split] {
                 if decode_attention_with(&q, &k, &v, &mask, scale, kernel).is_none() {
                     continue;
                 }

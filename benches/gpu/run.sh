@@ -189,6 +189,18 @@ gated mma-gemv-parity "$gemv_rc" && step mma-gemv-parity 120 bash -c "MMREASON_G
 for g in cuda cuda:16; do
   gated mma-gemv-$g "$gemv_rc" && step mma-gemv-$g 60 bash -c "MMREASON_GEMV=$g $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128 --repeats 2 --json | relabel gemm cublas-gemv-$g | tee -a $TP"
 done
+# The split decode attention (MMREASON_DECODE_ATTN=split, same group; flash-decoding: one cube per sequence, kv
+# head and split of the keys for all the kv head's query heads, the splits joined by a second kernel): the fused
+# kernels' test on CUDA (its decode cases run every decode kernel: 1–3 splits, 2 and 4 query heads per kv
+# head), the model parity tests with it, and only if both pass, decode b1 and b32 against the ILP kernel (the
+# mistral rows above).
+step mma-split-kernels 90 bash -c "set -o pipefail; MMREASON_DECODE_ATTN=split $BIN/fused_kernels fused_kernels_on_cuda --include-ignored --nocapture 2>&1 | tee $OUT/split_kernels.log | grep -E 'test |panicked|error' "
+split_rc=$last_rc
+if [ "$split_rc" = 0 ]; then
+  step mma-split-parity 120 bash -c "set -o pipefail; MMREASON_DECODE_ATTN=split $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-split.log | grep -E 'PARITY|test |panicked|error' "
+  split_rc=$last_rc
+fi
+gated mma-split-decode "$split_rc" && step mma-split-decode 80 bash -c "MMREASON_DECODE_ATTN=split $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-split | tee -a $TP"
 # Cubes of 8 warps (128 query rows per K/V tile; MMREASON_MMA_WARPS=8, compiled by NVRTC on the spot): its own
 # kernel test, then the figures.
 step mma-w8-kernels 90 bash -c "set -o pipefail; MMREASON_MMA_WARPS=8 $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_w8_kernels.log | grep -E 'test |panicked|error|declined' "

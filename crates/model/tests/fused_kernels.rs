@@ -491,14 +491,17 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     // grouped-query heads (4 query heads on 2 kv heads) and masked keys; and over 37 keys held in storage for
     // 64 (a pre-allocated cache) whose unused positions are NaN, so reading one shows. Against the
     // composition on the CPU over the cached positions alone.
-    // Last, a 7B model's head size (128: two lanes per output value in the ILP kernel, 16-byte key vectors).
-    for (t, cap, seed, d) in [
-        (300, 300, 9, 8),
-        (5, 5, 10, 8),
-        (37, 64, 11, 8),
-        (300, 320, 12, 128),
+    // Last, a 7B model's head size (128: two lanes per output value in the ILP kernel, 16-byte key vectors),
+    // and Mistral's 4 query heads per kv head over 600 keys (three splits of the split kernel, joined; 300 is
+    // two, 5 and 37 one, written directly).
+    for (t, cap, seed, d, nh) in [
+        (5, 5, 10, 8, 4),
+        (37, 64, 11, 8, 4),
+        (300, 300, 9, 8, 4),
+        (300, 320, 12, 128, 4),
+        (600, 640, 13, 128, 8),
     ] {
-        let (b, nh, nkv) = (2, 4, 2);
+        let (b, nkv) = (2, 2);
         let q = values(b * nh * d, seed);
         let (k, v) = (
             values(b * nkv * t * d, seed + 100),
@@ -517,7 +520,11 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
             false,
         );
         // Each kernel (`MMREASON_DECODE_ATTN`) directly; the model's path (the default kernel) below.
-        for kernel in [fused::DecodeKernel::Chunked, fused::DecodeKernel::Ilp] {
+        for kernel in [
+            fused::DecodeKernel::Chunked,
+            fused::DecodeKernel::Ilp,
+            fused::DecodeKernel::Split,
+        ] {
             let direct = fused::decode_attention_with(
                 &gpu([b, nh, 1, d], &q),
                 &gpu([b, nkv, cap, d], &stored(&k)),

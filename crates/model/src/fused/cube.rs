@@ -878,6 +878,281 @@ fn decode_attention_ilp_kernel<F: Float, N: Size>(
     }
 }
 
+/// The most query heads per key/value head [`decode_attention_split_kernel`] takes (Mistral and Llama-3 have 4,
+/// Llama-2-7B and Vicuna 1): its shared memory holds that many rows of scores.
+const SPLIT_MAX_GROUP: usize = 8;
+/// The most key splits per (sequence, kv head): past `SPLIT_MAX_SPLITS · BLOCK` keys each split takes several
+/// rounds instead, so the partial results stay small.
+const SPLIT_MAX_SPLITS: usize = 64;
+
+/// Within each of the `group` segments of `BLOCK` values of `red`, the maximum (`take_max`) or sum left at the
+/// segment's start: every head's tree in one pass, one barrier per level (the caller filled `red` and met a
+/// barrier; it reads the results, then meets a barrier before writing `red` again).
+#[cube]
+fn heads_reduce(red: &mut SharedMemory<f32>, u: usize, #[comptime] group: usize, #[comptime] take_max: bool) {
+    // The cube is `BLOCK` units (a runtime value here: cubecl cannot step a constant).
+    let mut stride = CUBE_DIM as usize / 2;
+    while stride > 0 {
+        if u < stride {
+            #[unroll]
+            for g in 0..group {
+                let (a, b) = (red[g * BLOCK as usize + u], red[g * BLOCK as usize + u + stride]);
+                red[g * BLOCK as usize + u] = if take_max { max(a, b) } else { a + b };
+            }
+        }
+        sync_cube();
+        stride /= 2;
+    }
+}
+
+/// Flash-decoding for one query token with grouped heads: one cube per (sequence, key/value head, split of the
+/// cached keys) serves every query head of that kv head, so each key and value row is read once per step
+/// instead of once per query head, and a short batch still fills the device (the keys split across cubes). In
+/// each round of up to `BLOCK` keys, unit `u` scores key `u` against all the group's queries (its key row in
+/// vectors of `N`, all `d / N` loads independent), the group's maxima and sums meet in one shared tree, and the
+/// `probs · V` pass gives each unit one vector of a value row for every `BLOCK / (d / N)`-th key. With
+/// `direct` (one split) the outputs are written normalised; otherwise each split writes its unnormalised sums
+/// `part` (f32 `[cubes, group, d]`) and `(max, sum)` `stats` for [`decode_split_combine_kernel`].
+///
+/// Why: the ILP kernel gives each query head its own cube, which reads the kv head's keys and values again
+/// (4 times over for Mistral), and its `probs · V` pass loads one 16-bit value per unit four at a time —
+/// ≈ 25 µs per round of 256 keys, ≈ 76 µs at batch 8 over 513 keys (run 8), at ≈ 220 GB/s.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn decode_attention_split_kernel<F: Float, N: Size>(
+    q: &Array<F>,
+    k: &Array<Vector<F, N>>,
+    v: &Array<Vector<F, N>>,
+    mask: &Array<f32>,
+    out: &mut Array<F>,
+    part: &mut Array<f32>,
+    stats: &mut Array<f32>,
+    cubes: u32,
+    splits: u32,
+    nkv: u32,
+    t: u32,
+    cap: u32,
+    chunk: u32,
+    scale: f32,
+    #[comptime] d: usize,
+    #[comptime] group: usize,
+    #[comptime] direct: bool,
+) {
+    let cube = CUBE_POS;
+    if cube >= cubes as usize {
+        terminate!();
+    }
+    let vs = k.vector_size().comptime();
+    let dv = comptime!(d / vs);
+    let block = BLOCK as usize;
+    let mut qs = SharedMemory::<f32>::new(comptime!(group * d));
+    let mut scores = SharedMemory::<f32>::new(comptime!(group * BLOCK as usize));
+    let mut red = SharedMemory::<f32>::new(comptime!(group * BLOCK as usize));
+    let mut sums = SharedMemory::<f32>::new(comptime!(BLOCK as usize * vs));
+    let (splits, t) = (splits as usize, t as usize);
+    let u = UNIT_POS as usize;
+    let sp = cube % splits;
+    // (sequence, kv head) as one index `bi · nkv + kvh`: its query heads are `bk · group ..` of `[b, nh]`.
+    let bk = cube / splits;
+    let kv_base = bk * (cap as usize) * d;
+    let q_base = bk * group * d;
+    let mask_base = (bk / nkv as usize) * t;
+    let mut i = u;
+    while i < group * d {
+        qs[i] = f32::cast_from(q[q_base + i]);
+        i += block;
+    }
+    let j0 = sp * chunk as usize;
+    let j1 = min(t, j0 + chunk as usize);
+    // The `probs · V` pass: unit u sums vector `slot` of a value row over keys `lane`, `lane + lanes`, …
+    let lanes = block / dv;
+    let (slot, lane) = (u % dv, u / dv);
+    let summing = lane < lanes;
+    let lowest = f32::new(-3.4028235e38);
+    let mut m = Array::<f32>::new(group);
+    let mut l = Array::<f32>::new(group);
+    let mut acc = Array::<f32>::new(comptime!(group * vs));
+    #[unroll]
+    for g in 0..group {
+        m[g] = lowest;
+        l[g] = f32::new(0.0);
+    }
+    #[unroll]
+    for i in 0..group * vs {
+        acc[i] = f32::new(0.0);
+    }
+    sync_cube();
+    let mut c = j0;
+    while c < j1 {
+        let n = min(block, j1 - c);
+        let j = c + u;
+        let mut dot = Array::<f32>::new(group);
+        #[unroll]
+        for g in 0..group {
+            dot[g] = f32::new(0.0);
+        }
+        if u < n {
+            let kb = (kv_base + j * d) / vs;
+            #[unroll]
+            for e in 0..dv {
+                let kvec = k[kb + e];
+                #[unroll]
+                for x in 0..vs {
+                    let kx = f32::cast_from(kvec[x]);
+                    #[unroll]
+                    for g in 0..group {
+                        dot[g] += qs[g * d + e * vs + x] * kx;
+                    }
+                }
+            }
+            let add = mask[mask_base + j];
+            #[unroll]
+            for g in 0..group {
+                let sc = dot[g] * scale + add;
+                scores[g * block + u] = sc;
+                red[g * block + u] = sc;
+            }
+        } else {
+            #[unroll]
+            for g in 0..group {
+                scores[g * block + u] = lowest;
+                red[g * block + u] = lowest;
+            }
+        }
+        sync_cube();
+        heads_reduce(&mut red, u, group, true);
+        let mut corr = Array::<f32>::new(group);
+        #[unroll]
+        for g in 0..group {
+            let m_new = max(m[g], red[g * block]);
+            corr[g] = f32::exp(m[g] - m_new);
+            m[g] = m_new;
+        }
+        sync_cube();
+        #[unroll]
+        for g in 0..group {
+            let p = if u < n {
+                f32::exp(scores[g * block + u] - m[g])
+            } else {
+                f32::new(0.0)
+            };
+            scores[g * block + u] = p;
+            red[g * block + u] = p;
+        }
+        sync_cube();
+        heads_reduce(&mut red, u, group, false);
+        #[unroll]
+        for g in 0..group {
+            l[g] = l[g] * corr[g] + red[g * block];
+            #[unroll]
+            for x in 0..vs {
+                acc[g * vs + x] *= corr[g];
+            }
+        }
+        if summing {
+            let vb = (kv_base + c * d) / vs + slot;
+            let mut jj = lane;
+            while jj + lanes < n {
+                let (v0, v1) = (v[vb + jj * dv], v[vb + (jj + lanes) * dv]);
+                #[unroll]
+                for g in 0..group {
+                    let (p0, p1) = (scores[g * block + jj], scores[g * block + jj + lanes]);
+                    #[unroll]
+                    for x in 0..vs {
+                        acc[g * vs + x] += p0 * f32::cast_from(v0[x]) + p1 * f32::cast_from(v1[x]);
+                    }
+                }
+                jj += 2 * lanes;
+            }
+            if jj < n {
+                let v0 = v[vb + jj * dv];
+                #[unroll]
+                for g in 0..group {
+                    let p0 = scores[g * block + jj];
+                    #[unroll]
+                    for x in 0..vs {
+                        acc[g * vs + x] += p0 * f32::cast_from(v0[x]);
+                    }
+                }
+            }
+        }
+        // The next round rewrites `scores` and `red`.
+        sync_cube();
+        c += block;
+    }
+    // Each head's output values: the lanes' partial sums added in shared memory.
+    #[unroll]
+    for g in 0..group {
+        if summing {
+            #[unroll]
+            for x in 0..vs {
+                sums[u * vs + x] = acc[g * vs + x];
+            }
+        }
+        sync_cube();
+        if u < d {
+            let mut total = f32::new(0.0);
+            let mut p = 0usize;
+            while p < lanes {
+                total += sums[p * d + u];
+                p += 1;
+            }
+            if direct {
+                out[(bk * group + g) * d + u] = F::cast_from(total / l[g]);
+            } else {
+                part[(cube * group + g) * d + u] = total;
+            }
+        }
+        if !direct && u == 0 {
+            stats[(cube * group + g) * 2] = m[g];
+            stats[(cube * group + g) * 2 + 1] = l[g];
+        }
+        sync_cube();
+    }
+}
+
+/// The splits of [`decode_attention_split_kernel`] joined, one cube per query head of a sequence: each split's
+/// sums weighted by `exp(its max − the overall max)` over the same weighting of its softmax denominators.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn decode_split_combine_kernel<F: Float>(
+    part: &Array<f32>,
+    stats: &Array<f32>,
+    out: &mut Array<F>,
+    rows: u32,
+    splits: u32,
+    group: u32,
+    d: u32,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let (splits, group, d) = (splits as usize, group as usize, d as usize);
+    let u = UNIT_POS as usize;
+    // Row `bk · group + g`: query head g of kv head bk's group; its splits are cubes `bk · splits ..`.
+    let (bk, g) = (row / group, row % group);
+    let first = bk * splits;
+    let mut top = f32::new(-3.4028235e38);
+    let mut sp = 0usize;
+    while sp < splits {
+        top = max(top, stats[((first + sp) * group + g) * 2]);
+        sp += 1;
+    }
+    if u < d {
+        let (mut num, mut den) = (f32::new(0.0), f32::new(0.0));
+        let mut sp = 0usize;
+        while sp < splits {
+            let at = ((first + sp) * group + g) * 2;
+            let w = f32::exp(stats[at] - top);
+            num += part[((first + sp) * group + g) * d + u] * w;
+            den += stats[at + 1] * w;
+            sp += 1;
+        }
+        out[row * d + u] = F::cast_from(num / den);
+    }
+}
+
 /// `y = x · wᵀ` for a few rows of `x` (`[m, k]`, `w` `[n, k]` as checkpoints store it): eight output columns
 /// per cube, 32 units per column reading its weight row in coalesced vectors (16 bytes per load where the
 /// device allows, two loads in flight), the dot products in f32, reduced in shared memory. Decoding at batch
@@ -1930,15 +2205,20 @@ pub fn decode_attention<B: Backend, R: CubeRuntime>(
 }
 
 /// Which decode attention kernel runs: `Ilp` ([`decode_attention_ilp_kernel`]: vector loads of the keys, four
-/// loads in flight in the `probs · V` pass; the default since run 8) or `Chunked` ([`decode_attention_kernel`],
-/// the default of runs 5–7).
+/// loads in flight in the `probs · V` pass; the default since run 8), `Chunked` ([`decode_attention_kernel`],
+/// the default of runs 5–7) or `Split` (flash-decoding over grouped heads, untimed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeKernel {
     Chunked,
     Ilp,
+    /// [`decode_attention_split_kernel`]: one cube per (sequence, kv head, split of the keys) for the whole
+    /// group of query heads, the splits joined by [`decode_split_combine_kernel`]. Opt-in
+    /// (`MMREASON_DECODE_ATTN=split`) until a device run has timed it.
+    Split,
 }
 
-/// `MMREASON_DECODE_ATTN=chunked` picks [`DecodeKernel::Chunked`]; anything else [`DecodeKernel::Ilp`]. Run 8
+/// `MMREASON_DECODE_ATTN=chunked` picks [`DecodeKernel::Chunked`], `split` [`DecodeKernel::Split`]; anything
+/// else [`DecodeKernel::Ilp`]. Run 8
 /// (H200, one call): the kernel alone 76 µs against 154 µs (b8, 513 cached positions); Mistral-7B decode at
 /// batch 1 166 against 151 tok/s, at batch 32 2,170 against 1,887; on CUDA it matches the composition
 /// (`fused_kernels`), as the chunked kernel does.
@@ -1946,6 +2226,7 @@ fn decode_kernel() -> DecodeKernel {
     static KIND: OnceLock<DecodeKernel> = OnceLock::new();
     *KIND.get_or_init(|| match std::env::var("MMREASON_DECODE_ATTN").as_deref() {
         Ok("chunked") => DecodeKernel::Chunked,
+        Ok("split") => DecodeKernel::Split,
         _ => DecodeKernel::Ilp,
     })
 }
@@ -1993,6 +2274,71 @@ pub fn decode_attention_with<B: Backend, R: CubeRuntime>(
     let rows = b * nh;
     if rows > 0 {
         let client = qc.client.clone();
+        if kernel == DecodeKernel::Split {
+            let group = nh / nkv;
+            if group > SPLIT_MAX_GROUP {
+                return None;
+            }
+            // Keys and values read in vectors (rows start at multiples of d).
+            let vector = vector_for(&client, qc.dtype, d, &[&kc, &vc]);
+            // One round of `BLOCK` keys per split where the keys allow; a short batch then still spreads over
+            // the device, and a long cache over at most `SPLIT_MAX_SPLITS` splits.
+            let splits = t.div_ceil(BLOCK as usize).clamp(1, SPLIT_MAX_SPLITS);
+            let chunk = t.div_ceil(splits);
+            let cubes = b * nkv * splits;
+            let direct = splits == 1;
+            let f32_buffer = |len: usize| {
+                empty_device_contiguous_dtype(client.clone(), qc.device.clone(), vec![len].into(), DType::F32)
+            };
+            // With one split the partial results are not written: one-value stand-ins.
+            let (part, stats) = if direct {
+                (f32_buffer(1), f32_buffer(1))
+            } else {
+                (f32_buffer(cubes * group * d), f32_buffer(cubes * group * 2))
+            };
+            launch_float!(
+                qc.dtype,
+                decode_attention_split_kernel,
+                &client,
+                row_grid(cubes),
+                CubeDim::new_1d(BLOCK),
+                vector,
+                array(&qc),
+                array(&kc),
+                array(&vc),
+                array(&mc),
+                array(&out),
+                array(&part),
+                array(&stats),
+                u32_of(cubes)?,
+                u32_of(splits)?,
+                u32_of(nkv)?,
+                u32_of(t)?,
+                u32_of(cap)?,
+                u32_of(chunk)?,
+                scale as f32,
+                d,
+                group,
+                direct,
+            );
+            if !direct {
+                launch_float!(
+                    qc.dtype,
+                    decode_split_combine_kernel,
+                    &client,
+                    row_grid(rows),
+                    CubeDim::new_1d(BLOCK),
+                    array(&part),
+                    array(&stats),
+                    array(&out),
+                    u32_of(rows)?,
+                    u32_of(splits)?,
+                    u32_of(group)?,
+                    u32_of(d)?,
+                );
+            }
+            return tensor_of::<B, R, 4>(out);
+        }
         if kernel == DecodeKernel::Ilp {
             // The widest vector the device loads at once that divides a key row (rows start at multiples of d).
             let vector = vector_for(&client, qc.dtype, d, &[&kc]);

@@ -299,6 +299,59 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
         (),
     );
     k.push(format!("decode_attention_{dtype}"), kernel);
+    let kernel = decode_split_combine_kernel::DecodeSplitCombineKernel::<F, WgpuRuntime>::new(
+        row(),
+        c.clone(),
+        arr(),
+        arr(),
+        arr(),
+        (),
+        (),
+        (),
+        (),
+    );
+    k.push(format!("decode_split_combine_{dtype}"), kernel);
+    let widest = vectors.iter().copied().max().unwrap_or(1);
+    // The split decode attention (`MMREASON_DECODE_ATTN=split`) at the 7B decoders' heads of 128 (Llama's
+    // one query head per kv head, Mistral's four; one split written directly, or several), and CLIP-sized
+    // heads of 64; at the widest vector, which the launch takes at these sizes.
+    for (d, group, direct) in [
+        (128, 1, true),
+        (128, 1, false),
+        (128, 4, true),
+        (128, 4, false),
+        (64, 1, false),
+    ] {
+        let kernel = decode_attention_split_kernel::DecodeAttentionSplitKernel::<F, WgpuRuntime>::new(
+            row(),
+            c.clone(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            (),
+            (),
+            (),
+            (),
+            (),
+            (),
+            (),
+            widest,
+            d,
+            group,
+            direct,
+        );
+        k.push(
+            format!(
+                "decode_attention_split_{dtype}_v{widest}_d{d}_g{group}_direct{}",
+                direct as u8
+            ),
+            kernel,
+        );
+    }
 }
 
 /// [`prefill::tile_attention_kernel`] with element type `F` (`size` bytes) at the head sizes of CLIP (64) and
@@ -463,8 +516,8 @@ fn every_kernel_compiles_to_cuda_cpp() {
         count,
         failed.join("\n")
     );
-    // Per dtype and vector: 8 norm/bias variants and 14 others (11 vectors in all); per dtype: 14; 2 flag kernels;
-    // the prefill attention: 3 head sizes and vectors × 3 masks, once in f32 and twice (with and without tensor
-    // cores) in f16 and bf16.
-    assert_eq!(count, 11 * 22 + 3 * 14 + 2 + 9 * 5);
+    // Per dtype and vector: 8 norm/bias variants and 14 others (11 vectors in all); per dtype: 14, and 6 of the
+    // split decode attention; 2 flag kernels; the prefill attention: 3 head sizes and vectors × 3 masks, once in
+    // f32 and twice (with and without tensor cores) in f16 and bf16.
+    assert_eq!(count, 11 * 22 + 3 * (14 + 6) + 2 + 9 * 5);
 }
