@@ -2274,11 +2274,9 @@ pub fn decode_attention_with<B: Backend, R: CubeRuntime>(
     let rows = b * nh;
     if rows > 0 {
         let client = qc.client.clone();
-        if kernel == DecodeKernel::Split {
-            let group = nh / nkv;
-            if group > SPLIT_MAX_GROUP {
-                return None;
-            }
+        // More query heads per kv head than its shared memory holds: the ILP kernel instead.
+        let group = nh / nkv;
+        if kernel == DecodeKernel::Split && group <= SPLIT_MAX_GROUP {
             // Keys and values read in vectors (rows start at multiples of d).
             let vector = vector_for(&client, qc.dtype, d, &[&kc, &vc]);
             // One round of `BLOCK` keys per split where the keys allow; a short batch then still spreads over
@@ -2339,7 +2337,7 @@ pub fn decode_attention_with<B: Backend, R: CubeRuntime>(
             }
             return tensor_of::<B, R, 4>(out);
         }
-        if kernel == DecodeKernel::Ilp {
+        if kernel != DecodeKernel::Chunked {
             // The widest vector the device loads at once that divides a key row (rows start at multiples of d).
             let vector = vector_for(&client, qc.dtype, d, &[&kc]);
             launch_float!(
