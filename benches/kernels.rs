@@ -292,19 +292,16 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
         if s == 1 {
             use mmreason::model::fused::{DecodeKernel, decode_attention_with};
             let scale = 1.0 / (d as f64).sqrt();
-            for kernel in [DecodeKernel::Chunked, DecodeKernel::Ilp, DecodeKernel::Split] {
+            for kernel in [DecodeKernel::Chunked, DecodeKernel::Ilp, DecodeKernel::SPLIT] {
                 if decode_attention_with(&q, &k, &v, &mask, scale, kernel).is_none() {
                     continue;
                 }
-                g.bench_function(
-                    BenchmarkId::new(format!("decode_{kernel:?}").to_lowercase(), &id),
-                    |b| {
-                        b.iter(|| {
-                            std::hint::black_box(decode_attention_with(&q, &k, &v, &mask, scale, kernel));
-                            sync();
-                        })
-                    },
-                );
+                g.bench_function(BenchmarkId::new(format!("decode_{}", kernel.label()), &id), |b| {
+                    b.iter(|| {
+                        std::hint::black_box(decode_attention_with(&q, &k, &v, &mask, scale, kernel));
+                        sync();
+                    })
+                });
             }
         }
         // Our prefill kernel (`MMREASON_ATTENTION=own`) on the same prefill: grouped heads read in place, the

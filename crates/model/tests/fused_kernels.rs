@@ -493,11 +493,16 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     // composition on the CPU over the cached positions alone.
     // Last, a 7B model's head size (128: two lanes per output value in the ILP kernel, 16-byte key vectors),
     // and Mistral's 4 query heads per kv head over 600 keys (three splits of the split kernel, joined; 300 is
-    // two, 5 and 37 one, written directly).
+    // two, 5 and 37 one, written directly); one query head per kv head (Llama-2) and eight (the split kernel's
+    // most). Sequence 1 is left-padded over its first 5/12 keys, so that over 600 keys its first split sees
+    // only masked keys. The split kernel also runs with one split (600 keys: three rounds in one cube, each
+    // rescaling the last) and with four.
     for (t, cap, seed, d, nh) in [
         (5, 5, 10, 8, 4),
         (37, 64, 11, 8, 4),
         (300, 300, 9, 8, 4),
+        (300, 300, 14, 8, 2),
+        (40, 40, 15, 8, 16),
         (300, 320, 12, 128, 4),
         (600, 640, 13, 128, 8),
     ] {
@@ -509,7 +514,14 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
         );
         let stored = |x: &[f32]| in_storage(x, t, cap, d);
         let mask: Vec<f32> = (0..b * t)
-            .map(|i| if i % 7 == 3 { f32::MIN } else { 0.0 })
+            .map(|i| {
+                let (seq, key) = (i / t, i % t);
+                if i % 7 == 3 || (seq == 1 && key < t * 5 / 12) {
+                    f32::MIN
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let gpu = |shape: [usize; 4], v: &[f32]| tensor::<B, 4>(v.to_vec(), shape, device);
         let want_direct = attention::grouped_query_attention(
@@ -523,7 +535,9 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
         for kernel in [
             fused::DecodeKernel::Chunked,
             fused::DecodeKernel::Ilp,
-            fused::DecodeKernel::Split,
+            fused::DecodeKernel::SPLIT,
+            fused::DecodeKernel::Split { splits: Some(1) },
+            fused::DecodeKernel::Split { splits: Some(4) },
         ] {
             let direct = fused::decode_attention_with(
                 &gpu([b, nh, 1, d], &q),
@@ -559,6 +573,46 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
             &format!("decode attention t={t} in storage for {cap}"),
             host(got),
             host(want),
+        );
+    }
+
+    // In f16 (what the 7B decoders run in): 16-byte vectors are 8 values, so the split kernel's `probs · V`
+    // pass has 16 lanes of one vector each at heads of 128. Against the composition on the CPU in f32 from the
+    // same f16-rounded inputs.
+    let (b, nh, nkv, d, t, cap) = (2, 8, 2, 128, 600, 640);
+    let half = |x: Vec<f32>| host(tensor::<Cpu, 1>(x.clone(), [x.len()], &cpu).cast(DType::F16));
+    let q = half(values(b * nh * d, 16));
+    let (k, v) = (
+        half(values(b * nkv * t * d, 17)),
+        half(values(b * nkv * t * d, 18)),
+    );
+    let mask: Vec<f32> = (0..b * t)
+        .map(|i| if i % 5 == 1 { f32::MIN } else { 0.0 })
+        .collect();
+    let gpu16 = |shape: [usize; 4], x: &[f32]| tensor::<B, 4>(x.to_vec(), shape, device).cast(DType::F16);
+    let want = attention::grouped_query_attention(
+        tensor::<Cpu, 4>(q.clone(), [b, nh, 1, d], &cpu),
+        tensor::<Cpu, 4>(k.clone(), [b, nkv, t, d], &cpu),
+        tensor::<Cpu, 4>(v.clone(), [b, nkv, t, d], &cpu),
+        &tensor::<Cpu, 4>(mask.clone(), [b, 1, 1, t], &cpu),
+        false,
+    );
+    for kernel in [fused::DecodeKernel::Ilp, fused::DecodeKernel::SPLIT] {
+        let got = fused::decode_attention_with(
+            &gpu16([b, nh, 1, d], &q),
+            &gpu16([b, nkv, cap, d], &in_storage(&k, t, cap, d)),
+            &gpu16([b, nkv, cap, d], &in_storage(&v, t, cap, d)),
+            &tensor::<B, 4>(mask.clone(), [b, 1, 1, t], device),
+            1.0 / (d as f64).sqrt(),
+            kernel,
+        )
+        .unwrap_or_else(|| panic!("the decode kernel {kernel:?} did not take f16"));
+        assert_eq!(got.dtype(), DType::F16, "decode attention {kernel:?} in f16");
+        check_within(
+            &format!("decode attention {kernel:?} in f16"),
+            host(got),
+            host(want.clone()),
+            4e-3,
         );
     }
 }

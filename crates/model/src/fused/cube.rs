@@ -2213,12 +2213,31 @@ pub enum DecodeKernel {
     Ilp,
     /// [`decode_attention_split_kernel`]: one cube per (sequence, kv head, split of the keys) for the whole
     /// group of query heads, the splits joined by [`decode_split_combine_kernel`]. Opt-in
-    /// (`MMREASON_DECODE_ATTN=split`) until a device run has timed it.
-    Split,
+    /// (`MMREASON_DECODE_ATTN=split`) until a device run has timed it. `splits`: how many splits per (sequence,
+    /// kv head), at most the keys' count (`None`: one per `BLOCK` keys, at most `SPLIT_MAX_SPLITS`; fewer
+    /// than that make each split take several rounds).
+    Split {
+        splits: Option<usize>,
+    },
 }
 
-/// `MMREASON_DECODE_ATTN=chunked` picks [`DecodeKernel::Chunked`], `split` [`DecodeKernel::Split`]; anything
-/// else [`DecodeKernel::Ilp`]. Run 8
+impl DecodeKernel {
+    /// The split kernel with its own choice of splits.
+    pub const SPLIT: DecodeKernel = DecodeKernel::Split { splits: None };
+
+    /// A short name for labels (benches): `chunked`, `ilp`, `split`, `split4`.
+    pub fn label(self) -> String {
+        match self {
+            DecodeKernel::Chunked => "chunked".into(),
+            DecodeKernel::Ilp => "ilp".into(),
+            DecodeKernel::Split { splits: None } => "split".into(),
+            DecodeKernel::Split { splits: Some(n) } => format!("split{n}"),
+        }
+    }
+}
+
+/// `MMREASON_DECODE_ATTN=chunked` picks [`DecodeKernel::Chunked`], `split` [`DecodeKernel::Split`] (`split:N`:
+/// N splits per sequence and kv head, a knob for a device run); anything else [`DecodeKernel::Ilp`]. Run 8
 /// (H200, one call): the kernel alone 76 µs against 154 µs (b8, 513 cached positions); Mistral-7B decode at
 /// batch 1 166 against 151 tok/s, at batch 32 2,170 against 1,887; on CUDA it matches the composition
 /// (`fused_kernels`), as the chunked kernel does.
@@ -2226,7 +2245,14 @@ fn decode_kernel() -> DecodeKernel {
     static KIND: OnceLock<DecodeKernel> = OnceLock::new();
     *KIND.get_or_init(|| match std::env::var("MMREASON_DECODE_ATTN").as_deref() {
         Ok("chunked") => DecodeKernel::Chunked,
-        Ok("split") => DecodeKernel::Split,
+        Ok("split") => DecodeKernel::SPLIT,
+        Ok(v) if v.starts_with("split:") => match v["split:".len()..].parse::<usize>() {
+            Ok(n) if n > 0 => DecodeKernel::Split { splits: Some(n) },
+            _ => {
+                eprintln!("mmreason: MMREASON_DECODE_ATTN={v}: not split:N with N ≥ 1; the split kernel's own choice");
+                DecodeKernel::SPLIT
+            }
+        },
         _ => DecodeKernel::Ilp,
     })
 }
@@ -2276,12 +2302,16 @@ pub fn decode_attention_with<B: Backend, R: CubeRuntime>(
         let client = qc.client.clone();
         // More query heads per kv head than its shared memory holds: the ILP kernel instead.
         let group = nh / nkv;
-        if kernel == DecodeKernel::Split && group <= SPLIT_MAX_GROUP {
+        if let DecodeKernel::Split { splits: asked } = kernel
+            && group <= SPLIT_MAX_GROUP
+        {
             // Keys and values read in vectors (rows start at multiples of d).
             let vector = vector_for(&client, qc.dtype, d, &[&kc, &vc]);
             // One round of `BLOCK` keys per split where the keys allow; a short batch then still spreads over
             // the device, and a long cache over at most `SPLIT_MAX_SPLITS` splits.
-            let splits = t.div_ceil(BLOCK as usize).clamp(1, SPLIT_MAX_SPLITS);
+            let splits = asked.map_or(t.div_ceil(BLOCK as usize).clamp(1, SPLIT_MAX_SPLITS), |n| {
+                n.min(t)
+            });
             let chunk = t.div_ceil(splits);
             let cubes = b * nkv * splits;
             let direct = splits == 1;
