@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <source_location>
 #include <vector>
 
 #define MMA_EMULATE 1
@@ -101,27 +102,31 @@ struct WarpScratch {
 };
 static WarpScratch scratch[THREADS_EMU / 32];
 
-// Which warp-level operation each lane has reached: its kind and how many such operations the lane has done in
-// this cube. Every lane of a warp must meet at the same one (mma.sync, ldmatrix and shuffles are `.sync.aligned`
-// or full-mask): a lane-dependent branch around one of them fails here instead of pairing mismatched operands.
+// Which warp-level operation each lane has reached: its kind, where in the kernel's source it was called (line and column), and
+// how many warp-level operations the lane has done in this cube. Every lane of a warp must meet at the same one
+// (mma.sync, ldmatrix and shuffles are `.sync.aligned` or full-mask): a lane-dependent branch around one of them,
+// or between two calls of the same kind, fails here instead of pairing mismatched operands.
 static int warp_op_count[THREADS_EMU];
 static struct {
     const char* kind;
+    unsigned line, column;
     int count;
 } warp_op_at[THREADS_EMU];
-static void warp_op_arrive(const char* kind) {
-    warp_op_at[current] = {kind, warp_op_count[current]++};
+static void warp_op_arrive(const char* kind, const std::source_location& at) {
+    warp_op_at[current] = {kind, (unsigned)at.line(), (unsigned)at.column(), warp_op_count[current]++};
 }
 static void warp_op_check() {
     const int w = current / 32;
     for (int l = 0; l < 32; ++l) {
         const auto& other = warp_op_at[w * 32 + l];
-        if (other.kind != warp_op_at[current].kind || other.count != warp_op_at[current].count) {
+        const auto& mine = warp_op_at[current];
+        if (other.kind != mine.kind || other.line != mine.line || other.column != mine.column ||
+            other.count != mine.count) {
             std::fprintf(stderr,
-                         "warp %d diverged: lane %d is at %s #%d while lane %d is at %s #%d (a warp-level "
-                         "operation needs every lane)\n",
-                         w, current % 32, warp_op_at[current].kind, warp_op_at[current].count, l, other.kind,
-                         other.count);
+                         "warp %d diverged: lane %d is at %s (%u:%u) #%d while lane %d is at %s (%u:%u) #%d (a "
+                         "warp-level operation needs every lane)\n",
+                         w, current % 32, mine.kind, mine.line, mine.column, mine.count, l, other.kind, other.line,
+                         other.column, other.count);
             std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
         }
     }
@@ -174,10 +179,10 @@ MMA_DEVICE void cp_async_wait_all() {
     lanes[current].pending.clear();
 }
 
-MMA_DEVICE float shfl_xor(float v, int m) {
+MMA_DEVICE float shfl_xor(float v, int m, std::source_location at = std::source_location::current()) {
     const int w = current / 32, l = current % 32;
     scratch[w].v[l] = v;
-    warp_op_arrive("shfl_xor");
+    warp_op_arrive("shfl_xor", at);
     warp_barrier[w].wait();
     warp_op_check();
     const float r = scratch[w].v[l ^ m];
@@ -190,7 +195,7 @@ MMA_DEVICE float exp2_approx(float x) { return std::exp2(x); }
 // ldmatrix .m8n8.x4 (.trans) .b16, as the PTX ISA describes it: lane l gives the address of row l % 8 of matrix
 // l / 8; in register j, lane l receives row l / 4 of matrix j, columns 2·(l % 4) and the next (lower column in
 // the lower half); with .trans, column l / 4 and rows 2·(l % 4) and the next. Rows must be 16-byte aligned.
-static void ldsm(u32* r, const u16* row, bool trans) {
+static void ldsm(u32* r, const u16* row, bool trans, const std::source_location& at) {
     const int w = current / 32, l = current % 32;
     static const u16* rows[THREADS_EMU / 32][32];
     if (((uintptr_t)row & 15) != 0) {
@@ -198,7 +203,7 @@ static void ldsm(u32* r, const u16* row, bool trans) {
         std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
     }
     rows[w][l] = row;
-    warp_op_arrive(trans ? "ldmatrix.trans" : "ldmatrix");
+    warp_op_arrive(trans ? "ldmatrix.trans" : "ldmatrix", at);
     warp_barrier[w].wait();
     warp_op_check();
     const int g = l >> 2, t = l & 3;
@@ -215,22 +220,27 @@ static void ldsm(u32* r, const u16* row, bool trans) {
     }
     warp_barrier[w].wait();
 }
-MMA_DEVICE void ldsm_x4(u32* r, const u16* row) { ldsm(r, row, false); }
-MMA_DEVICE void ldsm_x4_trans(u32* r, const u16* row) { ldsm(r, row, true); }
+MMA_DEVICE void ldsm_x4(u32* r, const u16* row, std::source_location at = std::source_location::current()) {
+    ldsm(r, row, false, at);
+}
+MMA_DEVICE void ldsm_x4_trans(u32* r, const u16* row, std::source_location at = std::source_location::current()) {
+    ldsm(r, row, true, at);
+}
 
 MMA_DEVICE u32 pack2(float lo, float hi) { return (u32)f32_to_bits(lo) | ((u32)f32_to_bits(hi) << 16); }
 
 static float half_of(u32 r, int i) { return bits_to_f32((u16)(i ? r >> 16 : r & 0xffff)); }
 
 // The PTX ISA's m16n8k16 fragment layouts: groupID = lane >> 2, threadID_in_group = lane % 4.
-MMA_DEVICE void mma16816(float* d, const u32* a, u32 b0, u32 b1) {
+MMA_DEVICE void mma16816(float* d, const u32* a, u32 b0, u32 b1,
+                         std::source_location at = std::source_location::current()) {
     const int w = current / 32, l = current % 32;
     WarpScratch& s = scratch[w];
     for (int i = 0; i < 4; ++i) s.a[l][i] = a[i];
     s.b[l][0] = b0;
     s.b[l][1] = b1;
     for (int i = 0; i < 4; ++i) s.c[l][i] = d[i];
-    warp_op_arrive("mma.sync");
+    warp_op_arrive("mma.sync", at);
     warp_barrier[w].wait();
     warp_op_check();
     float A[16][16], B[16][8], C[16][8];
