@@ -196,10 +196,9 @@ done
 # mistral rows above).
 step mma-split-kernels 90 bash -c "set -o pipefail; MMREASON_DECODE_ATTN=split $BIN/fused_kernels fused_kernels_on_cuda --include-ignored --nocapture 2>&1 | tee $OUT/split_kernels.log | grep -E 'test |panicked|error' "
 split_rc=$last_rc
-if [ "$split_rc" = 0 ]; then
-  step mma-split-parity 120 bash -c "set -o pipefail; MMREASON_DECODE_ATTN=split $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-split.log | grep -E 'PARITY|test |panicked|error' "
-  split_rc=$last_rc
-fi
+gated mma-split-parity "$split_rc" && step mma-split-parity 120 bash -c "set -o pipefail; MMREASON_DECODE_ATTN=split $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-split.log | grep -E 'PARITY|test |panicked|error' "
+# (Unchanged when the parity step was skipped: the kernel test's status.)
+split_rc=$last_rc
 # Its own choice of splits (one per 256 keys: 1 here, so 8 cubes at batch 1), then 8 splits per kv head.
 for a in split split:8; do
   gated mma-decode-$a "$split_rc" && step mma-decode-$a 80 bash -c "MMREASON_DECODE_ATTN=$a $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-$a | tee -a $TP"
