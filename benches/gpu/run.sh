@@ -72,9 +72,10 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "binaries of $(cat "$BIN/SOURCE" 2>/dev/null || echo 'an unknown commit')"; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral stream order own mma clip profile cubek flash softmax
-# decode unfused gemvbase gemv small burn llama fused kernels (they run in this order, whatever STEPS lists)
-STEPS=${STEPS:-parity gemm mistral stream order own mma clip profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
+# STEPS selects groups (default: all): parity gemm mistral stream order own mma clip tune profile cubek flash
+# softmax decode unfused gemvbase gemv small burn llama fused kernels (they run in this order, whatever STEPS
+# lists)
+STEPS=${STEPS:-parity gemm mistral stream order own mma clip tune profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
 # DEADLINE (seconds from the start of this script, 0 = none) caps every step's limit and skips steps that would
 # start with under 15 s left: an outer `timeout` would not stop a running step (each `timeout` below puts its
 # step in a process group of its own), so a call's time limit has to be kept here.
@@ -209,6 +210,25 @@ step mma-w8-kernels 90 bash -c "set -o pipefail; MMREASON_MMA_WARPS=8 $BIN/fused
 w8_rc=$last_rc
 gated mma-w8-mistral "$w8_rc" && step mma-w8-mistral 60 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0 --repeats 2 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
 gated mma-w8-clip "$w8_rc" && step mma-w8-clip 40 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
+# Group "tune" (run 10): the defaults since run 9 against what they replaced, in one call. The fused kernels'
+# test on CUDA first (its norms over 1,203 rows run the plane-per-row layout, which the model parity fixtures, a
+# few hundred rows at most, never reach); only if it passes: the norms one cube per row as before
+# (MMREASON_NORM=cube, "cublas-norm-cube") and 8 rows per cube reduced in shared memory (=rows), the vision
+# tower's attention as our cubecl kernel (MMREASON_ATTENTION=own, the default before run 9), decode with the ILP
+# attention (MMREASON_DECODE_ATTN=ilp), and the mma attention's register budget for 5 cubes per SM
+# instead of 4 at heads of 64 (MMREASON_MMA_CUBES, compiled by NVRTC on the spot: 96 registers instead of 128, with
+# 132 bytes of spills by ptxas here; 6 cubes spill 412).
+step tune-kernels 90 bash -c "set -o pipefail; $BIN/fused_kernels fused_kernels_on_cuda mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/tune_kernels.log | grep -E 'test |panicked|error|declined' "
+tune_rc=$last_rc
+for n in cube rows; do
+  gated tune-norm-$n-mistral "$tune_rc" && step tune-norm-$n-mistral 60 bash -c "MMREASON_NORM=$n $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-norm-$n | tee -a $TP"
+  gated tune-norm-$n-clip "$tune_rc" && step tune-norm-$n-clip 40 bash -c "MMREASON_NORM=$n $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-norm-$n | tee -a $TP"
+done
+gated tune-own-clip "$tune_rc" && step tune-own-clip 40 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own | tee -a $TP"
+gated tune-ilp-decode "$tune_rc" && step tune-ilp-decode 80 bash -c "MMREASON_DECODE_ATTN=ilp $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-ilp | tee -a $TP"
+for c in 5; do
+  gated tune-cubes$c-clip "$tune_rc" && step tune-cubes$c-clip 40 bash -c "MMREASON_MMA_CUBES=$c $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-cubes$c | tee -a $TP"
+done
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).
 PROF="env OUT=$OUT BIN=$BIN TP=$TP PY=$PY bash benches/gpu/profile.sh"
 step profile-clip 60 $PROF clip "" --config clip-vit-l-336 --runs 32x0x0

@@ -30,9 +30,9 @@ pub fn grouped_query_attention<B: Backend>(
     if let Some(y) = fused::decode_attention(&q, &k, &v, mask, 1.0 / (d as f64).sqrt()) {
         return y;
     }
-    // One kernel of ours where `MMREASON_ATTENTION=own` or `mma` asks (keys and values read in place, grouped
-    // heads without repeating them): the causal triangle from positions when that is all the mask holds, else
-    // the mask.
+    // One kernel of ours (keys and values read in place, grouped heads without repeating them): the mma kernel
+    // by default on burn-cuda in bf16/f16, our cubecl kernel where `MMREASON_ATTENTION=own` asks; the causal
+    // triangle from positions when that is all the mask holds, else the mask.
     if fused::own_attention_wanted(false) || fused::mma_attention_wanted() {
         let causal = plain_causal && s == t;
         let m = (!causal).then_some(mask);

@@ -184,6 +184,65 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     check("bias_add_layer_norm sum", host(sum), host(want_sum));
     check("bias_add_layer_norm normed", host(normed), host(want));
 
+    // The norms over many rows (prefill, the vision tower: from 1,024 rows several rows share a cube, one plane
+    // each where the device has plane operations, else a segment of shared memory each): 1,203 rows, not a
+    // multiple of the rows per cube, so the last cube has rows past the end.
+    {
+        let [b, s, h] = [3, 401, 300];
+        let (x, a, pb) = (values(b * s * h, 21), values(b * s * h, 22), values(h, 23));
+        let dev = |v: &[f32]| tensor::<B, 3>(v.to_vec(), [b, s, h], device);
+        let cpu3 = |v: &[f32]| tensor::<Cpu, 3>(v.to_vec(), [b, s, h], &cpu);
+        let (wd, bd) = (
+            tensor::<B, 1>(w.clone(), [h], device),
+            tensor::<B, 1>(bias.clone(), [h], device),
+        );
+        let (wc, bc) = (
+            tensor::<Cpu, 1>(w.clone(), [h], &cpu),
+            tensor::<Cpu, 1>(bias.clone(), [h], &cpu),
+        );
+        let rms = |v: Tensor<Cpu, 3>| {
+            let var = v.clone().powi_scalar(2).mean_dim(2);
+            v * (var + 1e-5).sqrt().recip() * wc.clone().unsqueeze::<3>()
+        };
+        check(
+            "rms_norm over many rows",
+            host(fused::rms_norm(dev(&x), &wd, 1e-5)),
+            host(rms(cpu3(&x))),
+        );
+        let (sum, normed) = fused::add_rms_norm(dev(&x), dev(&a), &wd, 1e-5);
+        let sc = cpu3(&x) + cpu3(&a);
+        check("add_rms_norm sum over many rows", host(sum), host(sc.clone()));
+        check("add_rms_norm norm over many rows", host(normed), host(rms(sc)));
+        let ln = |v: Tensor<Cpu, 3>| {
+            let centered = v.clone() - v.mean_dim(2);
+            let var = centered.clone().powi_scalar(2).mean_dim(2);
+            centered * (var + 1e-5).sqrt().recip() * wc.clone().unsqueeze::<3>() + bc.clone().unsqueeze::<3>()
+        };
+        check(
+            "layer_norm over many rows",
+            host(fused::layer_norm(dev(&x), &wd, &bd, 1e-5)),
+            host(ln(cpu3(&x))),
+        );
+        let (sum, normed) = fused::bias_add_layer_norm(
+            dev(&a),
+            Some(&tensor(pb.clone(), [h], device)),
+            dev(&x),
+            [&wd, &bd],
+            1e-5,
+        );
+        let want_sum = cpu3(&x) + (cpu3(&a) + tensor::<Cpu, 1>(pb, [h], &cpu).unsqueeze::<3>());
+        check(
+            "bias_add_layer_norm sum over many rows",
+            host(sum),
+            host(want_sum.clone()),
+        );
+        check(
+            "bias_add_layer_norm normed over many rows",
+            host(normed),
+            host(ln(want_sum)),
+        );
+    }
+
     // quick_gelu (CLIP).
     let got = fused::quick_gelu(tensor::<B, 3>(x.clone(), [3, 5, 300], device));
     let xc = tensor::<Cpu, 3>(x.clone(), [3, 5, 300], &cpu);

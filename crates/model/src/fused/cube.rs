@@ -77,7 +77,31 @@ fn cube_max(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
     reduce(v, smem, 0, UNIT_POS as usize, CUBE_DIM as usize, true)
 }
 
-/// One cube per row of `h` values: torch's LayerNorm with statistics in f32 (biased variance), the normalised
+/// The row kernels' layout ([`NormLayout`]): `CUBE_DIM_Y` rows per cube, `CUBE_DIM_X` lanes per row. Returns
+/// this unit's row, its lane, the lanes per row and the row's length in vectors — 0 for a row past `rows` (the
+/// grid is rounded up to whole cubes), which then touches no memory but still reaches the cube's barriers.
+#[cube]
+fn norm_row(rows: u32, hv: usize) -> (usize, usize, usize, usize) {
+    let row = CUBE_POS * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
+    let mut len = 0usize;
+    if row < rows as usize {
+        len = hv;
+    }
+    (row, UNIT_POS_X as usize, CUBE_DIM_X as usize, len)
+}
+
+/// Sum of `v` over the lanes of this unit's row: with `plane` the row is one plane (register shuffles, no
+/// barrier), otherwise its segment of the cube's shared memory (every unit of the cube takes part).
+#[cube]
+fn row_sum(v: f32, smem: &mut SharedMemory<f32>, lane: usize, lanes: usize, #[comptime] plane: bool) -> f32 {
+    if plane {
+        plane_sum(v)
+    } else {
+        reduce(v, smem, UNIT_POS_Y as usize * lanes, lane, lanes, false)
+    }
+}
+
+/// Rows of `h` values ([`norm_row`]): torch's LayerNorm with statistics in f32 (biased variance), the normalised
 /// value rounded to `F`, then `· w + bias` in `F`; of `v = x`, or — with `residual` — of `v = res + (x + pb)`
 /// (a product `x`, its bias `pb` and the residual stream `res`, each sum in `F` as the composition adds), which
 /// is written to `sum` too: CLIP's residual sum and the LayerNorm after it in one launch.
@@ -96,17 +120,14 @@ fn layer_norm_kernel<F: Float, N: Size>(
     h: u32,
     eps: f32,
     #[comptime] residual: bool,
+    #[comptime] plane: bool,
 ) {
-    let row = CUBE_POS;
-    if row >= rows as usize {
-        terminate!();
-    }
     let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
     let vs = x.vector_size().comptime();
-    let hv = h as usize / vs;
+    let (row, lane, lanes, hv) = norm_row(rows, h as usize / vs);
     let base = row * hv;
     let mut acc = f32::new(0.0);
-    let mut i = UNIT_POS as usize;
+    let mut i = lane;
     while i < hv {
         let v = ln_input(x, pb, res, base, i, residual);
         if residual {
@@ -116,12 +137,12 @@ fn layer_norm_kernel<F: Float, N: Size>(
         for j in 0..vs {
             acc += f32::cast_from(v[j]);
         }
-        i += CUBE_DIM as usize;
+        i += lanes;
     }
-    let mean = cube_sum(acc, &mut smem) / f32::cast_from(h);
+    let mean = row_sum(acc, &mut smem, lane, lanes, plane) / f32::cast_from(h);
     // Each unit reads only what it wrote itself (recomputed: no cross-unit global-memory ordering).
     let mut acc = f32::new(0.0);
-    let mut i = UNIT_POS as usize;
+    let mut i = lane;
     while i < hv {
         let v = ln_input(x, pb, res, base, i, residual);
         #[unroll]
@@ -129,10 +150,10 @@ fn layer_norm_kernel<F: Float, N: Size>(
             let c = f32::cast_from(v[j]) - mean;
             acc += c * c;
         }
-        i += CUBE_DIM as usize;
+        i += lanes;
     }
-    let r = f32::new(1.0) / f32::sqrt(cube_sum(acc, &mut smem) / f32::cast_from(h) + eps);
-    let mut i = UNIT_POS as usize;
+    let r = f32::new(1.0) / f32::sqrt(row_sum(acc, &mut smem, lane, lanes, plane) / f32::cast_from(h) + eps);
+    let mut i = lane;
     while i < hv {
         let v = ln_input(x, pb, res, base, i, residual);
         let (wv, bv) = (w[i], bias[i]);
@@ -142,7 +163,7 @@ fn layer_norm_kernel<F: Float, N: Size>(
             o[j] = F::cast_from((f32::cast_from(v[j]) - mean) * r) * wv[j] + bv[j];
         }
         out[base + i] = o;
-        i += CUBE_DIM as usize;
+        i += lanes;
     }
 }
 
@@ -163,7 +184,7 @@ fn ln_input<F: Float, N: Size>(
     }
 }
 
-/// One cube per row of `h` values: `w · F(v · rsqrt(mean(v²) + ε))`, the mean in f32, for `v = x` or — with
+/// Rows of `h` values ([`norm_row`]): `w · F(v · rsqrt(mean(v²) + ε))`, the mean in f32, for `v = x` or — with
 /// `residual` — for the residual sum `v = x + a` (rounded to `F`, as transformers adds in the activations'
 /// dtype), which is written to `sum` too: the decoder's `residual + output` and the next norm in one launch.
 /// Every array is read and written in vectors of `N` values (16 bytes where the device allows: run 6 measured
@@ -180,17 +201,14 @@ fn rms_norm_kernel<F: Float, N: Size>(
     h: u32,
     eps: f32,
     #[comptime] residual: bool,
+    #[comptime] plane: bool,
 ) {
-    let row = CUBE_POS;
-    if row >= rows as usize {
-        terminate!();
-    }
     let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
     let vs = x.vector_size().comptime();
-    let hv = h as usize / vs;
+    let (row, lane, lanes, hv) = norm_row(rows, h as usize / vs);
     let base = row * hv;
     let mut acc = f32::new(0.0);
-    let mut i = UNIT_POS as usize;
+    let mut i = lane;
     while i < hv {
         let v = norm_input(x, a, base + i, residual);
         if residual {
@@ -201,12 +219,12 @@ fn rms_norm_kernel<F: Float, N: Size>(
             let e = f32::cast_from(v[j]);
             acc += e * e;
         }
-        i += CUBE_DIM as usize;
+        i += lanes;
     }
-    let total = cube_sum(acc, &mut smem);
+    let total = row_sum(acc, &mut smem, lane, lanes, plane);
     let r = f32::new(1.0) / f32::sqrt(total / f32::cast_from(h) + eps);
     // Each unit reads only what it summed itself (recomputed: no cross-unit global-memory ordering).
-    let mut i = UNIT_POS as usize;
+    let mut i = lane;
     while i < hv {
         let v = norm_input(x, a, base + i, residual);
         let wv = w[i];
@@ -216,7 +234,7 @@ fn rms_norm_kernel<F: Float, N: Size>(
             o[j] = F::cast_from(f32::cast_from(v[j]) * r) * wv[j];
         }
         out[base + i] = o;
-        i += CUBE_DIM as usize;
+        i += lanes;
     }
 }
 
@@ -1535,6 +1553,61 @@ macro_rules! launch_float {
     };
 }
 
+/// How the norm kernels (RMSNorm, LayerNorm) lay rows on cubes. Run 9 (H200) profiled the one-cube-per-row
+/// kernels at 79 µs per CLIP LayerNorm (18,464 rows of 1,024 bf16 values, ≈ 1 TB/s) and 46 µs per Mistral
+/// RMSNorm (4,096 rows of 4,096): a row of 128 vectors left half of a 256-unit cube idle, and each unit's one
+/// load waited on two 8-level shared-memory trees per row. With many rows, smaller rows per cube keep more
+/// loads in flight per SM and reduce in 5 steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormLayout {
+    /// One cube of 256 units per row, reduced in shared memory (the layout for a few rows: decoding).
+    Cube,
+    /// 8 rows of 32 lanes per cube, each row reduced in its segment of shared memory.
+    Rows,
+    /// One plane (warp) per row, `256 / plane size` rows per cube, reduced by `plane_sum` without barriers;
+    /// [`NormLayout::Rows`] where the device has no plane operations of one size.
+    Plane,
+}
+
+/// Rows from which the norms take [`NormLayout::Plane`] by default (prefill, the vision tower); below it a cube
+/// per row, whose 256 units share a long row at small batch.
+const MANY_ROWS: usize = 1024;
+
+/// `MMREASON_NORM=cube|rows|plane` fixes the norms' layout (a knob for a device run); by default
+/// [`NormLayout::Plane`] from [`MANY_ROWS`] rows, [`NormLayout::Cube`] below.
+fn norm_layout(rows: usize) -> NormLayout {
+    static ASKED: OnceLock<Option<NormLayout>> = OnceLock::new();
+    let asked = *ASKED.get_or_init(|| match std::env::var("MMREASON_NORM").as_deref() {
+        Ok("cube") => Some(NormLayout::Cube),
+        Ok("rows") => Some(NormLayout::Rows),
+        Ok("plane") => Some(NormLayout::Plane),
+        _ => None,
+    });
+    asked.unwrap_or(if rows >= MANY_ROWS {
+        NormLayout::Plane
+    } else {
+        NormLayout::Cube
+    })
+}
+
+/// Grid, cube and the kernels' `plane` flag for a norm over `rows` rows ([`norm_layout`]).
+fn norm_launch<R: CubeRuntime>(client: &ComputeClient<R>, rows: usize) -> (CubeCount, CubeDim, bool) {
+    let layout = norm_layout(rows);
+    let plane = (layout == NormLayout::Plane)
+        .then(|| plane_for(client, 1))
+        .flatten()
+        .filter(|&p| BLOCK.is_multiple_of(p));
+    match (layout, plane) {
+        (NormLayout::Cube, _) => (row_grid(rows), CubeDim::new_1d(BLOCK), false),
+        (_, Some(p)) => (
+            row_grid(rows.div_ceil((BLOCK / p) as usize)),
+            CubeDim::new_2d(p, BLOCK / p),
+            true,
+        ),
+        _ => (row_grid(rows.div_ceil(8)), CubeDim::new_2d(32, 8), false),
+    }
+}
+
 /// RMSNorm over the rows of `x` `[b, s, h]` — of `x + a` when `a` is given, whose sum is returned too.
 fn rms_norm_rows<R: CubeRuntime>(
     xc: &CubeTensor<R>,
@@ -1557,12 +1630,13 @@ fn rms_norm_rows<R: CubeRuntime>(
         None => (empty_like(xc, vec![vector]), empty_like(xc, vec![vector])),
     };
     if rows > 0 {
+        let (count, dim, plane) = norm_launch(&client, rows);
         launch_float!(
             xc.dtype,
             rms_norm_kernel,
             &client,
-            row_grid(rows),
-            CubeDim::new_1d(BLOCK),
+            count,
+            dim,
             vector,
             array(xc),
             array(&ac),
@@ -1573,6 +1647,7 @@ fn rms_norm_rows<R: CubeRuntime>(
             u32_of(h)?,
             eps as f32,
             a.is_some(),
+            plane,
         );
     }
     Some((sum, out))
@@ -1831,12 +1906,13 @@ fn layer_norm_rows<B: Backend, R: CubeRuntime>(
     let rows = b * s;
     let out = empty_like(&xc, vec![b, s, h]);
     if rows > 0 {
+        let (count, dim, plane) = norm_launch(&client, rows);
         launch_float!(
             xc.dtype,
             layer_norm_kernel,
             &client,
-            row_grid(rows),
-            CubeDim::new_1d(BLOCK),
+            count,
+            dim,
             vector,
             array(&xc),
             array(&pc),
@@ -1849,6 +1925,7 @@ fn layer_norm_rows<B: Backend, R: CubeRuntime>(
             u32_of(h)?,
             eps as f32,
             residual.is_some(),
+            plane,
         );
     }
     Some((residual.map(|_| sum), out))
@@ -2205,15 +2282,15 @@ pub fn decode_attention<B: Backend, R: CubeRuntime>(
 }
 
 /// Which decode attention kernel runs: `Ilp` ([`decode_attention_ilp_kernel`]: vector loads of the keys, four
-/// loads in flight in the `probs · V` pass; the default since run 8), `Chunked` ([`decode_attention_kernel`],
-/// the default of runs 5–7) or `Split` (flash-decoding over grouped heads, untimed).
+/// loads in flight in the `probs · V` pass; the default of run 8), `Chunked` ([`decode_attention_kernel`],
+/// the default of runs 5–7) or `Split` (flash-decoding over grouped heads, the default since run 9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeKernel {
     Chunked,
     Ilp,
     /// [`decode_attention_split_kernel`]: one cube per (sequence, kv head, split of the keys) for the whole
-    /// group of query heads, the splits joined by [`decode_split_combine_kernel`]. Opt-in
-    /// (`MMREASON_DECODE_ATTN=split`) until a device run has timed it. `splits`: how many splits per (sequence,
+    /// group of query heads, the splits joined by [`decode_split_combine_kernel`]; more than
+    /// `SPLIT_MAX_GROUP` query heads per kv head take the ILP kernel. `splits`: how many splits per (sequence,
     /// kv head), at most the keys' count (`None`: one per `BLOCK` keys, at most `SPLIT_MAX_SPLITS`; fewer
     /// than that make each split take several rounds).
     Split {
@@ -2236,16 +2313,17 @@ impl DecodeKernel {
     }
 }
 
-/// `MMREASON_DECODE_ATTN=chunked` picks [`DecodeKernel::Chunked`], `split` [`DecodeKernel::Split`] (`split:N`:
-/// N splits per sequence and kv head, a knob for a device run); anything else [`DecodeKernel::Ilp`]. Run 8
-/// (H200, one call): the kernel alone 76 µs against 154 µs (b8, 513 cached positions); Mistral-7B decode at
-/// batch 1 166 against 151 tok/s, at batch 32 2,170 against 1,887; on CUDA it matches the composition
-/// (`fused_kernels`), as the chunked kernel does.
+/// `MMREASON_DECODE_ATTN=chunked` picks [`DecodeKernel::Chunked`], `ilp` [`DecodeKernel::Ilp`], `split:N`
+/// [`DecodeKernel::Split`] with N splits per sequence and kv head (a knob for a device run); by default the
+/// split kernel with its own choice. Run 9 (H200, one call): the kernel alone 59.8 µs against the ILP kernel's
+/// 74.8 µs (b8, 513 cached positions); Mistral-7B decode at batch 1 192.6 against 185.8 tok/s, at batch 32
+/// 4,443 against 4,331, and the model parity tests pass with it on CUDA. Run 8 had put the ILP kernel ahead of
+/// the chunked one (76 against 154 µs).
 fn decode_kernel() -> DecodeKernel {
     static KIND: OnceLock<DecodeKernel> = OnceLock::new();
     *KIND.get_or_init(|| match std::env::var("MMREASON_DECODE_ATTN").as_deref() {
         Ok("chunked") => DecodeKernel::Chunked,
-        Ok("split") => DecodeKernel::SPLIT,
+        Ok("ilp") => DecodeKernel::Ilp,
         Ok(v) if v.starts_with("split:") => match v["split:".len()..].parse::<usize>() {
             Ok(n) if n > 0 => DecodeKernel::Split { splits: Some(n) },
             _ => {
@@ -2253,7 +2331,7 @@ fn decode_kernel() -> DecodeKernel {
                 DecodeKernel::SPLIT
             }
         },
-        _ => DecodeKernel::Ilp,
+        _ => DecodeKernel::SPLIT,
     })
 }
 

@@ -74,38 +74,48 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
     for &n in vectors {
         for residual in [false, true] {
             let tag = format!("{dtype}_v{n}_res{}", residual as u8);
-            let kernel = layer_norm_kernel::LayerNormKernel::<F, WgpuRuntime>::new(
-                row(),
-                c.clone(),
-                arr(),
-                arr(),
-                arr(),
-                arr(),
-                arr(),
-                arr(),
-                arr(),
-                (),
-                (),
-                (),
-                n,
-                residual,
-            );
-            k.push(format!("layer_norm_{tag}"), kernel);
-            let kernel = rms_norm_kernel::RmsNormKernel::<F, WgpuRuntime>::new(
-                row(),
-                c.clone(),
-                arr(),
-                arr(),
-                arr(),
-                arr(),
-                arr(),
-                (),
-                (),
-                (),
-                n,
-                residual,
-            );
-            k.push(format!("rms_norm_{tag}"), kernel);
+            // The norms' three layouts (`NormLayout`): a cube per row, and 8 rows of 32 lanes per cube reduced
+            // in shared memory or by planes.
+            for (layout, plane) in [("", false), ("_rows", false), ("_plane", true)] {
+                let dim = || match layout {
+                    "" => row(),
+                    _ => grid(),
+                };
+                let kernel = layer_norm_kernel::LayerNormKernel::<F, WgpuRuntime>::new(
+                    dim(),
+                    c.clone(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    (),
+                    (),
+                    (),
+                    n,
+                    residual,
+                    plane,
+                );
+                k.push(format!("layer_norm_{tag}{layout}"), kernel);
+                let kernel = rms_norm_kernel::RmsNormKernel::<F, WgpuRuntime>::new(
+                    dim(),
+                    c.clone(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    (),
+                    (),
+                    (),
+                    n,
+                    residual,
+                    plane,
+                );
+                k.push(format!("rms_norm_{tag}{layout}"), kernel);
+            }
             for gelu in [false, true] {
                 let kernel = bias_act_kernel::BiasActKernel::<F, WgpuRuntime>::new(
                     row(),
@@ -516,8 +526,8 @@ fn every_kernel_compiles_to_cuda_cpp() {
         count,
         failed.join("\n")
     );
-    // Per dtype and vector: 8 norm/bias variants and 14 others (11 vectors in all); per dtype: 14, and 6 of the
+    // Per dtype and vector: 16 norm/bias variants (the norms in three layouts) and 14 others (11 vectors in all); per dtype: 14, and 6 of the
     // split decode attention; 2 flag kernels; the prefill attention: 3 head sizes and vectors × 3 masks, once in
     // f32 and twice (with and without tensor cores) in f16 and bf16.
-    assert_eq!(count, 11 * 22 + 3 * (14 + 6) + 2 + 9 * 5);
+    assert_eq!(count, 11 * 30 + 3 * (14 + 6) + 2 + 9 * 5);
 }
