@@ -229,6 +229,11 @@ gated tune-ilp-decode "$tune_rc" && step tune-ilp-decode 80 bash -c "MMREASON_DE
 for c in 5; do
   gated tune-cubes$c-clip "$tune_rc" && step tune-cubes$c-clip 40 bash -c "MMREASON_MMA_CUBES=$c $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-cubes$c | tee -a $TP"
 done
+# Two stages of K/V tiles in the mma attention at heads of 64 (MMREASON_MMA_STAGES=2: block j + 2's copies in
+# flight during block j; ptxas here: 128 registers, 32 bytes spilled): its kernel test, then CLIP.
+step tune-stages-kernels 60 bash -c "set -o pipefail; MMREASON_MMA_STAGES=2 $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/stages_kernels.log | grep -E 'test |panicked|error|declined' "
+stages_rc=$last_rc
+gated tune-stages-clip "$stages_rc" && step tune-stages-clip 40 bash -c "MMREASON_MMA_STAGES=2 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-stages2 | tee -a $TP"
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).
 PROF="env OUT=$OUT BIN=$BIN TP=$TP PY=$PY bash benches/gpu/profile.sh"
 step profile-clip 60 $PROF clip "" --config clip-vit-l-336 --runs 32x0x0

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <random>
 #include <source_location>
 #include <vector>
@@ -66,6 +67,8 @@ struct Lane {
         unsigned char bytes[16];
     };
     std::vector<Copy> pending;
+    // Committed groups, oldest first (cp.async.commit_group moves `pending` here).
+    std::deque<std::vector<Copy>> groups;
 };
 static Lane lanes[THREADS_EMU];
 static ucontext_t scheduler;
@@ -173,10 +176,29 @@ MMA_DEVICE void cp_async16(void* dst, const void* src, bool valid) {
     const u16 nan_bits = MMA_BF16 ? 0x7fc0 : 0x7e00;
     for (int i = 0; i < 8; ++i) std::memcpy((unsigned char*)dst + 2 * i, &nan_bits, 2);
 }
-MMA_DEVICE void cp_async_commit() {}
+static void land(std::vector<Lane::Copy>& copies) {
+    for (auto& c : copies) std::memcpy(c.dst, c.bytes, 16);
+    copies.clear();
+}
+MMA_DEVICE void cp_async_commit() {
+    Lane& ln = lanes[current];
+    ln.groups.push_back(std::move(ln.pending));
+    ln.pending.clear();
+}
+// cp.async.wait_all: every copy this thread issued, committed or not.
 MMA_DEVICE void cp_async_wait_all() {
-    for (auto& c : lanes[current].pending) std::memcpy(c.dst, c.bytes, 16);
-    lanes[current].pending.clear();
+    Lane& ln = lanes[current];
+    for (auto& g : ln.groups) land(g);
+    ln.groups.clear();
+    land(ln.pending);
+}
+// cp.async.wait_group 1: every committed group but the newest (copies not yet committed stay in flight).
+MMA_DEVICE void cp_async_wait_one() {
+    Lane& ln = lanes[current];
+    while (ln.groups.size() > 1) {
+        land(ln.groups.front());
+        ln.groups.pop_front();
+    }
 }
 
 MMA_DEVICE float shfl_xor(float v, int m, std::source_location at = std::source_location::current()) {
@@ -315,6 +337,7 @@ static void run_grid(int gx, int gy, int gz, void (*entry)()) {
                     Lane& ln = lanes[i];
                     ln.done = false;
                     ln.pending.clear();
+                    ln.groups.clear();
                     warp_op_count[i] = 0;
                     ln.stack.assign(256 * 1024, 0);
                     getcontext(&ln.ctx);
@@ -350,10 +373,13 @@ static void run_grid(int gx, int gy, int gz, void (*entry)()) {
                         std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
                     }
                 }
-                for (auto& ln : lanes)
-                    if (!ln.pending.empty()) {
+                for (auto& ln : lanes) {
+                    bool unwaited = !ln.pending.empty();
+                    for (const auto& g : ln.groups) unwaited = unwaited || !g.empty();
+                    if (unwaited) {
                         std::fprintf(stderr, "a thread ended with cp.async copies it never waited for\n");
                         std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
                     }
+                }
             }
 }

@@ -6,7 +6,7 @@
 //
 // The primitives are emulated as `emu.h` describes.
 //
-//   c++ -std=c++20 -O2 -DMMA_BF16=1 -DHEAD_DIM=64 -DMASK_MODE=1 [-DWARPS=8] mma_attention_emu.cpp -o emu && ./emu
+//   c++ -std=c++20 -O2 -DMMA_BF16=1 -DHEAD_DIM=64 -DMASK_MODE=1 [-DWARPS=8] [-DSTAGES=2] mma_attention_emu.cpp -o emu && ./emu
 //
 // Prints one line per case and exits 1 if any relative L2 error exceeds the dtype's bound (or a value is not
 // finite), 0 otherwise.
@@ -154,6 +154,7 @@ int main() {
         {"s=t=130, cache cap 150, q permuted", 2, 2, 1, 130, 130, 150, true, 9},
         {"s=40 after 60 cached (t=100)", 2, 2, 2, 40, 100, 128, false, 70},
         {"one tile s=t=64", 2, 1, 1, 64, 64, 64, true, 64},
+        {"CLIP's s=t=577 (10 key blocks)", 1, 1, 1, 577, 577, 577, false, 3},
     };
     int failed = 0;
     for (const Case& c : cases) {

@@ -14,27 +14,41 @@ use std::process::Command;
 /// The harnesses and their variants: (harness, bf16, the -D definitions besides MMA_BF16, passing lines
 /// expected). Attention: every mask mode (0 none, 1 causal, 2 additive mask) at both head sizes, each dtype at
 /// least three times, as the model paths use them (CLIP: 64 unmasked; the decoders: 128 causal or masked), and
-/// cubes of 8 warps.
+/// cubes of 8 warps, and two stages of tiles at heads of 64.
 /// The product: bf16 and f16, 8 loads in flight (the default) and 3.
-const VARIANTS: [(&str, bool, &str, usize); 12] = [
-    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=0", 4),
-    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=0", 4),
-    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=128 -DMASK_MODE=1", 4),
-    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=64 -DMASK_MODE=1", 4),
-    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=2", 4),
-    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=2", 4),
+const VARIANTS: [(&str, bool, &str, usize); 14] = [
+    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=0", 5),
+    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=0", 5),
+    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=128 -DMASK_MODE=1", 5),
+    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=64 -DMASK_MODE=1", 5),
+    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=2", 5),
+    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=2", 5),
     // Cubes of 8 warps (`MMREASON_MMA_WARPS=8`): Q's 128 rows staged across both tiles.
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=128 -DMASK_MODE=1 -DWARPS=8",
-        4,
+        5,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=2 -DWARPS=8",
-        4,
+        5,
+    ),
+    // Two stages of K and V tiles (`MMREASON_MMA_STAGES=2`, heads of 64): block j + 2's copies in flight
+    // while block j is worked on (CLIP's 577 keys make 10 blocks).
+    (
+        "mma_attention_emu.cpp",
+        true,
+        "-DHEAD_DIM=64 -DMASK_MODE=0 -DSTAGES=2",
+        5,
+    ),
+    (
+        "mma_attention_emu.cpp",
+        false,
+        "-DHEAD_DIM=64 -DMASK_MODE=2 -DSTAGES=2",
+        5,
     ),
     ("gemv_emu.cpp", true, "-DUNROLL=8", 4),
     ("gemv_emu.cpp", false, "-DUNROLL=8", 4),

@@ -710,10 +710,14 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128
         (37, 37, 37, Hide::Padding, 40, Some((1, 48))),
         (37, 37, 37, Hide::Causal, 17, Some((4, 16))),
     ];
+    // On CUDA also heads of 128, and at heads of 64 keys of several 64-wide blocks (the mma kernel's second
+    // stage of tiles, `MMREASON_MMA_STAGES=2`, is in play from the third block on).
     let wide = [
         (37, 37, 37, Hide::Causal, 128, None),
         (37, 37, 37, Hide::Padding, 128, None),
         (70, 70, 70, Hide::Nothing, 128, Some((4, 64))),
+        (130, 200, 210, Hide::Nothing, 64, None),
+        (130, 200, 200, Hide::Padding, 64, None),
     ];
     let cases: Vec<_> = cases
         .into_iter()

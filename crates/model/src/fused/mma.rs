@@ -47,6 +47,18 @@ fn warps() -> usize {
     })
 }
 
+/// Stages of K/V tiles in shared memory at heads of 64 (`MMREASON_MMA_STAGES`: 1, the default, or 2 — block
+/// j + 2's copies in flight while block j is worked on, where one stage overlaps each copy with half a block's
+/// work): a knob for a device run. Heads of 128 keep one stage (two would pass static shared memory's 48 KiB).
+fn stages(d: usize) -> usize {
+    static ASKED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let asked = *ASKED.get_or_init(|| match std::env::var("MMREASON_MMA_STAGES").as_deref() {
+        Ok("2") => 2,
+        _ => 1,
+    });
+    if d == 64 { asked } else { 1 }
+}
+
 /// Which keys each query sees: `MASK_MODE` in the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Masking {
@@ -77,14 +89,22 @@ pub const HEAD_DIMS: [usize; 2] = [64, 128];
 /// the registers budgeted for N cubes per SM instead of the source's choice per head size (a knob for a device
 /// run: fewer registers per unit against spills).
 pub fn source(bf16: bool, d: usize, masking: Masking) -> String {
-    source_for(bf16, d, masking, warps(), cubes_asked())
+    source_for(bf16, d, masking, warps(), cubes_asked(), stages(d))
 }
 
-/// [`source`] with the warps per cube and the register budget named (the NVRTC check writes both layouts).
-pub fn source_for(bf16: bool, d: usize, masking: Masking, warps: usize, cubes: Option<usize>) -> String {
+/// [`source`] with the warps per cube, the register budget and the stages of K/V tiles named (the NVRTC check
+/// writes every layout).
+pub fn source_for(
+    bf16: bool,
+    d: usize,
+    masking: Masking,
+    warps: usize,
+    cubes: Option<usize>,
+    stages: usize,
+) -> String {
     let cubes = cubes.map_or(String::new(), |n| format!("#define MIN_CUBES {n}\n"));
     format!(
-        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n{cubes}{}{SOURCE}",
+        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n#define STAGES {stages}\n{cubes}{}{SOURCE}",
         u8::from(bf16),
         masking.code(),
         nvrtc::PRELUDE,
@@ -103,7 +123,7 @@ fn cubes_asked() -> Option<usize> {
 }
 
 fn variant_name(bf16: bool, d: usize, masking: Masking) -> String {
-    format!("{}_{d}_{masking:?}_w{}", u8::from(bf16), warps())
+    format!("{}_{d}_{masking:?}_w{}_s{}", u8::from(bf16), warps(), stages(d))
 }
 
 /// `MmaParams` in the source, field for field.

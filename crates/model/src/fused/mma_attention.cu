@@ -9,6 +9,9 @@
 //   HEAD_DIM   64 or 128
 //   MASK_MODE  0: no mask; 1: causal (query i sees keys up to i + t − s); 2: an additive f32 mask [b, 1, s, t]
 //   WARPS      (optional) 4 (default) or 8 warps per cube; MIN_CUBES (optional) the register budget
+//   STAGES     (optional) 1 (default): one K and one V tile in shared memory, each tile's copy overlapping half
+//              a block's work; 2 (heads of 64 only, static shared memory): two of each, block j + 2's copies
+//              issued once block j is done, so each overlaps a whole block's work
 // after `cuda_prelude.cuh` (types, MMA_DEVICE, shfl_xor); in the emulator, MMA_EMULATE with the primitives
 // below defined by the harness instead.
 //
@@ -44,6 +47,12 @@
 #ifndef MIN_CUBES
 #define MIN_CUBES ((HEAD_DIM == 64 && MASK_MODE != 2 ? 4 : 2) * 4 / WARPS)
 #endif
+#ifndef STAGES
+#define STAGES 1
+#endif
+#if STAGES != 1 && !(STAGES == 2 && HEAD_DIM == 64)
+#error "STAGES is 1, or 2 at heads of 64 (two stages of 128-wide tiles pass static shared memory's 48 KiB)"
+#endif
 
 #ifndef MMA_EMULATE
 MMA_DEVICE float neg_inf() { return __int_as_float(0xff800000); }
@@ -62,6 +71,8 @@ MMA_DEVICE void cp_async16(void* dst, const void* src, bool valid) {
 }
 MMA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 MMA_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+// Every committed group but the newest has landed (this thread's copies).
+MMA_DEVICE void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 
 MMA_DEVICE float exp2_approx(float x) {
     float r;
@@ -153,8 +164,9 @@ MMA_DEVICE void load_tile(u16* dst, const u16* src, i64 stride, int row0, int en
 MMA_DEVICE u32 lds32(const u16* p) { return *(const u32*)p; }
 
 MMA_KERNEL mmreason_mma_attention(MmaParams p) {
-    // K's tile, then V's; Q's tile (BR ≤ 2·BC rows) is staged across both before the first key block.
-    MMA_SHARED u16 smem[2 * BC * LDS];
+    // K's tile, then V's (per stage); Q's tile (BR ≤ 2·BC rows) is staged across the first two before the first
+    // key block.
+    MMA_SHARED u16 smem[2 * BC * LDS * STAGES];
     u16* const ks = smem;
     u16* const vs = smem + BC * LDS;
     const int tid = MMA_TID;
@@ -215,15 +227,35 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
         warp_end = last < kv_end ? last : kv_end;
     }
 
+#if STAGES == 2
+    // Blocks 0 and 1, one commit group each (the second empty with one block): at the top of block j, group j
+    // is the oldest still in flight and exactly one newer group has been committed.
+    for (int j = 0; j < 2; ++j) {
+        if (j < blocks) {
+            load_tile<BC>(smem + j * 2 * BC * LDS, kg, p.k_ss, j * BC, kv_end, tid);
+            load_tile<BC>(smem + j * 2 * BC * LDS + BC * LDS, vg, p.v_ss, j * BC, kv_end, tid);
+        }
+        cp_async_commit();
+    }
+#else
     load_tile<BC>(ks, kg, p.k_ss, 0, kv_end, tid);
     cp_async_commit();
+#endif
     for (int j = 0; j < blocks; ++j) {
         const int k0 = j * BC;
+#if STAGES == 2
+        u16* const ks = smem + (j & 1) * 2 * BC * LDS;
+        u16* const vs = ks + BC * LDS;
+        // K_j and V_j have arrived (every thread's copies: the barrier after each thread's wait).
+        cp_async_wait_one();
+        MMA_SYNC();
+#else
         // K_j has arrived, and every warp is done with V_{j-1}: V_j may overwrite it.
         cp_async_wait_all();
         MMA_SYNC();
         load_tile<BC>(vs, vg, p.v_ss, k0, kv_end, tid);
         cp_async_commit();
+#endif
         // Keys of this block the warp's rows see: n-tiles at or past `seen` are skipped (warp-uniform).
         const int seen = warp_end - k0;
 
@@ -313,6 +345,7 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
             }
         }
 
+#if STAGES != 2
         // V_j has arrived, and every warp is done with K_j: K_{j+1} may overwrite it.
         cp_async_wait_all();
         MMA_SYNC();
@@ -320,6 +353,7 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
             load_tile<BC>(ks, kg, p.k_ss, k0 + BC, kv_end, tid);
         }
         cp_async_commit();
+#endif
 
         // V's B operands, transposed by ldmatrix: matrices (keys kk·16 + 0..7 | + 8..15) × (head columns n·16 +
         // 0..7 | + 8..15), as lane / 8 = column half · 2 + key half.
@@ -342,6 +376,16 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
                 mma16816(o[2 * n + 1], a, vb[2], vb[3]);
             }
         }
+#if STAGES == 2
+        // Every warp is done with this stage's K and V: block j + 2's copies may overwrite them (a group is
+        // committed either way, empty past the last block).
+        MMA_SYNC();
+        if (j + 2 < blocks) {
+            load_tile<BC>(ks, kg, p.k_ss, k0 + 2 * BC, kv_end, tid);
+            load_tile<BC>(vs, vg, p.v_ss, k0 + 2 * BC, kv_end, tid);
+        }
+        cp_async_commit();
+#endif
     }
 
     // O / l, written as [b, s, head, d] or however the strides say.

@@ -487,10 +487,20 @@ fn every_kernel_compiles_to_cuda_cpp() {
     }
     // The mma prefill attention (`fused::mma`, `MMREASON_ATTENTION=mma`): CUDA C++ of ours as well, one source
     // per dtype, head size and masking, written as NVRTC gets it on the device.
-    for (bf16, warps) in [(true, 4), (false, 4), (true, 8)] {
+    // (Two stages of K/V tiles at heads of 64 only: `MMREASON_MMA_STAGES`.)
+    for (bf16, warps, stages) in [
+        (true, 4, 1),
+        (false, 4, 1),
+        (true, 8, 1),
+        (true, 4, 2),
+        (false, 4, 2),
+    ] {
         for d in crate::fused::mma::HEAD_DIMS {
+            if stages == 2 && d != 64 {
+                continue;
+            }
             for masking in crate::fused::mma::Masking::ALL {
-                let source = crate::fused::mma::source_for(bf16, d, masking, warps, None);
+                let source = crate::fused::mma::source_for(bf16, d, masking, warps, None, stages);
                 if !(source.contains("#define MMA_KERNEL extern \"C\" __global__")
                     && source.contains("MMA_KERNEL mmreason_mma_attention("))
                 {
@@ -498,7 +508,7 @@ fn every_kernel_compiles_to_cuda_cpp() {
                 }
                 if let Some(dir) = &dir {
                     let name = format!(
-                        "mmreason_mma_attention_{}_{d}_{masking:?}_w{warps}.cu",
+                        "mmreason_mma_attention_{}_{d}_{masking:?}_w{warps}_s{stages}.cu",
                         u8::from(bf16)
                     );
                     std::fs::write(dir.join(name), source).expect("writing a source");
