@@ -38,11 +38,15 @@
 #      composed attention instead (MMREASON_ATTENTION=composed, "cublas-composed"), and over keys padded to
 #      whole 16-byte rows (MMREASON_ATTENTION=padded: parity-padded.log, "cublas-padded")
 #   6c. the mma prefill attention (FlashAttention-2's forward pass in CUDA C++ of ours through NVRTC: scores,
-#      probabilities and output in registers; MMREASON_ATTENTION=mma, both towers): its kernel test against the
+#      probabilities and output in registers; both towers' default since run 9, so its rows here repeat the
+#      default's; MMREASON_ATTENTION=mma, both towers): its kernel test against the
 #      composition (mma_kernels.log; with 8 warps per cube: mma_w8_kernels.log), then, if it passed, Mistral
 #      prefill and CLIP → throughput.jsonl (gemm "cublas-mma", "cublas-mma-w8"); and the few-row product in CUDA
 #      C++ of ours (MMREASON_GEMV=cuda: gemv_kernels.log, parity-gemv.log, decode b1 → "cublas-gemv-cuda",
 #      "cublas-gemv-cuda:16")
+#   6d. group "tune" (run 10): each default since run 9 against what it replaced (MMREASON_NORM=cube|rows,
+#      MMREASON_ATTENTION=own for CLIP, MMREASON_DECODE_ATTN=ilp) and the mma knobs (MMREASON_MMA_CUBES=5,
+#      MMREASON_MMA_STAGES=2), behind the fused kernels' CUDA test (tune_kernels.log, stages_kernels.log)
 #   7. cubek's matmul kernels by strategy (MMREASON_GEMM=cubek:NAME, on burn's stream: no cuBLAS
 #      synchronisations): every strategy against the CPU (cubek_kernels.log), the tensor-core ones timed at the
 #      prefill and decode shapes (gemm-cubek.jsonl), then Mistral with the fastest at each shape

@@ -1557,7 +1557,9 @@ macro_rules! launch_float {
 /// kernels at 79 µs per CLIP LayerNorm (18,464 rows of 1,024 bf16 values, ≈ 1 TB/s) and 46 µs per Mistral
 /// RMSNorm (4,096 rows of 4,096): a row of 128 vectors left half of a 256-unit cube idle, and each unit's one
 /// load waited on two 8-level shared-memory trees per row. With many rows, smaller rows per cube keep more
-/// loads in flight per SM and reduce in 5 steps.
+/// loads in flight per SM and reduce in 5 steps. Run 10 (H200, one call): Mistral-7B prefill b8×512 37,453
+/// tok/s against 35,349 with a cube per row (`Rows`: 36,634); b32×256 and CLIP within 1 % either way; the
+/// LayerNorm still ≈ 77 µs per launch in the profile (each row is read three times: the passes re-read it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormLayout {
     /// One cube of 256 units per row, reduced in shared memory (the layout for a few rows: decoding).
@@ -2317,8 +2319,9 @@ impl DecodeKernel {
 /// [`DecodeKernel::Split`] with N splits per sequence and kv head (a knob for a device run); by default the
 /// split kernel with its own choice. Run 9 (H200, one call): the kernel alone 59.8 µs against the ILP kernel's
 /// 74.8 µs (b8, 513 cached positions); Mistral-7B decode at batch 1 192.6 against 185.8 tok/s, at batch 32
-/// 4,443 against 4,331, and the model parity tests pass with it on CUDA. Run 8 had put the ILP kernel ahead of
-/// the chunked one (76 against 154 µs).
+/// 4,443 against 4,331, and the model parity tests pass with it on CUDA. Run 10, as the default: 191.8 against
+/// 181.8 at batch 1, 4,330 against 3,694 at batch 32. Run 8 had put the ILP kernel ahead of the chunked one (76
+/// against 154 µs).
 fn decode_kernel() -> DecodeKernel {
     static KIND: OnceLock<DecodeKernel> = OnceLock::new();
     *KIND.get_or_init(|| match std::env::var("MMREASON_DECODE_ATTN").as_deref() {
