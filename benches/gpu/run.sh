@@ -233,6 +233,15 @@ gated tune-ilp-decode "$tune_rc" && step tune-ilp-decode 80 bash -c "MMREASON_DE
 for c in 5; do
   gated tune-cubes$c-clip "$tune_rc" && step tune-cubes$c-clip 40 bash -c "MMREASON_MMA_CUBES=$c $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-cubes$c | tee -a $TP"
 done
+# The norms with each row read once, held in registers (MMREASON_NORM=regs; new after run 10): the fused
+# kernels' CUDA test with it (every norm case, the 1,203-row ones in the plane layout), the model parity tests
+# with it, then prefill and CLIP against the plane layout (the default rows above).
+step tune-regs-kernels 60 bash -c "set -o pipefail; MMREASON_NORM=regs $BIN/fused_kernels fused_kernels_on_cuda --include-ignored --nocapture 2>&1 | tee $OUT/regs_kernels.log | grep -E 'test |panicked|error' "
+regs_rc=$last_rc
+gated tune-regs-parity "$regs_rc" && step tune-regs-parity 60 bash -c "set -o pipefail; MMREASON_NORM=regs $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-regs.log | grep -E 'test |panicked|error' "
+regs_rc=$last_rc
+gated tune-regs-mistral "$regs_rc" && step tune-regs-mistral 60 bash -c "MMREASON_NORM=regs $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-norm-regs | tee -a $TP"
+gated tune-regs-clip "$regs_rc" && step tune-regs-clip 40 bash -c "MMREASON_NORM=regs $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-norm-regs | tee -a $TP"
 # Two stages of K/V tiles in the mma attention at heads of 64 (MMREASON_MMA_STAGES=2: block j + 2's copies in
 # flight during block j; ptxas here: 128 registers, 32 bytes spilled): its kernel test, then CLIP.
 step tune-stages-kernels 60 bash -c "set -o pipefail; MMREASON_MMA_STAGES=2 $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/stages_kernels.log | grep -E 'test |panicked|error|declined' "

@@ -238,6 +238,132 @@ fn rms_norm_kernel<F: Float, N: Size>(
     }
 }
 
+/// [`rms_norm_kernel`] with the row read once: each lane keeps its `per` vectors (`lane + c·lanes`) in
+/// registers between the sum of squares and the output ([`NormLayout::Registers`]). The same f32 operations in
+/// the same order per lane, so the same results.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn rms_norm_regs_kernel<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    a: &Array<Vector<F, N>>,
+    w: &Array<Vector<F, N>>,
+    sum: &mut Array<Vector<F, N>>,
+    out: &mut Array<Vector<F, N>>,
+    rows: u32,
+    h: u32,
+    eps: f32,
+    #[comptime] residual: bool,
+    #[comptime] plane: bool,
+    #[comptime] per: usize,
+) {
+    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let vs = x.vector_size().comptime();
+    let (row, lane, lanes, hv) = norm_row(rows, h as usize / vs);
+    let base = row * hv;
+    let mut vals = Array::<Vector<F, N>>::new(per);
+    let mut acc = f32::new(0.0);
+    #[unroll]
+    for c in 0..per {
+        let i = lane + c * lanes;
+        if i < hv {
+            let v = norm_input(x, a, base + i, residual);
+            if residual {
+                sum[base + i] = v;
+            }
+            vals[c] = v;
+            #[unroll]
+            for j in 0..vs {
+                let e = f32::cast_from(v[j]);
+                acc += e * e;
+            }
+        }
+    }
+    let total = row_sum(acc, &mut smem, lane, lanes, plane);
+    let r = f32::new(1.0) / f32::sqrt(total / f32::cast_from(h) + eps);
+    #[unroll]
+    for c in 0..per {
+        let i = lane + c * lanes;
+        if i < hv {
+            let (v, wv) = (vals[c], w[i]);
+            let mut o = Vector::<F, N>::empty();
+            #[unroll]
+            for j in 0..vs {
+                o[j] = F::cast_from(f32::cast_from(v[j]) * r) * wv[j];
+            }
+            out[base + i] = o;
+        }
+    }
+}
+
+/// [`layer_norm_kernel`] with the row read once ([`rms_norm_regs_kernel`]'s registers): the mean, the
+/// variance and the output from the same `per` vectors per lane.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn layer_norm_regs_kernel<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    pb: &Array<Vector<F, N>>,
+    res: &Array<Vector<F, N>>,
+    w: &Array<Vector<F, N>>,
+    bias: &Array<Vector<F, N>>,
+    sum: &mut Array<Vector<F, N>>,
+    out: &mut Array<Vector<F, N>>,
+    rows: u32,
+    h: u32,
+    eps: f32,
+    #[comptime] residual: bool,
+    #[comptime] plane: bool,
+    #[comptime] per: usize,
+) {
+    let mut smem = SharedMemory::<f32>::new(BLOCK as usize);
+    let vs = x.vector_size().comptime();
+    let (row, lane, lanes, hv) = norm_row(rows, h as usize / vs);
+    let base = row * hv;
+    let mut vals = Array::<Vector<F, N>>::new(per);
+    let mut acc = f32::new(0.0);
+    #[unroll]
+    for c in 0..per {
+        let i = lane + c * lanes;
+        if i < hv {
+            let v = ln_input(x, pb, res, base, i, residual);
+            if residual {
+                sum[base + i] = v;
+            }
+            vals[c] = v;
+            #[unroll]
+            for j in 0..vs {
+                acc += f32::cast_from(v[j]);
+            }
+        }
+    }
+    let mean = row_sum(acc, &mut smem, lane, lanes, plane) / f32::cast_from(h);
+    let mut acc = f32::new(0.0);
+    #[unroll]
+    for c in 0..per {
+        if lane + c * lanes < hv {
+            let v = vals[c];
+            #[unroll]
+            for j in 0..vs {
+                let d = f32::cast_from(v[j]) - mean;
+                acc += d * d;
+            }
+        }
+    }
+    let r = f32::new(1.0) / f32::sqrt(row_sum(acc, &mut smem, lane, lanes, plane) / f32::cast_from(h) + eps);
+    #[unroll]
+    for c in 0..per {
+        let i = lane + c * lanes;
+        if i < hv {
+            let (v, wv, bv) = (vals[c], w[i], bias[i]);
+            let mut o = Vector::<F, N>::empty();
+            #[unroll]
+            for j in 0..vs {
+                o[j] = F::cast_from((f32::cast_from(v[j]) - mean) * r) * wv[j] + bv[j];
+            }
+            out[base + i] = o;
+        }
+    }
+}
+
 /// `x[i]`, or `x[i] + a[i]` with `residual` (vectors).
 #[cube]
 fn norm_input<F: Float, N: Size>(
@@ -1569,13 +1695,23 @@ pub enum NormLayout {
     /// One plane (warp) per row, `256 / plane size` rows per cube, reduced by `plane_sum` without barriers;
     /// [`NormLayout::Rows`] where the device has no plane operations of one size.
     Plane,
+    /// [`NormLayout::Plane`]'s layout (or [`NormLayout::Rows`]'s) with the row read once: each lane holds its
+    /// vectors in registers through the passes, for rows of at most [`REGS_MAX`] vectors per lane (longer
+    /// rows: the plane layout, re-read). Run 10's profile still had CLIP's LayerNorm at 77 µs per launch with the
+    /// passes re-reading each row (three reads of two inputs, two writes); opt-in until a device run times it.
+    Registers,
 }
+
+/// The most vectors per lane [`NormLayout::Registers`] holds: a 2,048-wide bf16 row over 32 lanes (CLIP's
+/// 1,024 take 4). ptxas (NVRTC 13.5, sm_90a) gives 16 vectors per lane (Mistral's 4,096) 154–220 registers:
+/// one 256-unit cube per SM.
+const REGS_MAX: usize = 8;
 
 /// Rows from which the norms take [`NormLayout::Plane`] by default (prefill, the vision tower); below it a cube
 /// per row, whose 256 units share a long row at small batch.
 const MANY_ROWS: usize = 1024;
 
-/// `MMREASON_NORM=cube|rows|plane` fixes the norms' layout (a knob for a device run); by default
+/// `MMREASON_NORM=cube|rows|plane|regs` fixes the norms' layout (a knob for a device run); by default
 /// [`NormLayout::Plane`] from [`MANY_ROWS`] rows, [`NormLayout::Cube`] below.
 fn norm_layout(rows: usize) -> NormLayout {
     static ASKED: OnceLock<Option<NormLayout>> = OnceLock::new();
@@ -1583,6 +1719,7 @@ fn norm_layout(rows: usize) -> NormLayout {
         Ok("cube") => Some(NormLayout::Cube),
         Ok("rows") => Some(NormLayout::Rows),
         Ok("plane") => Some(NormLayout::Plane),
+        Ok("regs") => Some(NormLayout::Registers),
         _ => None,
     });
     asked.unwrap_or(if rows >= MANY_ROWS {
@@ -1592,14 +1729,23 @@ fn norm_layout(rows: usize) -> NormLayout {
     })
 }
 
-/// Grid, cube and the kernels' `plane` flag for a norm over `rows` rows ([`norm_layout`]).
-fn norm_launch<R: CubeRuntime>(client: &ComputeClient<R>, rows: usize) -> (CubeCount, CubeDim, bool) {
+/// How a norm over `rows` rows of `hv` vectors is launched ([`norm_layout`]).
+struct NormLaunch {
+    count: CubeCount,
+    dim: CubeDim,
+    /// The kernels' `plane` flag: the row's lanes are one plane.
+    plane: bool,
+    /// Vectors per lane held in registers ([`NormLayout::Registers`]); 0: the passes re-read the row.
+    per: usize,
+}
+
+fn norm_launch<R: CubeRuntime>(client: &ComputeClient<R>, rows: usize, hv: usize) -> NormLaunch {
     let layout = norm_layout(rows);
-    let plane = (layout == NormLayout::Plane)
+    let plane = matches!(layout, NormLayout::Plane | NormLayout::Registers)
         .then(|| plane_for(client, 1))
         .flatten()
         .filter(|&p| BLOCK.is_multiple_of(p));
-    match (layout, plane) {
+    let (count, dim, plane) = match (layout, plane) {
         (NormLayout::Cube, _) => (row_grid(rows), CubeDim::new_1d(BLOCK), false),
         (_, Some(p)) => (
             row_grid(rows.div_ceil((BLOCK / p) as usize)),
@@ -1607,6 +1753,18 @@ fn norm_launch<R: CubeRuntime>(client: &ComputeClient<R>, rows: usize) -> (CubeC
             true,
         ),
         _ => (row_grid(rows.div_ceil(8)), CubeDim::new_2d(32, 8), false),
+    };
+    let per = hv.div_ceil(dim.x as usize);
+    let per = if layout == NormLayout::Registers && (1..=REGS_MAX).contains(&per) {
+        per
+    } else {
+        0
+    };
+    NormLaunch {
+        count,
+        dim,
+        plane,
+        per,
     }
 }
 
@@ -1632,25 +1790,52 @@ fn rms_norm_rows<R: CubeRuntime>(
         None => (empty_like(xc, vec![vector]), empty_like(xc, vec![vector])),
     };
     if rows > 0 {
-        let (count, dim, plane) = norm_launch(&client, rows);
-        launch_float!(
-            xc.dtype,
-            rms_norm_kernel,
-            &client,
+        let NormLaunch {
             count,
             dim,
-            vector,
-            array(xc),
-            array(&ac),
-            array(wc),
-            array(&sum),
-            array(&out),
-            u32_of(rows)?,
-            u32_of(h)?,
-            eps as f32,
-            a.is_some(),
             plane,
-        );
+            per,
+        } = norm_launch(&client, rows, h / vector);
+        if per > 0 {
+            launch_float!(
+                xc.dtype,
+                rms_norm_regs_kernel,
+                &client,
+                count,
+                dim,
+                vector,
+                array(xc),
+                array(&ac),
+                array(wc),
+                array(&sum),
+                array(&out),
+                u32_of(rows)?,
+                u32_of(h)?,
+                eps as f32,
+                a.is_some(),
+                plane,
+                per,
+            );
+        } else {
+            launch_float!(
+                xc.dtype,
+                rms_norm_kernel,
+                &client,
+                count,
+                dim,
+                vector,
+                array(xc),
+                array(&ac),
+                array(wc),
+                array(&sum),
+                array(&out),
+                u32_of(rows)?,
+                u32_of(h)?,
+                eps as f32,
+                a.is_some(),
+                plane,
+            );
+        }
     }
     Some((sum, out))
 }
@@ -1908,27 +2093,56 @@ fn layer_norm_rows<B: Backend, R: CubeRuntime>(
     let rows = b * s;
     let out = empty_like(&xc, vec![b, s, h]);
     if rows > 0 {
-        let (count, dim, plane) = norm_launch(&client, rows);
-        launch_float!(
-            xc.dtype,
-            layer_norm_kernel,
-            &client,
+        let NormLaunch {
             count,
             dim,
-            vector,
-            array(&xc),
-            array(&pc),
-            array(&rc),
-            array(&wc),
-            array(&bc),
-            array(&sum),
-            array(&out),
-            u32_of(rows)?,
-            u32_of(h)?,
-            eps as f32,
-            residual.is_some(),
             plane,
-        );
+            per,
+        } = norm_launch(&client, rows, h / vector);
+        if per > 0 {
+            launch_float!(
+                xc.dtype,
+                layer_norm_regs_kernel,
+                &client,
+                count,
+                dim,
+                vector,
+                array(&xc),
+                array(&pc),
+                array(&rc),
+                array(&wc),
+                array(&bc),
+                array(&sum),
+                array(&out),
+                u32_of(rows)?,
+                u32_of(h)?,
+                eps as f32,
+                residual.is_some(),
+                plane,
+                per,
+            );
+        } else {
+            launch_float!(
+                xc.dtype,
+                layer_norm_kernel,
+                &client,
+                count,
+                dim,
+                vector,
+                array(&xc),
+                array(&pc),
+                array(&rc),
+                array(&wc),
+                array(&bc),
+                array(&sum),
+                array(&out),
+                u32_of(rows)?,
+                u32_of(h)?,
+                eps as f32,
+                residual.is_some(),
+                plane,
+            );
+        }
     }
     Some((residual.map(|_| sum), out))
 }

@@ -116,6 +116,46 @@ fn expand_float<F: Float>(k: &mut Kernels, dtype: &str, vectors: &[usize]) {
                 );
                 k.push(format!("rms_norm_{tag}{layout}"), kernel);
             }
+            // `MMREASON_NORM=regs`: the row in registers, 4 vectors per lane (CLIP's 1,024 bf16 values over a
+            // plane of 32) and 8 (the most it takes), and 4 in the shared-memory layout.
+            for (plane, per) in [(true, 4), (true, 8), (false, 4)] {
+                let kernel = layer_norm_regs_kernel::LayerNormRegsKernel::<F, WgpuRuntime>::new(
+                    grid(),
+                    c.clone(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    (),
+                    (),
+                    (),
+                    n,
+                    residual,
+                    plane,
+                    per,
+                );
+                k.push(format!("layer_norm_{tag}_regs{per}_plane{}", plane as u8), kernel);
+                let kernel = rms_norm_regs_kernel::RmsNormRegsKernel::<F, WgpuRuntime>::new(
+                    grid(),
+                    c.clone(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    arr(),
+                    (),
+                    (),
+                    (),
+                    n,
+                    residual,
+                    plane,
+                    per,
+                );
+                k.push(format!("rms_norm_{tag}_regs{per}_plane{}", plane as u8), kernel);
+            }
             for gelu in [false, true] {
                 let kernel = bias_act_kernel::BiasActKernel::<F, WgpuRuntime>::new(
                     row(),
@@ -536,8 +576,9 @@ fn every_kernel_compiles_to_cuda_cpp() {
         count,
         failed.join("\n")
     );
-    // Per dtype and vector: 16 norm/bias variants (the norms in three layouts) and 14 others (11 vectors in all); per dtype: 14, and 6 of the
+    // Per dtype and vector: 28 norm/bias variants (the norms in three layouts and three register variants) and
+    // 14 others (11 vectors in all); per dtype: 14, and 6 of the
     // split decode attention; 2 flag kernels; the prefill attention: 3 head sizes and vectors × 3 masks, once in
     // f32 and twice (with and without tensor cores) in f16 and bf16.
-    assert_eq!(count, 11 * 30 + 3 * (14 + 6) + 2 + 9 * 5);
+    assert_eq!(count, 11 * 42 + 3 * (14 + 6) + 2 + 9 * 5);
 }
