@@ -345,7 +345,11 @@ pub fn own_attention_wanted(vision: bool) -> bool {
 /// against 0.46 ms (Mistral's causal b8×512). Run 10, as the default: 1,034 images/s (our cubecl kernel
 /// instead: 578), prefill b8×512 37,453 tok/s.
 pub fn mma_attention_wanted() -> bool {
-    attention_asked().is_none_or(|v| v == "mma")
+    // `MMREASON_FUSED=off` (burn's composition, a baseline) turns it off with our other kernels.
+    #[cfg(feature = "cuda")]
+    return cube::enabled() && attention_asked().is_none_or(|v| v == "mma");
+    #[cfg(not(feature = "cuda"))]
+    false
 }
 
 /// [`prefill_attention`] as the mma kernel whatever `MMREASON_ATTENTION` says (tests, benches); `None` where

@@ -26,8 +26,8 @@ const BLOCK: u32 = 256;
 /// Cubes along x before the grid wraps to y (wgpu allows 65 535 per dimension).
 const GRID_X: usize = 32_768;
 
-/// Whether the fused kernels are on (`MMREASON_FUSED=off` turns them off).
-fn enabled() -> bool {
+/// Whether the fused kernels are on (`MMREASON_FUSED=off` turns them off, the mma attention included).
+pub(crate) fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
         !matches!(
