@@ -14,9 +14,9 @@ use std::process::Command;
 /// The harnesses and their variants: (harness, bf16, the -D definitions besides MMA_BF16, passing lines
 /// expected). Attention: every mask mode (0 none, 1 causal, 2 additive mask) at both head sizes, each dtype at
 /// least three times, as the model paths use them (CLIP: 64 unmasked; the decoders: 128 causal or masked), and
-/// cubes of 8 warps, and two stages of tiles at heads of 64.
+/// cubes of 8 warps, two stages of tiles and two m-tiles per warp at heads of 64.
 /// The product: bf16 and f16, 8 loads in flight (the default) and 3.
-const VARIANTS: [(&str, bool, &str, usize); 14] = [
+const VARIANTS: [(&str, bool, &str, usize); 17] = [
     ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=0", 5),
     ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=0", 5),
     ("mma_attention_emu.cpp", true, "-DHEAD_DIM=128 -DMASK_MODE=1", 5),
@@ -48,6 +48,25 @@ const VARIANTS: [(&str, bool, &str, usize); 14] = [
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=2 -DSTAGES=2",
+        5,
+    ),
+    // Two m-tiles of 16 query rows per warp (`MMREASON_MMA_ROWS=32`, heads of 64): each K/V fragment serves both.
+    (
+        "mma_attention_emu.cpp",
+        true,
+        "-DHEAD_DIM=64 -DMASK_MODE=0 -DMTILES=2",
+        5,
+    ),
+    (
+        "mma_attention_emu.cpp",
+        false,
+        "-DHEAD_DIM=64 -DMASK_MODE=1 -DMTILES=2",
+        5,
+    ),
+    (
+        "mma_attention_emu.cpp",
+        true,
+        "-DHEAD_DIM=64 -DMASK_MODE=2 -DMTILES=2 -DSTAGES=2",
         5,
     ),
     ("gemv_emu.cpp", true, "-DUNROLL=8", 4),

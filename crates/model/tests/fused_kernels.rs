@@ -711,7 +711,8 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128
         (37, 37, 37, Hide::Causal, 17, Some((4, 16))),
     ];
     // On CUDA also heads of 128, and at heads of 64 keys of several 64-wide blocks (the mma kernel's second
-    // stage of tiles, `MMREASON_MMA_STAGES=2`, is in play from the third block on).
+    // stage of tiles, `MMREASON_MMA_STAGES=2`, is in play from the third block on; with 32 rows per warp,
+    // `MMREASON_MMA_ROWS=32`, 130 queries make a whole 128-row cube and one with a single warp's rows in it).
     let wide = [
         (37, 37, 37, Hide::Causal, 128, None),
         (37, 37, 37, Hide::Padding, 128, None),

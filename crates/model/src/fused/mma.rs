@@ -33,8 +33,8 @@ use super::nvrtc::{self, Cube, Launch, Refusal};
 /// The kernel's CUDA C++ (its parameters defined by [`source`]).
 pub const SOURCE: &str = include_str!("mma_attention.cu");
 
-/// Query rows per warp; the most rows a cube takes (8 warps).
-const ROWS_PER_WARP: usize = 16;
+/// Query rows in one m-tile of a warp; the most rows a cube takes (8 warps of one m-tile, or 4 of two).
+const ROWS_PER_MTILE: usize = 16;
 const MAX_ROWS: usize = 128;
 
 /// Warps per cube (`MMREASON_MMA_WARPS`: 4, the default, or 8 — 128 query rows sharing each K/V tile, half
@@ -59,6 +59,21 @@ fn stages(d: usize) -> usize {
         _ => 1,
     });
     if d == 64 { asked } else { 1 }
+}
+
+/// m-tiles of 16 query rows per warp (`MMREASON_MMA_ROWS`: 16, the default, or 32 — at heads of 64 with 4
+/// warps per cube): with 32, each K and V fragment a warp loads from shared memory serves two m-tiles' products
+/// instead of one, half the `ldmatrix` traffic per query row, as FlashAttention-2 lays its warps out. Run 9's
+/// figures put CLIP's attention at ≈ 93 TFLOP/s, where per 64×64 block a cube's fragment loads (64 KiB at 128
+/// bytes per cycle) take about twice its products' cycles: this is the candidate for that. Untimed: a knob for
+/// a device run. Heads of 128 keep one m-tile (two would take 128 registers for the output alone).
+fn mtiles(d: usize) -> usize {
+    static ASKED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let asked = *ASKED.get_or_init(|| match std::env::var("MMREASON_MMA_ROWS").as_deref() {
+        Ok("32") => 2,
+        _ => 1,
+    });
+    if d == 64 && warps() == 4 { asked } else { 1 }
 }
 
 /// Which keys each query sees: `MASK_MODE` in the source.
@@ -92,22 +107,45 @@ pub const HEAD_DIMS: [usize; 2] = [64, 128];
 /// run: fewer registers per unit against spills; run 10: 5 cubes at heads of 64, 96 registers with 132 bytes
 /// spilled, CLIP 1,037 against 1,034 images/s).
 pub fn source(bf16: bool, d: usize, masking: Masking) -> String {
-    source_for(bf16, d, masking, warps(), cubes_asked(), stages(d))
+    source_for(
+        bf16,
+        d,
+        masking,
+        Layout {
+            warps: warps(),
+            mtiles: mtiles(d),
+            stages: stages(d),
+        },
+        cubes_asked(),
+    )
 }
 
-/// [`source`] with the warps per cube, the register budget and the stages of K/V tiles named (the NVRTC check
-/// writes every layout).
+/// How a cube of the kernel is laid out: `WARPS`, `MTILES` and `STAGES` in the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Warps per cube: 4 or 8.
+    pub warps: usize,
+    /// m-tiles of 16 query rows per warp: 1, or 2 at heads of 64 with 4 warps.
+    pub mtiles: usize,
+    /// Stages of K/V tiles in shared memory: 1, or 2 at heads of 64.
+    pub stages: usize,
+}
+
+/// [`source`] with the cube's layout and the register budget named (the NVRTC check writes every layout).
 pub fn source_for(
     bf16: bool,
     d: usize,
     masking: Masking,
-    warps: usize,
+    Layout {
+        warps,
+        mtiles,
+        stages,
+    }: Layout,
     cubes: Option<usize>,
-    stages: usize,
 ) -> String {
     let cubes = cubes.map_or(String::new(), |n| format!("#define MIN_CUBES {n}\n"));
     format!(
-        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n#define STAGES {stages}\n{cubes}{}{SOURCE}",
+        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n#define MTILES {mtiles}\n#define STAGES {stages}\n{cubes}{}{SOURCE}",
         u8::from(bf16),
         masking.code(),
         nvrtc::PRELUDE,
@@ -126,7 +164,13 @@ fn cubes_asked() -> Option<usize> {
 }
 
 fn variant_name(bf16: bool, d: usize, masking: Masking) -> String {
-    format!("{}_{d}_{masking:?}_w{}_s{}", u8::from(bf16), warps(), stages(d))
+    format!(
+        "{}_{d}_{masking:?}_w{}_m{}_s{}",
+        u8::from(bf16),
+        warps(),
+        mtiles(d),
+        stages(d)
+    )
 }
 
 /// `MmaParams` in the source, field for field.
@@ -315,7 +359,11 @@ fn launch(
             entry: "mmreason_mma_attention",
             variant: variant_name(bf16, d, masking),
             source: &|| source(bf16, d, masking),
-            grid: (s.div_ceil(ROWS_PER_WARP * warps()) as u32, nh as u32, b as u32),
+            grid: (
+                s.div_ceil(ROWS_PER_MTILE * mtiles(d) * warps()) as u32,
+                nh as u32,
+                b as u32,
+            ),
             block: (32 * warps() as u32, 1, 1),
             params: &params,
         },

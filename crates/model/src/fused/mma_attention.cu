@@ -1,6 +1,6 @@
 // Prefill attention on tensor cores with the scores, probabilities and output kept in registers
 // (FlashAttention-2's forward pass): softmax(q·kᵀ·scale [+ mask])·v for one (sequence, query head, 64 or 128
-// query rows) per cube of 4 or 8 warps, each warp owning 16 rows. Compiled at run time with NVRTC (`fused::mma`);
+// query rows) per cube of 4 or 8 warps, each warp owning 16 rows (or 32: MTILES). Compiled at run time with NVRTC (`fused::mma`);
 // the host emulator (`crates/model/emulate/`) runs this same file on the CPU with the warp-level operations
 // emulated.
 //
@@ -9,6 +9,9 @@
 //   HEAD_DIM   64 or 128
 //   MASK_MODE  0: no mask; 1: causal (query i sees keys up to i + t − s); 2: an additive f32 mask [b, 1, s, t]
 //   WARPS      (optional) 4 (default) or 8 warps per cube; MIN_CUBES (optional) the register budget
+//   MTILES     (optional) 1 (default): 16 query rows (one m16 tile) per warp; 2 (heads of 64, at most 128 rows
+//              per cube): 32, so that each K and V fragment loaded from shared memory serves two m-tiles' products
+//              instead of one — half the ldmatrix traffic per query row, as FlashAttention-2 lays its warps out
 //   STAGES     (optional) 1 (default): one K and one V tile in shared memory, each tile's copy overlapping half
 //              a block's work; 2 (heads of 64 only, static shared memory): two of each, block j + 2's copies
 //              issued once block j is done, so each overlaps a whole block's work
@@ -31,11 +34,15 @@
 // conditions are the same for every lane of a warp (mma.sync and ldmatrix need the whole warp); every thread still
 // issues its share of the cube's copies and meets every barrier.
 
-// Warps per cube (4 or 8), each owning 16 query rows: BR rows per cube share each K/V tile.
+// Warps per cube (4 or 8), each owning WROWS query rows (MTILES m16 tiles): BR rows per cube share each K/V tile.
 #ifndef WARPS
 #define WARPS 4
 #endif
-#define BR (WARPS * 16)
+#ifndef MTILES
+#define MTILES 1
+#endif
+#define WROWS (16 * MTILES)
+#define BR (WARPS * WROWS)
 #define BC 64
 #define THREADS (WARPS * 32)
 // Shared rows padded by 8 values (16 bytes): the 8 rows a fragment load touches fall in different banks.
@@ -43,15 +50,22 @@
 #define CHUNKS_PER_ROW (HEAD_DIM / 8)
 // Cubes per SM the registers are budgeted for (65,536 per SM: 4 cubes of 128 units leave 128 registers per
 // unit, 2 leave 255). NVRTC 13.5 for sm_90a: heads of 64 fit in 128 without a mask and spill at 3 cubes with
-// one; heads of 128 take 196–236 and spill at 3.
+// one; heads of 128 take 196–236 and spill at 3. Two m-tiles per warp double the scores, the output and Q's
+// fragments (≈ 160 values per unit at heads of 64): 2 cubes.
 #ifndef MIN_CUBES
-#define MIN_CUBES ((HEAD_DIM == 64 && MASK_MODE != 2 ? 4 : 2) * 4 / WARPS)
+#define MIN_CUBES ((HEAD_DIM == 64 && MASK_MODE != 2 && MTILES == 1 ? 4 : 2) * 4 / WARPS)
+#endif
+#if MTILES != 1 && !(MTILES == 2 && HEAD_DIM == 64)
+#error "MTILES is 1, or 2 at heads of 64 (at 128, two m-tiles' output alone would take 128 registers per unit)"
 #endif
 #ifndef STAGES
 #define STAGES 1
 #endif
 #if STAGES != 1 && !(STAGES == 2 && HEAD_DIM == 64)
 #error "STAGES is 1, or 2 at heads of 64 (two stages of 128-wide tiles pass static shared memory's 48 KiB)"
+#endif
+#if BR > 2 * BC * STAGES
+#error "a cube's query rows are staged in the K/V tiles' shared memory: at most 2 * BC * STAGES of them"
 #endif
 
 #ifndef MMA_EMULATE
@@ -164,7 +178,7 @@ MMA_DEVICE void load_tile(u16* dst, const u16* src, i64 stride, int row0, int en
 MMA_DEVICE u32 lds32(const u16* p) { return *(const u32*)p; }
 
 MMA_KERNEL mmreason_mma_attention(MmaParams p) {
-    // K's tile, then V's (per stage); Q's tile (BR ≤ 2·BC rows) is staged across the first two before the first
+    // K's tile, then V's (per stage); Q's tile (BR ≤ 2·BC·STAGES rows) is staged across them before the first
     // key block.
     MMA_SHARED u16 smem[2 * BC * LDS * STAGES];
     u16* const ks = smem;
@@ -191,39 +205,57 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
     }
     const int blocks = (kv_end + BC - 1) / BC;
 
-    // Q's tile through shared memory, into registers for the whole kernel: 16 rows per warp.
+    // Q's tile through shared memory, into registers for the whole kernel: WROWS contiguous rows per warp, m-tile
+    // m's lane rows at r0 + 16·m and r0 + 16·m + 8.
     load_tile<BR>(smem, qg, p.q_ss, q0, p.s, tid);
     cp_async_commit();
     cp_async_wait_all();
     MMA_SYNC();
-    const int r0 = warp * 16 + g;
-    u32 qf[HEAD_DIM / 16][4];
+    const int w0 = warp * WROWS;
+    const int r0 = w0 + g;
+    u32 qf[MTILES][HEAD_DIM / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
-        qf[kk][0] = lds32(smem + r0 * LDS + kk * 16 + 2 * tq);
-        qf[kk][1] = lds32(smem + (r0 + 8) * LDS + kk * 16 + 2 * tq);
-        qf[kk][2] = lds32(smem + r0 * LDS + kk * 16 + 8 + 2 * tq);
-        qf[kk][3] = lds32(smem + (r0 + 8) * LDS + kk * 16 + 8 + 2 * tq);
+    for (int m = 0; m < MTILES; ++m) {
+        const int r = r0 + 16 * m;
+#pragma unroll
+        for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+            qf[m][kk][0] = lds32(smem + r * LDS + kk * 16 + 2 * tq);
+            qf[m][kk][1] = lds32(smem + (r + 8) * LDS + kk * 16 + 2 * tq);
+            qf[m][kk][2] = lds32(smem + r * LDS + kk * 16 + 8 + 2 * tq);
+            qf[m][kk][3] = lds32(smem + (r + 8) * LDS + kk * 16 + 8 + 2 * tq);
+        }
     }
     MMA_SYNC();
 
-    float o[HEAD_DIM / 8][4];
+    float o[MTILES][HEAD_DIM / 8][4];
 #pragma unroll
-    for (int n = 0; n < HEAD_DIM / 8; ++n) {
-        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int m = 0; m < MTILES; ++m) {
+#pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; ++n) {
+            o[m][n][0] = o[m][n][1] = o[m][n][2] = o[m][n][3] = 0.0f;
+        }
     }
-    // Per row of this lane (r0 and r0 + 8): the running maximum, and this lane's part of the running sum (the
-    // quad's four parts are added at the end; they are rescaled alike, as the maximum is the quad's).
-    float mrow[2] = {NEG_INF, NEG_INF};
-    float lrow[2] = {0.0f, 0.0f};
+    // Per row of this lane (r0 + 16·m and r0 + 16·m + 8): the running maximum, and this lane's part of the
+    // running sum (the quad's four parts are added at the end; they are rescaled alike, as the maximum is the
+    // quad's).
+    float mrow[MTILES][2], lrow[MTILES][2];
     // Rows past `s` read the mask's last row (their results are not written).
-    const int qi0 = q0 + r0 < p.s ? q0 + r0 : p.s - 1;
-    const int qi1 = q0 + r0 + 8 < p.s ? q0 + r0 + 8 : p.s - 1;
+    int qi[MTILES][2];
+#pragma unroll
+    for (int m = 0; m < MTILES; ++m) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mrow[m][r] = NEG_INF;
+            lrow[m][r] = 0.0f;
+            const int i = q0 + r0 + 16 * m + 8 * r;
+            qi[m][r] = i < p.s ? i : p.s - 1;
+        }
+    }
     // The end of the keys this warp's rows see (the same in every lane): none when every row is past `s`;
     // causally, what its last row sees.
-    int warp_end = q0 + warp * 16 < p.s ? kv_end : 0;
+    int warp_end = q0 + w0 < p.s ? kv_end : 0;
     if (MASK_MODE == 1 && warp_end > 0) {
-        const int last = (q0 + warp * 16 + 16 < p.s ? q0 + warp * 16 + 16 : p.s) + p.t - p.s;
+        const int last = (q0 + w0 + WROWS < p.s ? q0 + w0 + WROWS : p.s) + p.t - p.s;
         warp_end = last < kv_end ? last : kv_end;
     }
 
@@ -259,14 +291,18 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
         // Keys of this block the warp's rows see: n-tiles at or past `seen` are skipped (warp-uniform).
         const int seen = warp_end - k0;
 
-        float sc[BC / 8][4];
+        float sc[MTILES][BC / 8][4];
 #pragma unroll
-        for (int n = 0; n < BC / 8; ++n) {
-            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+        for (int m = 0; m < MTILES; ++m) {
+#pragma unroll
+            for (int n = 0; n < BC / 8; ++n) {
+                sc[m][n][0] = sc[m][n][1] = sc[m][n][2] = sc[m][n][3] = 0.0f;
+            }
         }
         if (seen > 0) {
             // K's B operands, two n-tiles of keys per ldmatrix: matrices (keys n·16 + 0..7 | + 8..15) × (head
-            // columns kk·16 + 0..7 | + 8..15), as lane / 8 = key half · 2 + column half.
+            // columns kk·16 + 0..7 | + 8..15), as lane / 8 = key half · 2 + column half. Each serves every
+            // m-tile.
             const u16* krow = ks + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 3) & 1) * 8;
 #pragma unroll
             for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
@@ -275,9 +311,12 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
                     if (n * 16 < seen) {
                         u32 kb[4];
                         ldsm_x4(kb, krow + n * 16 * LDS + kk * 16);
-                        mma16816(sc[2 * n], qf[kk], kb[0], kb[1]);
-                        if (n * 16 + 8 < seen) {
-                            mma16816(sc[2 * n + 1], qf[kk], kb[2], kb[3]);
+#pragma unroll
+                        for (int m = 0; m < MTILES; ++m) {
+                            mma16816(sc[m][2 * n], qf[m][kk], kb[0], kb[1]);
+                            if (n * 16 + 8 < seen) {
+                                mma16816(sc[m][2 * n + 1], qf[m][kk], kb[2], kb[3]);
+                            }
                         }
                     }
                 }
@@ -285,63 +324,65 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
 
             // Scale and mask in natural units (an additive mask of f32::MIN stays finite, as in eager attention,
             // so a row masked throughout comes out uniform as there); exponentials in base 2.
-            float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
-            for (int n = 0; n < BC / 8; ++n) {
-                if (n * 8 >= seen) {
-                    continue;
-                }
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int half = e >> 1;
-                    const int key = k0 + n * 8 + 2 * tq + (e & 1);
-                    float x = sc[n][e] * p.scale;
-                    bool ok = key < kv_end;
-                    if (MASK_MODE == 1) {
-                        ok = ok && key <= q0 + r0 + 8 * half + p.t - p.s;
-                    }
-                    if (MASK_MODE == 2) {
-                        if (ok) {
-                            const int qi = half ? qi1 : qi0;
-                            x += p.mask[b * p.m_sb + (i64)qi * p.m_ss + key];
-                        }
-                    }
-                    x = ok ? x : NEG_INF;
-                    sc[n][e] = x;
-                    mx[half] = x > mx[half] ? x : mx[half];
-                }
-            }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                float m = mx[r];
-                float o1 = shfl_xor(m, 1);
-                m = o1 > m ? o1 : m;
-                float o2 = shfl_xor(m, 2);
-                m = o2 > m ? o2 : m;
-                const float mnew = m > mrow[r] ? m : mrow[r];
-                // A row that has seen no key yet keeps −∞; its exponentials are then taken against 0.
-                const float base = mnew == NEG_INF ? 0.0f : mnew;
-                const float alpha = exp2_approx((mrow[r] - base) * LOG2E);
-                mrow[r] = mnew;
-                lrow[r] *= alpha;
-#pragma unroll
-                for (int n = 0; n < HEAD_DIM / 8; ++n) {
-                    o[n][2 * r] *= alpha;
-                    o[n][2 * r + 1] *= alpha;
-                }
-                float sum = 0.0f;
+            for (int m = 0; m < MTILES; ++m) {
+                float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
                 for (int n = 0; n < BC / 8; ++n) {
-                    // Unseen n-tiles hold zeros (never multiplied); their probabilities stay 0.
-                    if (n * 8 < seen) {
-                        const float p0 = exp2_approx((sc[n][2 * r] - base) * LOG2E);
-                        const float p1 = exp2_approx((sc[n][2 * r + 1] - base) * LOG2E);
-                        sc[n][2 * r] = p0;
-                        sc[n][2 * r + 1] = p1;
-                        sum += p0 + p1;
+                    if (n * 8 >= seen) {
+                        continue;
+                    }
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int half = e >> 1;
+                        const int key = k0 + n * 8 + 2 * tq + (e & 1);
+                        float x = sc[m][n][e] * p.scale;
+                        bool ok = key < kv_end;
+                        if (MASK_MODE == 1) {
+                            ok = ok && key <= q0 + r0 + 16 * m + 8 * half + p.t - p.s;
+                        }
+                        if (MASK_MODE == 2) {
+                            if (ok) {
+                                x += p.mask[b * p.m_sb + (i64)qi[m][half] * p.m_ss + key];
+                            }
+                        }
+                        x = ok ? x : NEG_INF;
+                        sc[m][n][e] = x;
+                        mx[half] = x > mx[half] ? x : mx[half];
                     }
                 }
-                lrow[r] += sum;
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    float mq = mx[r];
+                    float o1 = shfl_xor(mq, 1);
+                    mq = o1 > mq ? o1 : mq;
+                    float o2 = shfl_xor(mq, 2);
+                    mq = o2 > mq ? o2 : mq;
+                    const float mnew = mq > mrow[m][r] ? mq : mrow[m][r];
+                    // A row that has seen no key yet keeps −∞; its exponentials are then taken against 0.
+                    const float base = mnew == NEG_INF ? 0.0f : mnew;
+                    const float alpha = exp2_approx((mrow[m][r] - base) * LOG2E);
+                    mrow[m][r] = mnew;
+                    lrow[m][r] *= alpha;
+#pragma unroll
+                    for (int n = 0; n < HEAD_DIM / 8; ++n) {
+                        o[m][n][2 * r] *= alpha;
+                        o[m][n][2 * r + 1] *= alpha;
+                    }
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int n = 0; n < BC / 8; ++n) {
+                        // Unseen n-tiles hold zeros (never multiplied); their probabilities stay 0.
+                        if (n * 8 < seen) {
+                            const float p0 = exp2_approx((sc[m][n][2 * r] - base) * LOG2E);
+                            const float p1 = exp2_approx((sc[m][n][2 * r + 1] - base) * LOG2E);
+                            sc[m][n][2 * r] = p0;
+                            sc[m][n][2 * r + 1] = p1;
+                            sum += p0 + p1;
+                        }
+                    }
+                    lrow[m][r] += sum;
+                }
             }
         }
 
@@ -356,24 +397,30 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
 #endif
 
         // V's B operands, transposed by ldmatrix: matrices (keys kk·16 + 0..7 | + 8..15) × (head columns n·16 +
-        // 0..7 | + 8..15), as lane / 8 = column half · 2 + key half.
+        // 0..7 | + 8..15), as lane / 8 = column half · 2 + key half. Each serves every m-tile.
         const u16* vrow = vs + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) & 1) * 8;
 #pragma unroll
         for (int kk = 0; kk < BC / 16; ++kk) {
             if (kk * 16 >= seen) {
                 continue;
             }
-            u32 a[4];
-            a[0] = pack2(sc[2 * kk][0], sc[2 * kk][1]);
-            a[1] = pack2(sc[2 * kk][2], sc[2 * kk][3]);
-            a[2] = pack2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-            a[3] = pack2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+            u32 a[MTILES][4];
+#pragma unroll
+            for (int m = 0; m < MTILES; ++m) {
+                a[m][0] = pack2(sc[m][2 * kk][0], sc[m][2 * kk][1]);
+                a[m][1] = pack2(sc[m][2 * kk][2], sc[m][2 * kk][3]);
+                a[m][2] = pack2(sc[m][2 * kk + 1][0], sc[m][2 * kk + 1][1]);
+                a[m][3] = pack2(sc[m][2 * kk + 1][2], sc[m][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int n = 0; n < HEAD_DIM / 16; ++n) {
                 u32 vb[4];
                 ldsm_x4_trans(vb, vrow + kk * 16 * LDS + n * 16);
-                mma16816(o[2 * n], a, vb[0], vb[1]);
-                mma16816(o[2 * n + 1], a, vb[2], vb[3]);
+#pragma unroll
+                for (int m = 0; m < MTILES; ++m) {
+                    mma16816(o[m][2 * n], a[m], vb[0], vb[1]);
+                    mma16816(o[m][2 * n + 1], a[m], vb[2], vb[3]);
+                }
             }
         }
 #if STAGES == 2
@@ -390,17 +437,20 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
 
     // O / l, written as [b, s, head, d] or however the strides say.
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float l = lrow[r];
-        l += shfl_xor(l, 1);
-        l += shfl_xor(l, 2);
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        const int i = q0 + r0 + 8 * r;
-        if (i < p.s) {
-            u16* out = p.o + b * p.o_sb + h * p.o_sh + (i64)i * p.o_ss + 2 * tq;
+    for (int m = 0; m < MTILES; ++m) {
 #pragma unroll
-            for (int n = 0; n < HEAD_DIM / 8; ++n) {
-                *(u32*)(out + n * 8) = pack2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        for (int r = 0; r < 2; ++r) {
+            float l = lrow[m][r];
+            l += shfl_xor(l, 1);
+            l += shfl_xor(l, 2);
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            const int i = q0 + r0 + 16 * m + 8 * r;
+            if (i < p.s) {
+                u16* out = p.o + b * p.o_sb + h * p.o_sh + (i64)i * p.o_ss + 2 * tq;
+#pragma unroll
+                for (int n = 0; n < HEAD_DIM / 8; ++n) {
+                    *(u32*)(out + n * 8) = pack2(o[m][n][2 * r] * inv, o[m][n][2 * r + 1] * inv);
+                }
             }
         }
     }

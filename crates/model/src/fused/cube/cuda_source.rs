@@ -527,20 +527,28 @@ fn every_kernel_compiles_to_cuda_cpp() {
     }
     // The mma prefill attention (`fused::mma`, `MMREASON_ATTENTION=mma`): CUDA C++ of ours as well, one source
     // per dtype, head size and masking, written as NVRTC gets it on the device.
-    // (Two stages of K/V tiles at heads of 64 only: `MMREASON_MMA_STAGES`.)
-    for (bf16, warps, stages) in [
-        (true, 4, 1),
-        (false, 4, 1),
-        (true, 8, 1),
-        (true, 4, 2),
-        (false, 4, 2),
+    // (Two stages of K/V tiles and two m-tiles per warp at heads of 64 only: `MMREASON_MMA_STAGES`,
+    // `MMREASON_MMA_ROWS`.)
+    for (bf16, warps, mtiles, stages) in [
+        (true, 4, 1, 1),
+        (false, 4, 1, 1),
+        (true, 8, 1, 1),
+        (true, 4, 1, 2),
+        (false, 4, 1, 2),
+        (true, 4, 2, 1),
+        (false, 4, 2, 1),
     ] {
         for d in crate::fused::mma::HEAD_DIMS {
-            if stages == 2 && d != 64 {
+            if (stages == 2 || mtiles == 2) && d != 64 {
                 continue;
             }
             for masking in crate::fused::mma::Masking::ALL {
-                let source = crate::fused::mma::source_for(bf16, d, masking, warps, None, stages);
+                let layout = crate::fused::mma::Layout {
+                    warps,
+                    mtiles,
+                    stages,
+                };
+                let source = crate::fused::mma::source_for(bf16, d, masking, layout, None);
                 if !(source.contains("#define MMA_KERNEL extern \"C\" __global__")
                     && source.contains("MMA_KERNEL mmreason_mma_attention("))
                 {
@@ -548,7 +556,7 @@ fn every_kernel_compiles_to_cuda_cpp() {
                 }
                 if let Some(dir) = &dir {
                     let name = format!(
-                        "mmreason_mma_attention_{}_{d}_{masking:?}_w{warps}_s{stages}.cu",
+                        "mmreason_mma_attention_{}_{d}_{masking:?}_w{warps}_m{mtiles}_s{stages}.cu",
                         u8::from(bf16)
                     );
                     std::fs::write(dir.join(name), source).expect("writing a source");
