@@ -452,7 +452,9 @@ impl<B: Backend> Decoder<B> {
         }
         // Kept in f32: scores and softmax are computed in f32 (as transformers' eager attention), so the mask
         // value stays finite whatever the weights' dtype.
-        Tensor::from_data(TensorData::new(m, [b, 1, s, t]), &self.device)
+        // Uploaded dense (`backend::dense`): every decode step's kernels read it, and burn-cuda would pitch its
+        // rows.
+        crate::backend::dense(m, [b, 1, s, t], &self.device, burn::tensor::DType::F32)
     }
 
     #[allow(clippy::too_many_arguments)]

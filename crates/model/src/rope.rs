@@ -2,7 +2,7 @@
 //! angles = position · inv_freq in f32, cos/sin of the angles duplicated over both halves of the head, applied
 //! with `rotate_half` (x₁, x₂) → (−x₂, x₁). `rope_scaling` "linear" divides inv_freq by the factor.
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use mmreason_checkpoint::DecoderConfig;
 
 use crate::error::{ModelError, Result};
@@ -74,9 +74,11 @@ impl Rope {
             }
         }
         let shape = [b, 1, s, d];
+        // Uploaded dense (`backend::dense`): heads of 80 or 96 in 16 bits would get pitched rows on burn-cuda, and
+        // the heads kernel of every layer would copy them.
         (
-            Tensor::from_data(TensorData::new(cos, shape).convert_dtype(dtype), (device, dtype)),
-            Tensor::from_data(TensorData::new(sin, shape).convert_dtype(dtype), (device, dtype)),
+            crate::backend::dense(cos, shape, device, dtype),
+            crate::backend::dense(sin, shape, device, dtype),
         )
     }
 }

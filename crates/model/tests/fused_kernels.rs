@@ -719,6 +719,7 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128
         (70, 70, 70, Hide::Nothing, 128, Some((4, 64))),
         (130, 200, 210, Hide::Nothing, 64, None),
         (130, 200, 200, Hide::Padding, 64, None),
+        (130, 130, 130, Hide::Causal, 64, None),
     ];
     let cases: Vec<_> = cases
         .into_iter()
@@ -925,6 +926,38 @@ fn fused_kernels_on_cuda_match_the_composition() {
         true,
         false,
     );
+}
+
+/// Uploads through `backend::dense` come out with compact strides on burn-cuda, where an upload of several
+/// dimensions gets pitched rows: a decode step's mask `[1, 1, 1, 129]` in f32 (516-byte rows). A pitched mask
+/// made each layer's decode attention copy it, every step (run 10's profiles: 32 `CopyKernel` launches per token).
+/// Also in the run of `fused_kernels_on_cuda` (the name filter of `run.sh`'s kernel steps).
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+fn fused_kernels_on_cuda_get_dense_uploads() {
+    type C = mmreason_model::backend::CudaBackend;
+    mmreason_model::backend::check_cuda().expect("CUDA is available");
+    let device = Default::default();
+    let strides = |t: Tensor<C, 4>| -> Vec<usize> {
+        t.into_primitive()
+            .tensor()
+            .meta
+            .strides()
+            .iter()
+            .copied()
+            .collect()
+    };
+    let values: Vec<f32> = (0..129).map(|i| i as f32 * 0.25).collect();
+    let plain = Tensor::<C, 4>::from_data(TensorData::new(values.clone(), [1, 1, 1, 129]), &device);
+    let dense = mmreason_model::backend::dense::<C, 4>(values.clone(), [1, 1, 1, 129], &device, DType::F32);
+    // What a plain upload gets (pitched or not: cubecl's choice), for the log.
+    eprintln!(
+        "[1, 1, 1, 129] f32: a plain upload's strides {:?}",
+        strides(plain)
+    );
+    assert_eq!(strides(dense.clone()), [129, 129, 129, 1]);
+    assert_eq!(dense.into_data().to_vec::<f32>().expect("f32 values"), values);
 }
 
 #[cfg(feature = "cuda")]

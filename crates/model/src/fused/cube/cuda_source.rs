@@ -537,6 +537,8 @@ fn every_kernel_compiles_to_cuda_cpp() {
         (false, 4, 1, 2),
         (true, 4, 2, 1),
         (false, 4, 2, 1),
+        (true, 4, 2, 2),
+        (true, 8, 1, 2),
     ] {
         for d in crate::fused::mma::HEAD_DIMS {
             if (stages == 2 || mtiles == 2) && d != 64 {
