@@ -225,14 +225,16 @@ gated mma-w8-clip "$w8_rc" && step mma-w8-clip 40 bash -c "MMREASON_ATTENTION=mm
 # 132 bytes of spills by ptxas here; 6 cubes spill 412).
 step tune-kernels 90 bash -c "set -o pipefail; $BIN/fused_kernels fused_kernels_on_cuda mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/tune_kernels.log | grep -E 'test |panicked|error|declined' "
 tune_rc=$last_rc
-# Two m-tiles of 16 query rows per warp in the mma attention at heads of 64 (MMREASON_MMA_ROWS=32: each K/V
-# fragment loaded from shared memory serves both, half the ldmatrix traffic per query row; new after run 10,
-# untimed, compiled by NVRTC on the spot): its kernel test, then the kernel alone at CLIP's shape against the
-# default in one criterion call (rows32_bench.log), then CLIP against the default rows.
+# Two m-tiles of 16 query rows per warp in the mma attention (MMREASON_MMA_ROWS=32: each K/V fragment loaded
+# from shared memory serves both, half the ldmatrix traffic per query row; at heads of 128 with key blocks of
+# 32; new after run 10, untimed, compiled by NVRTC on the spot): its kernel test, then the kernel alone at
+# CLIP's and Mistral's prefill shapes against the default in one criterion call (rows32_bench.log), then CLIP
+# and Mistral prefill against the default rows.
 step tune-rows32-kernels 60 bash -c "set -o pipefail; MMREASON_MMA_ROWS=32 $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/rows32_kernels.log | grep -E 'test |panicked|error|declined' "
 rows32_rc=$last_rc
-gated tune-rows32-bench "$rows32_rc" && step tune-rows32-bench 60 bash -c "set -o pipefail; for r in 16 32; do echo \"rows per warp \$r\"; CRITERION_HOME=$OUT/criterion-rows\$r MMREASON_MMA_ROWS=\$r MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench clip_mma --warm-up-time 1 --measurement-time 2 || exit 1; done 2>&1 | tee $OUT/rows32_bench.log | grep -E 'rows per warp|time:'"
+gated tune-rows32-bench "$rows32_rc" && step tune-rows32-bench 90 bash -c "set -o pipefail; for r in 16 32; do echo \"rows per warp \$r\"; CRITERION_HOME=$OUT/criterion-rows\$r MMREASON_MMA_ROWS=\$r MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench 'clip_mma|prefill_mma' --warm-up-time 1 --measurement-time 2 || exit 1; done 2>&1 | tee $OUT/rows32_bench.log | grep -E 'rows per warp|time:'"
 gated tune-rows32-clip "$rows32_rc" && step tune-rows32-clip 40 bash -c "MMREASON_MMA_ROWS=32 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-rows32 | tee -a $TP"
+gated tune-rows32-mistral "$rows32_rc" && step tune-rows32-mistral 60 bash -c "MMREASON_MMA_ROWS=32 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma-rows32 | tee -a $TP"
 for n in cube rows; do
   gated tune-norm-$n-mistral "$tune_rc" && step tune-norm-$n-mistral 60 bash -c "MMREASON_NORM=$n $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-norm-$n | tee -a $TP"
   gated tune-norm-$n-clip "$tune_rc" && step tune-norm-$n-clip 40 bash -c "MMREASON_NORM=$n $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-norm-$n | tee -a $TP"

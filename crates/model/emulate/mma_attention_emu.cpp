@@ -6,7 +6,7 @@
 //
 // The primitives are emulated as `emu.h` describes.
 //
-//   c++ -std=c++20 -O2 -DMMA_BF16=1 -DHEAD_DIM=64 -DMASK_MODE=1 [-DWARPS=8] [-DSTAGES=2] [-DMTILES=2] mma_attention_emu.cpp -o emu && ./emu
+//   c++ -std=c++20 -O2 -DMMA_BF16=1 -DHEAD_DIM=64 -DMASK_MODE=1 [-DWARPS=8] [-DSTAGES=2] [-DMTILES=2 [-DBC=32]] mma_attention_emu.cpp -o emu && ./emu
 //
 // Prints one line per case and exits 1 if any relative L2 error exceeds the dtype's bound (or a value is not
 // finite), 0 otherwise.

@@ -720,6 +720,7 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128
         (130, 200, 210, Hide::Nothing, 64, None),
         (130, 200, 200, Hide::Padding, 64, None),
         (130, 130, 130, Hide::Causal, 64, None),
+        (130, 200, 200, Hide::Padding, 128, None),
     ];
     let cases: Vec<_> = cases
         .into_iter()

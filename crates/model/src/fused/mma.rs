@@ -61,19 +61,20 @@ fn stages(d: usize) -> usize {
     if d == 64 { asked } else { 1 }
 }
 
-/// m-tiles of 16 query rows per warp (`MMREASON_MMA_ROWS`: 16, the default, or 32 — at heads of 64 with 4
-/// warps per cube): with 32, each K and V fragment a warp loads from shared memory serves two m-tiles' products
-/// instead of one, half the `ldmatrix` traffic per query row, as FlashAttention-2 lays its warps out. Run 9's
-/// figures put CLIP's attention at ≈ 93 TFLOP/s, where per 64×64 block a cube's fragment loads (64 KiB at 128
-/// bytes per cycle) take about twice its products' cycles: this is the candidate for that. Untimed: a knob for
-/// a device run. Heads of 128 keep one m-tile (two would take 128 registers for the output alone).
-fn mtiles(d: usize) -> usize {
+/// m-tiles of 16 query rows per warp (`MMREASON_MMA_ROWS`: 16, the default, or 32 with 4 warps per cube):
+/// with 32, each K and V fragment a warp loads from shared memory serves two m-tiles' products instead of one,
+/// half the `ldmatrix` traffic per query row, as FlashAttention-2 lays its warps out. Run 9's figures put
+/// CLIP's attention at ≈ 93 TFLOP/s, where per 64×64 block a cube's fragment loads (64 KiB at 128 bytes per
+/// cycle) take about twice its products' cycles: this is the candidate for that. At heads of 128 the key blocks
+/// shrink to 32 so that two m-tiles' scores fit beside their output (ptxas: 255 registers, 44–72 bytes
+/// spilled). Untimed: a knob for a device run.
+fn mtiles() -> usize {
     static ASKED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let asked = *ASKED.get_or_init(|| match std::env::var("MMREASON_MMA_ROWS").as_deref() {
         Ok("32") => 2,
         _ => 1,
     });
-    if d == 64 && warps() == 4 { asked } else { 1 }
+    if warps() == 4 { asked } else { 1 }
 }
 
 /// Which keys each query sees: `MASK_MODE` in the source.
@@ -107,28 +108,51 @@ pub const HEAD_DIMS: [usize; 2] = [64, 128];
 /// run: fewer registers per unit against spills; run 10: 5 cubes at heads of 64, 96 registers with 132 bytes
 /// spilled, CLIP 1,037 against 1,034 images/s).
 pub fn source(bf16: bool, d: usize, masking: Masking) -> String {
-    source_for(
-        bf16,
-        d,
-        masking,
-        Layout {
-            warps: warps(),
-            mtiles: mtiles(d),
-            stages: stages(d),
-        },
-        cubes_asked(),
-    )
+    source_for(bf16, d, masking, Layout::asked(d), cubes_asked())
 }
 
-/// How a cube of the kernel is laid out: `WARPS`, `MTILES` and `STAGES` in the source.
+/// How a cube of the kernel is laid out: `WARPS`, `MTILES`, `BC` and `STAGES` in the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// Warps per cube: 4 or 8.
     pub warps: usize,
-    /// m-tiles of 16 query rows per warp: 1, or 2 at heads of 64 with 4 warps.
+    /// m-tiles of 16 query rows per warp: 1, or 2 with 4 warps.
     pub mtiles: usize,
+    /// Keys per block: 64, or 32 for two m-tiles at heads of 128.
+    pub block: usize,
     /// Stages of K/V tiles in shared memory: 1, or 2 at heads of 64.
     pub stages: usize,
+}
+
+impl Layout {
+    /// What the knobs ask for at heads of `d`.
+    fn asked(d: usize) -> Layout {
+        Layout::of(d, warps(), mtiles(), stages(d))
+    }
+
+    /// The layout of `warps`, `mtiles` and `stages` at heads of `d`, with the key block that goes with them.
+    pub fn of(d: usize, warps: usize, mtiles: usize, stages: usize) -> Layout {
+        let block = if d == 128 && mtiles == 2 { 32 } else { 64 };
+        Layout {
+            warps,
+            mtiles,
+            block,
+            stages,
+        }
+    }
+
+    /// Query rows per cube (`BR` in the source).
+    fn rows(self) -> usize {
+        ROWS_PER_MTILE * self.mtiles * self.warps
+    }
+
+    /// The variant's name in file names and refusals.
+    pub fn name(self) -> String {
+        format!(
+            "w{}_m{}_b{}_s{}",
+            self.warps, self.mtiles, self.block, self.stages
+        )
+    }
 }
 
 /// [`source`] with the cube's layout and the register budget named (the NVRTC check writes every layout).
@@ -139,13 +163,14 @@ pub fn source_for(
     Layout {
         warps,
         mtiles,
+        block,
         stages,
     }: Layout,
     cubes: Option<usize>,
 ) -> String {
     let cubes = cubes.map_or(String::new(), |n| format!("#define MIN_CUBES {n}\n"));
     format!(
-        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n#define MTILES {mtiles}\n#define STAGES {stages}\n{cubes}{}{SOURCE}",
+        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n#define MTILES {mtiles}\n#define BC {block}\n#define STAGES {stages}\n{cubes}{}{SOURCE}",
         u8::from(bf16),
         masking.code(),
         nvrtc::PRELUDE,
@@ -164,13 +189,7 @@ fn cubes_asked() -> Option<usize> {
 }
 
 fn variant_name(bf16: bool, d: usize, masking: Masking) -> String {
-    format!(
-        "{}_{d}_{masking:?}_w{}_m{}_s{}",
-        u8::from(bf16),
-        warps(),
-        mtiles(d),
-        stages(d)
-    )
+    format!("{}_{d}_{masking:?}_{}", u8::from(bf16), Layout::asked(d).name())
 }
 
 /// `MmaParams` in the source, field for field.
@@ -359,11 +378,7 @@ fn launch(
             entry: "mmreason_mma_attention",
             variant: variant_name(bf16, d, masking),
             source: &|| source(bf16, d, masking),
-            grid: (
-                s.div_ceil(ROWS_PER_MTILE * mtiles(d) * warps()) as u32,
-                nh as u32,
-                b as u32,
-            ),
+            grid: (s.div_ceil(Layout::asked(d).rows()) as u32, nh as u32, b as u32),
             block: (32 * warps() as u32, 1, 1),
             params: &params,
         },

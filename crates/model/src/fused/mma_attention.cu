@@ -9,9 +9,10 @@
 //   HEAD_DIM   64 or 128
 //   MASK_MODE  0: no mask; 1: causal (query i sees keys up to i + t − s); 2: an additive f32 mask [b, 1, s, t]
 //   WARPS      (optional) 4 (default) or 8 warps per cube; MIN_CUBES (optional) the register budget
-//   MTILES     (optional) 1 (default): 16 query rows (one m16 tile) per warp; 2 (heads of 64, at most 128 rows
-//              per cube): 32, so that each K and V fragment loaded from shared memory serves two m-tiles' products
+//   MTILES     (optional) 1 (default): 16 query rows (one m16 tile) per warp; 2 (heads of 64, or 128 with BC
+//              32): 32, so that each K and V fragment loaded from shared memory serves two m-tiles' products
 //              instead of one — half the ldmatrix traffic per query row, as FlashAttention-2 lays its warps out
+//   BC         (optional) keys per block: 64 (default), or 32
 //   STAGES     (optional) 1 (default): one K and one V tile in shared memory, each tile's copy overlapping half
 //              a block's work; 2 (heads of 64 only, static shared memory): two of each, block j + 2's copies
 //              issued once block j is done, so each overlaps a whole block's work
@@ -22,7 +23,7 @@
 // stride is a parameter (a cache holding more positions than `t`, a permuted view). Keys and values of
 // kv head `h / group` serve query head `h` (grouped-query attention without repeating them).
 //
-// Per key block of 64 (BC): S = Q·Kᵀ with mma.sync m16n8k16 (Q's fragments loaded once into registers, K's
+// Per key block of 64 (BC; or 32): S = Q·Kᵀ with mma.sync m16n8k16 (Q's fragments loaded once into registers, K's
 // by ldmatrix: a key row is a column of Kᵀ, contiguous); the online softmax on
 // S's accumulators (a row's values sit in the 4 lanes of a quad: two butterfly shuffles); P packed to 16 bits
 // straight from S's accumulators into the A operand of the second product (the m16n8 accumulator layout of two
@@ -43,7 +44,13 @@
 #endif
 #define WROWS (16 * MTILES)
 #define BR (WARPS * WROWS)
+// Keys per block: 64, or 32 (the scores of two m-tiles at heads of 128 in fewer registers).
+#ifndef BC
 #define BC 64
+#endif
+#if BC != 64 && BC != 32
+#error "BC is 64 or 32"
+#endif
 #define THREADS (WARPS * 32)
 // Shared rows padded by 8 values (16 bytes): the 8 rows a fragment load touches fall in different banks.
 #define LDS (HEAD_DIM + 8)
@@ -51,12 +58,13 @@
 // Cubes per SM the registers are budgeted for (65,536 per SM: 4 cubes of 128 units leave 128 registers per
 // unit, 2 leave 255). NVRTC 13.5 for sm_90a: heads of 64 fit in 128 without a mask and spill at 3 cubes with
 // one; heads of 128 take 196–236 and spill at 3. Two m-tiles per warp double the scores, the output and Q's
-// fragments (≈ 160 values per unit at heads of 64): 2 cubes.
+// fragments (≈ 160 values per unit at heads of 64): 2 cubes (226–249 registers at heads of 64; 255 with 44–72
+// bytes spilled at heads of 128 with key blocks of 32).
 #ifndef MIN_CUBES
 #define MIN_CUBES ((HEAD_DIM == 64 && MASK_MODE != 2 && MTILES == 1 ? 4 : 2) * 4 / WARPS)
 #endif
-#if MTILES != 1 && !(MTILES == 2 && HEAD_DIM == 64)
-#error "MTILES is 1, or 2 at heads of 64 (at 128, two m-tiles' output alone would take 128 registers per unit)"
+#if MTILES != 1 && !(MTILES == 2 && (HEAD_DIM == 64 || BC == 32))
+#error "MTILES is 1, or 2 at heads of 64 or with blocks of 32 keys (at heads of 128, two m-tiles' output alone takes 128 registers per unit)"
 #endif
 #ifndef STAGES
 #define STAGES 1
@@ -64,9 +72,8 @@
 #if STAGES != 1 && !(STAGES == 2 && HEAD_DIM == 64)
 #error "STAGES is 1, or 2 at heads of 64 (two stages of 128-wide tiles pass static shared memory's 48 KiB)"
 #endif
-#if BR > 2 * BC * STAGES
-#error "a cube's query rows are staged in the K/V tiles' shared memory: at most 2 * BC * STAGES of them"
-#endif
+// Shared rows: the K/V tiles', or Q's tile if it is taller (staged there before the first key block).
+#define SMEM_ROWS (BR > 2 * BC * STAGES ? BR : 2 * BC * STAGES)
 
 #ifndef MMA_EMULATE
 MMA_DEVICE float neg_inf() { return __int_as_float(0xff800000); }
@@ -178,9 +185,8 @@ MMA_DEVICE void load_tile(u16* dst, const u16* src, i64 stride, int row0, int en
 MMA_DEVICE u32 lds32(const u16* p) { return *(const u32*)p; }
 
 MMA_KERNEL mmreason_mma_attention(MmaParams p) {
-    // K's tile, then V's (per stage); Q's tile (BR ≤ 2·BC·STAGES rows) is staged across them before the first
-    // key block.
-    MMA_SHARED u16 smem[2 * BC * LDS * STAGES];
+    // K's tile, then V's (per stage); Q's tile is staged across them before the first key block.
+    MMA_SHARED u16 smem[SMEM_ROWS * LDS];
     u16* const ks = smem;
     u16* const vs = smem + BC * LDS;
     const int tid = MMA_TID;
