@@ -6,7 +6,11 @@
 //
 // The primitives are emulated as `emu.h` describes.
 //
-//   c++ -std=c++20 -O2 -DMMA_BF16=1 -DHEAD_DIM=64 -DMASK_MODE=1 [-DWARPS=8] [-DSTAGES=2] [-DMTILES=2 [-DBC=32]] mma_attention_emu.cpp -o emu && ./emu
+//   c++ -std=c++20 -O2 -DMMA_BF16=1 -DHEAD_DIM=64 -DMASK_MODE=1 [-DWARPS=8] [-DSTAGES=2] [-DMTILES=2 [-DBC=32]]
+//       [-DQV_BIAS=1] mma_attention_emu.cpp -o emu && ./emu
+//
+// With QV_BIAS the reference adds all three biases (the key's too, which the kernel leaves out) to q, k and v,
+// each sum rounded to the dtype as the composition's is.
 //
 // Prints one line per case and exits 1 if any relative L2 error exceeds the dtype's bound (or a value is not
 // finite), 0 otherwise.
@@ -86,10 +90,33 @@ static int run_case(const Case& c, std::mt19937& rng) {
     params.m_sb = (i64)c.s * c.t, params.m_ss = c.t;
     params.s = c.s, params.t = c.t, params.group = c.nh / c.nkv;
     params.scale = scale;
+    // Biases of the projections (QV_BIAS): per head and column, as large as the values.
+    std::vector<u16> qb((size_t)c.nh * D), kb((size_t)c.nkv * D), vb((size_t)c.nkv * D);
+    fill(qb, 1.0f);
+    fill(kb, 1.0f);
+    fill(vb, 1.0f);
+    params.qb = qb.data();
+    params.vb = vb.data();
     readable = {{(const unsigned char*)q.data(), q.size() * 2},
                 {(const unsigned char*)k.data(), k.size() * 2},
                 {(const unsigned char*)v.data(), v.size() * 2}};
     run_grid((c.s + BR - 1) / BR, c.nh, c.b, attention_entry);
+    if (QV_BIAS) {
+        // What the composition attends over: each projection plus its bias, in the dtype.
+        auto add = [](u16& x, u16 bias) { x = f32_to_bits(bits_to_f32(x) + bits_to_f32(bias)); };
+        for (int bi = 0; bi < c.b; ++bi)
+            for (int h = 0; h < c.nh; ++h)
+                for (int i = 0; i < c.s; ++i)
+                    for (int e = 0; e < D; ++e) add(q[bi * q_sb + h * q_sh + i * q_ss + e], qb[h * D + e]);
+        for (int bi = 0; bi < c.b; ++bi)
+            for (int h = 0; h < c.nkv; ++h)
+                for (int p = 0; p < c.cap; ++p)
+                    for (int e = 0; e < D; ++e) {
+                        const size_t i = (((size_t)bi * c.nkv + h) * c.cap + p) * D + e;
+                        add(k[i], kb[h * D + e]);
+                        add(v[i], vb[h * D + e]);
+                    }
+    }
 
     // The reference, in f64 from the same 16-bit inputs.
     double err2 = 0.0, ref2 = 0.0;

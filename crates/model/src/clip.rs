@@ -187,19 +187,24 @@ impl<B: Backend> ClipVision<B> {
             .flatten();
         for (i, layer) in self.layers.iter().enumerate() {
             let y = h_in.take().unwrap_or_else(|| layer.ln1.forward(x.clone()));
-            // One product for q, k and v; bias and the split into heads `[n, heads, t, d]` in one kernel on
-            // the GPU.
+            // One product for q, k and v. Where `MMREASON_QKV_VIEWS=1` asks, the mma kernel reads them from it
+            // in place, the biases folded in; else the bias and the split into heads `[n, heads, t, d]` in one
+            // kernel on the GPU, then one kernel of ours on the GPU backends (unless `MMREASON_ATTENTION` says
+            // otherwise), or a cubek flash kernel where it asks for one; else transformers' eager attention:
+            // scores · scale, softmax in f32, probabilities in the dtype.
             let qkv = layer.qkv.product(y);
-            let (q, k, v) = fused::qkv_bias_heads(&qkv, heads, d, layer.qkv.bias());
-            // One kernel of ours on the GPU backends (unless `MMREASON_ATTENTION` says otherwise), or a cubek
-            // flash kernel where it asks for one; else transformers' eager attention: scores · scale, softmax in
-            // f32, probabilities in the dtype.
             let scale = 1.0 / (d as f64).sqrt();
-            let a = match fused::prefill_attention(&q, &k, &v, None, t, false, scale, true)
-                .or_else(|| fused::flash_attention(&q, &k, &v, false))
-            {
+            let a = match fused::qkv_attention(&qkv, heads, d, layer.qkv.bias(), scale) {
                 Some(a) => a,
-                None => composed_attention(q, k, v, scale, key_pad.as_ref()),
+                None => {
+                    let (q, k, v) = fused::qkv_bias_heads(&qkv, heads, d, layer.qkv.bias());
+                    match fused::prefill_attention(&q, &k, &v, None, t, false, scale, true)
+                        .or_else(|| fused::flash_attention(&q, &k, &v, false))
+                    {
+                        Some(a) => a,
+                        None => composed_attention(q, k, v, scale, key_pad.as_ref()),
+                    }
+                }
             };
             let a = layer.out.product(a.swap_dims(1, 2).reshape([n, t, h]));
             let (sum, normed) = layer.ln2.add_forward(a, layer.out.bias(), x);
@@ -255,11 +260,12 @@ impl<B: Backend> KeyPad<B> {
         if len == t || n == 0 {
             return None;
         }
-        let f32 = (device, burn::tensor::DType::F32);
-        let mask = Tensor::<B, 4>::zeros([n, 1, t, len], f32).slice_assign(
-            [0..n, 0..1, 0..t, t..len],
-            Tensor::full([n, 1, t, len - t], f32::MIN, f32),
-        );
+        // Built here and uploaded dense (`backend::dense`): a mask allocated on burn-cuda with rows of `len`
+        // values gets pitched rows, and the softmax kernel of each layer would copy it.
+        let values = (0..n * t * len)
+            .map(|at| if at % len < t { 0.0 } else { f32::MIN })
+            .collect();
+        let mask = crate::backend::dense(values, [n, 1, t, len], device, burn::tensor::DType::F32);
         let zeros = Tensor::zeros([n, heads, len - t, d], (device, dtype));
         Some(Self { len, mask, zeros })
     }

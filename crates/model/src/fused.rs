@@ -373,6 +373,72 @@ pub fn mma_attention_of<B: Backend>(
     }
 }
 
+/// Whether the vision tower's attention reads q, k and v as views of its one projection, with the query and
+/// value biases folded into the mma kernel (`MMREASON_QKV_VIEWS=1`, opt-in until a device run times it): that
+/// drops the pass that adds the bias and splits the heads (`QkvBiasHeadsKernel`: run 10's CLIP profile puts
+/// it at 1.9 ms of ≈ 31, a read and a write of the 113 MB projection per layer). Only with the mma kernel.
+pub fn qkv_views_wanted() -> bool {
+    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| std::env::var("MMREASON_QKV_VIEWS").as_deref() == Ok("1")) && mma_attention_wanted()
+}
+
+/// The vision tower's attention from its stacked projection `qkv` `[b, s, 3·nh·d]` and that projection's
+/// `bias` (`[3·nh·d]`, or none), every key seen: `softmax(q·kᵀ·scale)·v` `[b, nh, s, d]` as
+/// [`qkv_bias_heads`] then [`prefill_attention`] compute it, with the mma kernel reading q, k and v in place
+/// where [`qkv_views_wanted`]; `None` otherwise (the caller splits the heads and attends as before).
+pub fn qkv_attention<B: Backend>(
+    qkv: &Tensor<B, 3>,
+    nh: usize,
+    d: usize,
+    bias: Option<&Tensor<B, 1>>,
+    scale: f64,
+) -> Option<Tensor<B, 4>> {
+    if !qkv_views_wanted() {
+        return None;
+    }
+    qkv_attention_of(qkv, nh, d, bias, scale)
+}
+
+/// [`qkv_attention`] whatever `MMREASON_QKV_VIEWS` says (tests, benches).
+pub fn qkv_attention_of<B: Backend>(
+    qkv: &Tensor<B, 3>,
+    nh: usize,
+    d: usize,
+    bias: Option<&Tensor<B, 1>>,
+    scale: f64,
+) -> Option<Tensor<B, 4>> {
+    #[cfg(feature = "cuda")]
+    {
+        let [b, s, width] = qkv.dims();
+        if width != 3 * nh * d || bias.is_some_and(|bb| bb.dims() != [width]) {
+            return None;
+        }
+        // [b, s, nh·d] slices → [b, nh, s, d] views: strides (s·width, d, width, 1), no copy.
+        let view = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * nh * d, nh * d)
+                .reshape([b, s, nh, d])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (view(0), view(1), view(2));
+        match bias {
+            Some(bb) => {
+                let (qb, vb) = (
+                    bb.clone().narrow(0, 0, nh * d),
+                    bb.clone().narrow(0, 2 * nh * d, nh * d),
+                );
+                mma::attention_biased(&q, &k, &v, (&qb, &vb), s, scale)
+            }
+            None => mma::attention(&q, &k, &v, None, s, false, scale),
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (qkv, nh, d, bias, scale);
+        None
+    }
+}
+
 /// Whether `MMREASON_ATTENTION=padded` asks for the vision tower's composed attention over keys padded to whole
 /// 16-byte rows (`clip::KeyPad`), instead of our kernel. Off by default until a device run has timed it.
 pub fn padded_keys_wanted() -> bool {

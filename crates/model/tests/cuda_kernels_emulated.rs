@@ -14,10 +14,10 @@ use std::process::Command;
 /// The harnesses and their variants: (harness, bf16, the -D definitions besides MMA_BF16, passing lines
 /// expected). Attention: every mask mode (0 none, 1 causal, 2 additive mask) at both head sizes, each dtype at
 /// least three times, as the model paths use them (CLIP: 64 unmasked; the decoders: 128 causal or masked), and
-/// cubes of 8 warps, two stages of tiles at heads of 64, and two m-tiles per warp (at heads of 128 with key
-/// blocks of 32).
+/// cubes of 8 warps, two stages of tiles at heads of 64, two m-tiles per warp (at heads of 128 with key
+/// blocks of 32), and the projections' biases folded in.
 /// The product: bf16 and f16, 8 loads in flight (the default) and 3.
-const VARIANTS: [(&str, bool, &str, usize); 19] = [
+const VARIANTS: [(&str, bool, &str, usize); 21] = [
     ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=0", 5),
     ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=0", 5),
     ("mma_attention_emu.cpp", true, "-DHEAD_DIM=128 -DMASK_MODE=1", 5),
@@ -81,6 +81,20 @@ const VARIANTS: [(&str, bool, &str, usize); 19] = [
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=128 -DMASK_MODE=2 -DMTILES=2 -DBC=32",
+        5,
+    ),
+    // The query and value biases folded in (`MMREASON_QKV_VIEWS=1`, the vision tower: unmasked heads of 64),
+    // against a reference that adds all three biases.
+    (
+        "mma_attention_emu.cpp",
+        true,
+        "-DHEAD_DIM=64 -DMASK_MODE=0 -DQV_BIAS=1",
+        5,
+    ),
+    (
+        "mma_attention_emu.cpp",
+        false,
+        "-DHEAD_DIM=64 -DMASK_MODE=0 -DQV_BIAS=1 -DMTILES=2",
         5,
     ),
     ("gemv_emu.cpp", true, "-DUNROLL=8", 4),

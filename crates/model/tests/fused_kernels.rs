@@ -961,6 +961,70 @@ fn fused_kernels_on_cuda_get_dense_uploads() {
     assert_eq!(dense.into_data().to_vec::<f32>().expect("f32 values"), values);
 }
 
+/// The vision tower's attention read from its stacked projection in place, the query and value biases folded
+/// into the mma kernel (`fused::qkv_attention_of`, `MMREASON_QKV_VIEWS=1`), against the projection plus its
+/// bias split into heads and attended in f32 on the CPU — with and without a bias, at CLIP's head size and
+/// lengths that are not whole tiles (37, 130 = a whole 128-row cube and two rows), grouped as CLIP is not
+/// (every head its own keys).
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+fn mma_attention_on_cuda_reads_qkv_views() {
+    type C = mmreason_model::backend::CudaBackend;
+    mmreason_model::backend::check_cuda().expect("CUDA is available");
+    let (device, cpu) = (Default::default(), Default::default());
+    for (dtype, tol) in [(DType::F16, 1e-2), (DType::BF16, 3e-2)] {
+        for (i, &(b, s, nh, with_bias)) in [(2, 37, 4, true), (2, 130, 2, true), (1, 37, 2, false)]
+            .iter()
+            .enumerate()
+        {
+            let d = 64;
+            let width = 3 * nh * d;
+            let round = |v: Vec<f32>| -> Vec<f32> {
+                v.into_iter()
+                    .map(|x| match dtype {
+                        DType::F16 => half::f16::from_f32(x).to_f32(),
+                        _ => half::bf16::from_f32(x).to_f32(),
+                    })
+                    .collect()
+            };
+            let qkv = round(values(b * s * width, 90 + 2 * i as u64));
+            let bias = round(values(width, 91 + 2 * i as u64));
+            // The reference: projection + bias rounded to the dtype, as the composition adds them.
+            let biased: Vec<f32> = if with_bias {
+                round(
+                    qkv.iter()
+                        .enumerate()
+                        .map(|(at, x)| x + bias[at % width])
+                        .collect(),
+                )
+            } else {
+                qkv.clone()
+            };
+            let x = tensor::<Cpu, 3>(biased, [b, s, width], &cpu);
+            let head = |j: usize| {
+                x.clone()
+                    .narrow(2, j * nh * d, nh * d)
+                    .reshape([b, s, nh, d])
+                    .swap_dims(1, 2)
+            };
+            let scale = 1.0 / (d as f64).sqrt();
+            let scores = head(0).matmul(head(1).swap_dims(2, 3)) * scale;
+            let want = activation::softmax(scores, 3).matmul(head(2));
+            let qkv_gpu = Tensor::<C, 3>::from_data(TensorData::new(qkv, [b, s, width]), &device).cast(dtype);
+            let bias_gpu = Tensor::<C, 1>::from_data(TensorData::new(bias, [width]), &device).cast(dtype);
+            let got = fused::qkv_attention_of(&qkv_gpu, nh, d, with_bias.then_some(&bias_gpu), scale)
+                .unwrap_or_else(|| panic!("the mma kernel did not take the views ({dtype:?}, s={s})"));
+            check_within(
+                &format!("attention over qkv views {dtype:?} b={b} s={s} heads={nh} bias={with_bias}"),
+                host(got.cast(DType::F32)),
+                host(want),
+                tol,
+            );
+        }
+    }
+}
+
 #[cfg(feature = "cuda")]
 #[test]
 #[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]

@@ -32,18 +32,6 @@ MMA_DEVICE Vec4 load_cached(const u16* p) {
     return v;
 }
 
-// The two 16-bit floats of a register as f32: `lo` from bits 15:0, `hi` from bits 31:16.
-MMA_DEVICE void halves(u32 r, float& lo, float& hi) {
-#if MMA_BF16
-    lo = __uint_as_float(r << 16);
-    hi = __uint_as_float(r & 0xffff0000u);
-#else
-    asm("{ .reg .b16 l, h; mov.b32 {l, h}, %2; cvt.f32.f16 %0, l; cvt.f32.f16 %1, h; }"
-        : "=f"(lo), "=f"(hi)
-        : "r"(r));
-#endif
-}
-
 MMA_DEVICE u16 to_bits(float f) {
     u16 h;
 #if MMA_BF16

@@ -107,8 +107,8 @@ pub const HEAD_DIMS: [usize; 2] = [64, 128];
 /// the registers budgeted for N cubes per SM instead of the source's choice per head size (a knob for a device
 /// run: fewer registers per unit against spills; run 10: 5 cubes at heads of 64, 96 registers with 132 bytes
 /// spilled, CLIP 1,037 against 1,034 images/s).
-pub fn source(bf16: bool, d: usize, masking: Masking) -> String {
-    source_for(bf16, d, masking, Layout::asked(d), cubes_asked())
+pub fn source(bf16: bool, d: usize, masking: Masking, bias: bool) -> String {
+    source_for(bf16, d, masking, Layout::asked(d), cubes_asked(), bias)
 }
 
 /// How a cube of the kernel is laid out: `WARPS`, `MTILES`, `BC` and `STAGES` in the source.
@@ -155,7 +155,8 @@ impl Layout {
     }
 }
 
-/// [`source`] with the cube's layout and the register budget named (the NVRTC check writes every layout).
+/// [`source`] with the cube's layout and the register budget named (the NVRTC check writes every layout); with
+/// `bias`, the query and value biases folded in (`QV_BIAS`).
 pub fn source_for(
     bf16: bool,
     d: usize,
@@ -167,12 +168,14 @@ pub fn source_for(
         stages,
     }: Layout,
     cubes: Option<usize>,
+    bias: bool,
 ) -> String {
     let cubes = cubes.map_or(String::new(), |n| format!("#define MIN_CUBES {n}\n"));
     format!(
-        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n#define MTILES {mtiles}\n#define BC {block}\n#define STAGES {stages}\n{cubes}{}{SOURCE}",
+        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n#define MTILES {mtiles}\n#define BC {block}\n#define STAGES {stages}\n#define QV_BIAS {}\n{cubes}{}{SOURCE}",
         u8::from(bf16),
         masking.code(),
+        u8::from(bias),
         nvrtc::PRELUDE,
     )
 }
@@ -188,8 +191,13 @@ fn cubes_asked() -> Option<usize> {
     })
 }
 
-fn variant_name(bf16: bool, d: usize, masking: Masking) -> String {
-    format!("{}_{d}_{masking:?}_{}", u8::from(bf16), Layout::asked(d).name())
+fn variant_name(bf16: bool, d: usize, masking: Masking, bias: bool) -> String {
+    format!(
+        "{}_{d}_{masking:?}_{}{}",
+        u8::from(bf16),
+        Layout::asked(d).name(),
+        if bias { "_qv" } else { "" }
+    )
 }
 
 /// `MmaParams` in the source, field for field.
@@ -219,6 +227,8 @@ struct Params {
     group: i32,
     pad: i32,
     scale: f32,
+    qb: dsys::CUdeviceptr,
+    vb: dsys::CUdeviceptr,
 }
 
 /// Shape and strides (elements) of a rank-4 tensor whose last dimension is contiguous and whose other strides
@@ -248,6 +258,34 @@ pub fn attention<B: Backend>(
     t: usize,
     causal: bool,
     scale: f64,
+) -> Option<Tensor<B, 4>> {
+    attend(q, k, v, mask, t, causal, scale, None)
+}
+
+/// [`attention`] over `q + qb`, `k + kb` and `v + vb` (no mask, every key seen) given `(qb, vb)`, each `[heads ·
+/// d]` for the heads of `q` and of `v` (`QV_BIAS` in the source: the key bias is not needed, as it adds the
+/// same `q·kb` to every score of a row). `None` where the kernel does not apply.
+pub fn attention_biased<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    (qb, vb): (&Tensor<B, 1>, &Tensor<B, 1>),
+    t: usize,
+    scale: f64,
+) -> Option<Tensor<B, 4>> {
+    attend(q, k, v, None, t, false, scale, Some((qb, vb)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4>>,
+    t: usize,
+    causal: bool,
+    scale: f64,
+    bias: Option<(&Tensor<B, 1>, &Tensor<B, 1>)>,
 ) -> Option<Tensor<B, 4>> {
     if TypeId::of::<B>() != TypeId::of::<crate::backend::CudaBackend>() {
         return None;
@@ -279,7 +317,18 @@ pub fn attention<B: Backend>(
         (None, true) => Masking::Causal,
         (None, false) => Masking::None,
     };
-    if nvrtc::refused("mmreason_mma_attention", &variant_name(bf16, d, masking)) {
+    if let Some((qb, vb)) = bias
+        && (qb.dims() != [nh * d]
+            || vb.dims() != [nkv * d]
+            || qb.dtype() != q.dtype()
+            || vb.dtype() != q.dtype())
+    {
+        return None;
+    }
+    if nvrtc::refused(
+        "mmreason_mma_attention",
+        &variant_name(bf16, d, masking, bias.is_some()),
+    ) {
         return None;
     }
     let qc = primitive_of::<B, CudaRuntime, 4>(q.clone())?;
@@ -295,6 +344,11 @@ pub fn attention<B: Backend>(
                 burn_cubecl::kernel::into_contiguous(m)
             })
         }
+        None => None,
+    };
+    // The biases as dense vectors (a slice of the stacked projection's bias is one already).
+    let bias = match bias {
+        Some((qb, vb)) => Some((dense_vector::<B>(qb)?, dense_vector::<B>(vb)?)),
         None => None,
     };
     let out = empty_device_contiguous_dtype(
@@ -313,9 +367,21 @@ pub fn attention<B: Backend>(
         nh / nkv,
         scale,
         (bf16, d, masking),
+        bias.as_ref().map(|(qb, vb)| (qb, vb)),
     );
     nvrtc::declined("MMREASON_ATTENTION=mma", done)?;
     Some(tensor_of::<B, CudaRuntime, 4>(out)?.swap_dims(1, 2))
+}
+
+/// `t` as a contiguous burn-cuda vector whose start is 4-byte aligned (the kernel reads two values at a time).
+fn dense_vector<B: Backend>(t: &Tensor<B, 1>) -> Option<Cube> {
+    let c = primitive_of::<B, CudaRuntime, 1>(t.clone())?;
+    let c = if c.meta.strides()[0] == 1 {
+        c
+    } else {
+        burn_cubecl::kernel::into_contiguous(c)
+    };
+    c.handle.offset_start.is_none_or(|o| o % 4 == 0).then_some(c)
 }
 
 /// Queues the kernel on burn's stream (`nvrtc::run`).
@@ -330,6 +396,7 @@ fn launch(
     group: usize,
     scale: f64,
     (bf16, d, masking): (bool, usize, Masking),
+    bias: Option<(&Cube, &Cube)>,
 ) -> Result<(), Refusal> {
     let [q_s, k_s, v_s] = [q, k, v].map(strides16);
     let (Some(q_s), Some(k_s), Some(v_s)) = (q_s, k_s, v_s) else {
@@ -342,14 +409,19 @@ fn launch(
     };
     let [b, nh, s] = [0, 1, 2].map(|i| q.meta.shape()[i]);
     let mut tensors = vec![q, k, v, out];
+    // The biases at 4 and 5, the mask after them.
+    if let Some((qb, vb)) = bias {
+        tensors.extend([qb, vb]);
+    }
     tensors.extend(mask);
+    let mask_at = if bias.is_some() { 6 } else { 4 };
     let params = |p: &[dsys::CUdeviceptr]| -> Result<Params, String> {
         Ok(Params {
             q: p[0],
             k: p[1],
             v: p[2],
             o: p[3],
-            mask: p.get(4).copied().unwrap_or(0),
+            mask: p.get(mask_at).copied().unwrap_or(0),
             q_sb: q_s[0],
             q_sh: q_s[1],
             q_ss: q_s[2],
@@ -370,14 +442,16 @@ fn launch(
             group: group as i32,
             pad: 0,
             scale: scale as f32,
+            qb: if bias.is_some() { p[4] } else { 0 },
+            vb: if bias.is_some() { p[5] } else { 0 },
         })
     };
     nvrtc::run(
         &tensors,
         Launch {
             entry: "mmreason_mma_attention",
-            variant: variant_name(bf16, d, masking),
-            source: &|| source(bf16, d, masking),
+            variant: variant_name(bf16, d, masking, bias.is_some()),
+            source: &|| source(bf16, d, masking, bias.is_some()),
             grid: (s.div_ceil(Layout::asked(d).rows()) as u32, nh as u32, b as u32),
             block: (32 * warps() as u32, 1, 1),
             params: &params,

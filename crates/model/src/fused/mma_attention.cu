@@ -13,6 +13,11 @@
 //              32): 32, so that each K and V fragment loaded from shared memory serves two m-tiles' products
 //              instead of one — half the ldmatrix traffic per query row, as FlashAttention-2 lays its warps out
 //   BC         (optional) keys per block: 64 (default), or 32
+//   QV_BIAS    (optional) 1: the projections' biases folded in (`qb` added to Q's tile before its fragments are
+//              taken, rounded to the dtype once as the composition's sum is; `vb` added to the output, exact
+//              as the probabilities of a row sum to 1; the key bias left out, exact as it adds q·bk to every
+//              score of a row, which the softmax takes back) — so that the vision tower's attention reads q,
+//              k and v as views of its one projection, with no pass of its own for the bias and the split
 //   STAGES     (optional) 1 (default): one K and one V tile in shared memory, each tile's copy overlapping half
 //              a block's work; 2 (heads of 64 only, static shared memory): two of each, block j + 2's copies
 //              issued once block j is done, so each overlaps a whole block's work
@@ -68,6 +73,9 @@
 #endif
 #ifndef STAGES
 #define STAGES 1
+#endif
+#ifndef QV_BIAS
+#define QV_BIAS 0
 #endif
 #if STAGES != 1 && !(STAGES == 2 && HEAD_DIM == 64)
 #error "STAGES is 1, or 2 at heads of 64 (two stages of 128-wide tiles pass static shared memory's 48 KiB)"
@@ -166,6 +174,9 @@ struct MmaParams {
     i64 m_sb, m_ss;
     int s, t, group, pad;
     float scale;
+    // QV_BIAS: the query and value biases, `[heads · d]` and `[kv heads · d]` (else unused).
+    const u16* qb;
+    const u16* vb;
 };
 
 // Rows row0.. of a tile of `ROWS` rows (row stride `stride` elements in global memory) into `dst` (LDS per row);
@@ -217,6 +228,19 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
     cp_async_commit();
     cp_async_wait_all();
     MMA_SYNC();
+#if QV_BIAS
+    // q + bias in place, two values per step (rows past `s` too: they are never written out).
+    for (int c = tid; c < BR * HEAD_DIM / 2; c += THREADS) {
+        const int r = c / (HEAD_DIM / 2);
+        const int col = (c % (HEAD_DIM / 2)) * 2;
+        u32* at = (u32*)(smem + r * LDS + col);
+        float lo, hi, blo, bhi;
+        halves(*at, lo, hi);
+        halves(*(const u32*)(p.qb + h * HEAD_DIM + col), blo, bhi);
+        *at = pack2(lo + blo, hi + bhi);
+    }
+    MMA_SYNC();
+#endif
     const int w0 = warp * WROWS;
     const int r0 = w0 + g;
     u32 qf[MTILES][HEAD_DIM / 16][4];
@@ -455,7 +479,14 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
                 u16* out = p.o + b * p.o_sb + h * p.o_sh + (i64)i * p.o_ss + 2 * tq;
 #pragma unroll
                 for (int n = 0; n < HEAD_DIM / 8; ++n) {
-                    *(u32*)(out + n * 8) = pack2(o[m][n][2 * r] * inv, o[m][n][2 * r + 1] * inv);
+                    float lo = o[m][n][2 * r] * inv, hi = o[m][n][2 * r + 1] * inv;
+#if QV_BIAS
+                    float blo, bhi;
+                    halves(*(const u32*)(p.vb + kvh * HEAD_DIM + n * 8 + 2 * tq), blo, bhi);
+                    lo += blo;
+                    hi += bhi;
+#endif
+                    *(u32*)(out + n * 8) = pack2(lo, hi);
                 }
             }
         }

@@ -538,7 +538,10 @@ fn every_kernel_compiles_to_cuda_cpp() {
         (true, 4, 2, 1),
         (false, 4, 2, 1),
         (true, 4, 2, 2),
+        (false, 4, 2, 2),
         (true, 8, 1, 2),
+        (false, 8, 1, 2),
+        (false, 8, 1, 1),
     ] {
         for d in crate::fused::mma::HEAD_DIMS {
             if stages == 2 && d != 64 {
@@ -546,7 +549,7 @@ fn every_kernel_compiles_to_cuda_cpp() {
             }
             for masking in crate::fused::mma::Masking::ALL {
                 let layout = crate::fused::mma::Layout::of(d, warps, mtiles, stages);
-                let source = crate::fused::mma::source_for(bf16, d, masking, layout, None);
+                let source = crate::fused::mma::source_for(bf16, d, masking, layout, None, false);
                 if !(source.contains("#define MMA_KERNEL extern \"C\" __global__")
                     && source.contains("MMA_KERNEL mmreason_mma_attention("))
                 {
@@ -560,6 +563,26 @@ fn every_kernel_compiles_to_cuda_cpp() {
                     );
                     std::fs::write(dir.join(name), source).expect("writing a source");
                 }
+            }
+        }
+    }
+    // The vision tower's attention over views of its projection, the query and value biases folded in
+    // (`MMREASON_QKV_VIEWS=1`): unmasked, per dtype, at heads of 64 with one and two m-tiles per warp.
+    for bf16 in [true, false] {
+        for mtiles in [1, 2] {
+            let layout = crate::fused::mma::Layout::of(64, 4, mtiles, 1);
+            let source =
+                crate::fused::mma::source_for(bf16, 64, crate::fused::mma::Masking::None, layout, None, true);
+            if !source.contains("#define QV_BIAS 1") {
+                failed.push("mma attention: no QV_BIAS in the biased variant".into());
+            }
+            if let Some(dir) = &dir {
+                let name = format!(
+                    "mmreason_mma_attention_{}_64_None_{}_qv.cu",
+                    u8::from(bf16),
+                    layout.name()
+                );
+                std::fs::write(dir.join(name), source).expect("writing a source");
             }
         }
     }
