@@ -413,13 +413,11 @@ pub fn qkv_attention_of<B: Backend>(
         if width != 3 * nh * d || bias.is_some_and(|bb| bb.dims() != [width]) {
             return None;
         }
-        // [b, s, nh·d] slices → [b, nh, s, d] views: strides (s·width, d, width, 1), no copy.
-        let view = |i: usize| {
-            qkv.clone()
-                .narrow(2, i * nh * d, nh * d)
-                .reshape([b, s, nh, d])
-                .swap_dims(1, 2)
-        };
+        // [b, 3·nh, s, d] → three [b, nh, s, d] views: strides (s·width, d, width, 1), no copy. (Reshaped
+        // whole first: burn copies a strided slice reshaped at b = 1, and a slice whose byte offset is not a
+        // multiple of the device's alignment, 512 on CUDA.)
+        let heads = qkv.clone().reshape([b, s, 3 * nh, d]).swap_dims(1, 2);
+        let view = |i: usize| heads.clone().narrow(1, i * nh, nh);
         let (q, k, v) = (view(0), view(1), view(2));
         match bias {
             Some(bb) => {
