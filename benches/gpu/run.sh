@@ -239,9 +239,12 @@ gated tune-rows32-mistral "$rows32_rc" && step tune-rows32-mistral 60 bash -c "M
 # The vision tower's attention reading q, k and v from its projection in place, the query and value biases
 # folded into the mma kernel (MMREASON_QKV_VIEWS=1: no QkvBiasHeadsKernel pass, 1.9 ms of CLIP's ≈ 31 in run
 # 10's profile; new after run 10, untimed): its kernel test against the composition on the CPU
-# with 16 and 32 rows per warp (qkv_kernels.log; the model parity fixtures' CLIP has heads of 8, which the mma
-# kernel does not take), then CLIP, alone and with 32 rows per warp.
+# with 16 and 32 rows per warp (qkv_kernels.log), the tower at heads of 64 against the CPU with it
+# (parity-qkv.log: the parity fixtures' CLIP has heads of 8, which the mma kernel does not take), then CLIP,
+# alone and with 32 rows per warp.
 step tune-qkv-kernels 60 bash -c "set -o pipefail; for r in 16 32; do echo \"rows per warp \$r\"; MMREASON_QKV_VIEWS=1 MMREASON_MMA_ROWS=\$r $BIN/fused_kernels qkv_views --include-ignored --nocapture || exit 1; done 2>&1 | tee $OUT/qkv_kernels.log | grep -E 'rows per warp|test |panicked|error|declined' "
+qkv_rc=$last_rc
+gated tune-qkv-parity "$qkv_rc" && step tune-qkv-parity 60 bash -c "set -o pipefail; MMREASON_QKV_VIEWS=1 $BIN/backend_parity heads_of_64 --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-qkv.log | grep -E 'PARITY|test |panicked|error' "
 qkv_rc=$last_rc
 gated tune-qkv-clip "$qkv_rc" && step tune-qkv-clip 40 bash -c "MMREASON_QKV_VIEWS=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-qkv-views | tee -a $TP"
 [ "$rows32_rc" = 0 ] && gated tune-qkv-rows32-clip "$qkv_rc" && step tune-qkv-rows32-clip 40 bash -c "MMREASON_QKV_VIEWS=1 MMREASON_MMA_ROWS=32 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-qkv-views-rows32 | tee -a $TP"
