@@ -128,7 +128,7 @@ else
   echo "== a small cuBLAS product failed on both threads (smoke-*.log): the cuBLAS figures below are suspect" | tee -a "$OUT/steps.log"
 fi
 
-step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error|ordered' "
+step parity 120 bash -c "$BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity.log | grep -E 'PARITY|test |panicked|error|ordered|declined' "
 # The same products six ways in one call: cuBLAS on burn's stream (the default), ordered on the host
 # (MMREASON_CUBLAS_ORDER=host), on the device (=device), half on the device (=wait: no spinning kernel), the
 # host order with the call on the caller's thread as before run 7 (MMREASON_CUBLAS_THREAD=caller), and
@@ -244,7 +244,7 @@ gated tune-rows32-mistral "$rows32_rc" && step tune-rows32-mistral 60 bash -c "M
 # alone and with 32 rows per warp.
 step tune-qkv-kernels 60 bash -c "set -o pipefail; for r in 16 32; do echo \"rows per warp \$r\"; MMREASON_QKV_VIEWS=1 MMREASON_MMA_ROWS=\$r $BIN/fused_kernels qkv_views --include-ignored --nocapture || exit 1; done 2>&1 | tee $OUT/qkv_kernels.log | grep -E 'rows per warp|test |panicked|error|declined' "
 qkv_rc=$last_rc
-gated tune-qkv-parity "$qkv_rc" && step tune-qkv-parity 60 bash -c "set -o pipefail; MMREASON_QKV_VIEWS=1 $BIN/backend_parity heads_of_64 --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-qkv.log | grep -E 'PARITY|test |panicked|error' "
+gated tune-qkv-parity "$qkv_rc" && step tune-qkv-parity 60 bash -c "set -o pipefail; MMREASON_QKV_VIEWS=1 $BIN/backend_parity heads_of_64 --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-qkv.log | grep -E 'PARITY|test |panicked|error|declined' "
 qkv_rc=$last_rc
 gated tune-qkv-clip "$qkv_rc" && step tune-qkv-clip 40 bash -c "MMREASON_QKV_VIEWS=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-qkv-views | tee -a $TP"
 [ "$rows32_rc" = 0 ] && gated tune-qkv-rows32-clip "$qkv_rc" && step tune-qkv-rows32-clip 40 bash -c "MMREASON_QKV_VIEWS=1 MMREASON_MMA_ROWS=32 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-qkv-views-rows32 | tee -a $TP"
