@@ -166,6 +166,31 @@ impl Case {
     }
 }
 
+/// The logits `[B, S, V]` of `batch` through the KV cache: a `prefill`-token forward, then one token per step,
+/// reassembled; storage reserved up front as generation does, so every step writes into it in place.
+fn decoded_in_steps<B: Backend>(m: &mmreason_model::Decoder<B>, batch: &Batch, prefill: usize) -> Vec<f32> {
+    let (b, s) = (batch.ids.len(), batch.ids[0].len());
+    let v = m.cfg.vocab_size;
+    let mut cache = KvCache::with_capacity(m.num_layers(), s);
+    let take = |from: usize, to: usize| Batch {
+        ids: batch.ids.iter().map(|r| r[from..to].to_vec()).collect(),
+        mask: batch.mask.iter().map(|r| r[from..to].to_vec()).collect(),
+    };
+    let mut inc = vec![0f32; b * s * v];
+    let first = values(m.forward(&take(0, prefill), &mut cache).unwrap());
+    for row in 0..b {
+        inc[row * s * v..(row * s + prefill) * v]
+            .copy_from_slice(&first[row * prefill * v..(row + 1) * prefill * v]);
+    }
+    for t in prefill..s {
+        let step = values(m.forward(&take(t, t + 1), &mut cache).unwrap());
+        for row in 0..b {
+            inc[(row * s + t) * v..(row * s + t + 1) * v].copy_from_slice(&step[row * v..(row + 1) * v]);
+        }
+    }
+    inc
+}
+
 fn decoder<B: Backend>(case: Case, device: &B::Device) {
     let case = Case {
         gemm: GemmImpl::active::<B>(),
@@ -192,25 +217,8 @@ fn decoder<B: Backend>(case: Case, device: &B::Device) {
             &format!("{name} left-padded batch"),
             &stats(&full, &want, v, |p| flat[p]),
         );
-        // KV-cache decoding: a 4-token prefill, then one token per step, reassembled into [B, S, V]; storage
-        // reserved up front as generation does, so every step writes into it in place.
-        let (b, s) = (ids.len(), ids[0].len());
-        let mut cache = KvCache::with_capacity(m.num_layers(), s);
-        let take = |from: usize, to: usize| Batch {
-            ids: ids.iter().map(|r| r[from..to].to_vec()).collect(),
-            mask: mask.iter().map(|r| r[from..to].to_vec()).collect(),
-        };
-        let mut inc = vec![0f32; b * s * v];
-        let first = values(m.forward(&take(0, 4), &mut cache).unwrap());
-        for row in 0..b {
-            inc[row * s * v..(row * s + 4) * v].copy_from_slice(&first[row * 4 * v..(row + 1) * 4 * v]);
-        }
-        for t in 4..s {
-            let step = values(m.forward(&take(t, t + 1), &mut cache).unwrap());
-            for row in 0..b {
-                inc[(row * s + t) * v..(row * s + t + 1) * v].copy_from_slice(&step[row * v..(row + 1) * v]);
-            }
-        }
+        // KV-cache decoding: a 4-token prefill, then one token per step.
+        let inc = decoded_in_steps(&m, &batch, 4);
         case.check(
             &format!("{name} KV-cache decode"),
             &stats(&inc, &want, v, |p| flat[p]),
@@ -506,30 +514,13 @@ fn decoder_at_heads_of_128<B: Backend>(backend: &'static str, dtypes: &[WeightDt
         ids: ids.clone(),
         mask: vec![vec![true; s]; 2],
     };
-    // Logits of `batch` in one forward, and with a 60-token prefill then one token per step.
+    // Logits of each batch in one forward, and of the padded one with a 60-token prefill then one token per
+    // step.
     fn runs<B: Backend>(m: &mmreason_model::Decoder<B>, padded: &Batch, plain: &Batch) -> [Vec<f32>; 3] {
-        let (b, s) = (plain.ids.len(), plain.ids[0].len());
-        let v = m.cfg.vocab_size;
-        let mut cache = KvCache::with_capacity(m.num_layers(), s);
-        let take = |from: usize, to: usize| Batch {
-            ids: padded.ids.iter().map(|r| r[from..to].to_vec()).collect(),
-            mask: padded.mask.iter().map(|r| r[from..to].to_vec()).collect(),
-        };
-        let mut inc = vec![0f32; b * s * v];
-        let first = values(m.forward(&take(0, 60), &mut cache).unwrap());
-        for row in 0..b {
-            inc[row * s * v..(row * s + 60) * v].copy_from_slice(&first[row * 60 * v..(row + 1) * 60 * v]);
-        }
-        for t in 60..s {
-            let step = values(m.forward(&take(t, t + 1), &mut cache).unwrap());
-            for row in 0..b {
-                inc[(row * s + t) * v..(row * s + t + 1) * v].copy_from_slice(&step[row * v..(row + 1) * v]);
-            }
-        }
         [
             values(m.forward(padded, &mut KvCache::new(m.num_layers())).unwrap()),
             values(m.forward(plain, &mut KvCache::new(m.num_layers())).unwrap()),
-            inc,
+            decoded_in_steps(m, padded, 60),
         ]
     }
     let cpu = Default::default();

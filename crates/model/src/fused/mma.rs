@@ -408,6 +408,7 @@ fn launch(
         None => (0, 0),
     };
     let [b, nh, s] = [0, 1, 2].map(|i| q.meta.shape()[i]);
+    let layout = Layout::asked(d);
     let mut tensors = vec![q, k, v, out];
     // The biases at 4 and 5, the mask after them.
     if let Some((qb, vb)) = bias {
@@ -452,8 +453,8 @@ fn launch(
             entry: "mmreason_mma_attention",
             variant: variant_name(bf16, d, masking, bias.is_some()),
             source: &|| source(bf16, d, masking, bias.is_some()),
-            grid: (s.div_ceil(Layout::asked(d).rows()) as u32, nh as u32, b as u32),
-            block: (32 * warps() as u32, 1, 1),
+            grid: (s.div_ceil(layout.rows()) as u32, nh as u32, b as u32),
+            block: (32 * layout.warps as u32, 1, 1),
             params: &params,
         },
     )
