@@ -7,6 +7,8 @@
 //! clip-vit-l-336 for LLaVA's vision tower, which reports images/s at --batch).
 //!
 //! On `--backend cuda` the linear layers run in cuBLAS; `MMREASON_GEMM=burn` selects burn's matmul instead.
+//! `MMREASON_TIMELINE=1` (burn-cuda) records one more forward step by step after the timed runs and prints
+//! where its device time went (a table; in `--json`, the `timeline` field).
 
 use std::process::ExitCode;
 
@@ -60,7 +62,9 @@ fn main() -> ExitCode {
         })? {
             if a.json {
                 println!("{}", serde_json::to_string(&t)?);
-            } else if let Some(images) = t.images_s {
+                continue;
+            }
+            if let Some(images) = t.images_s {
                 println!(
                     "{} ({:.1} M params, {} {} gemm {}): batch {} → {:.1} images/s",
                     t.config,
@@ -87,6 +91,9 @@ fn main() -> ExitCode {
                     t.decode_tok_s,
                     share(t.decode_host_share)
                 );
+            }
+            if let Some(timeline) = &t.timeline {
+                println!("\n{}", timeline.markdown(t.timeline_wall_ms));
             }
         }
         Ok(())

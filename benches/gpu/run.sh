@@ -49,6 +49,9 @@
 #      MMREASON_MMA_STAGES=2, and MMREASON_MMA_ROWS=32 with the kernel alone in rows32_bench.log), CLIP's
 #      attention over views of its projection (MMREASON_QKV_VIEWS=1, behind qkv_kernels.log),
 #      behind the fused kernels' CUDA test (tune_kernels.log, stages_kernels.log, rows32_kernels.log)
+#   6e. group "timeline": one more forward of Mistral's prefill (b8×512, b32×256) and of CLIP (b32) timed step by
+#      step with CUDA events on burn's stream, cuBLAS and our NVRTC kernels included (MMREASON_TIMELINE=1),
+#      behind its CUDA test (timeline_test.log) → timeline-prefill.md, timeline-clip.md
 #   7. cubek's matmul kernels by strategy (MMREASON_GEMM=cubek:NAME, on burn's stream: no cuBLAS
 #      synchronisations): every strategy against the CPU (cubek_kernels.log), the tensor-core ones timed at the
 #      prefill and decode shapes (gemm-cubek.jsonl), then Mistral with the fastest at each shape
@@ -78,10 +81,10 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "binaries of $(cat "$BIN/SOURCE" 2>/dev/null || echo 'an unknown commit')"; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral stream order own mma clip tune profile cubek flash
+# STEPS selects groups (default: all): parity gemm mistral stream order own clip timeline mma tune profile cubek flash
 # softmax decode unfused gemvbase gemv small burn llama fused kernels (they run in this order, whatever STEPS
 # lists)
-STEPS=${STEPS:-parity gemm mistral stream order own mma clip tune profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
+STEPS=${STEPS:-parity gemm mistral stream order own clip timeline mma tune profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
 # DEADLINE (seconds from the start of this script, 0 = none) caps every step's limit and skips steps that would
 # start with under 15 s left: an outer `timeout` would not stop a running step (each `timeout` below puts its
 # step in a process group of its own), so a call's time limit has to be kept here.
@@ -183,6 +186,15 @@ gated() { # NAME GATE_RC: runs the step after it only when the kernel test passe
   esac
   echo "== $1 skipped: its kernel test did not pass (rc=$2)" | tee -a "$OUT/steps.log"; return 1
 }
+# Where one forward's device time goes, every kernel included (group "timeline", new after run 10, untimed):
+# CUDA events on burn's stream between the models' steps (MMREASON_TIMELINE=1, crate::timeline), recorded in
+# one more forward after the timed ones; cuBLAS's products, the mma attention and the gaps show, which cubecl's
+# profiler (group "profile") leaves out. Behind its CUDA test (one interval per marked step, the marked
+# forward's numbers those of an unmarked one).
+step timeline-test 60 bash -c "set -o pipefail; $BIN/backend_parity timeline --include-ignored --nocapture 2>&1 | tee $OUT/timeline_test.log | grep -E 'test |panicked|error' "
+timeline_rc=$last_rc
+gated timeline-prefill "$timeline_rc" && step timeline-prefill 60 bash -c "MMREASON_TIMELINE=1 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 | tee $OUT/timeline-prefill.md"
+gated timeline-clip "$timeline_rc" && step timeline-clip 40 bash -c "MMREASON_TIMELINE=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 | tee $OUT/timeline-clip.md"
 step mma-kernels 90 bash -c "set -o pipefail; $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_kernels.log | grep -E 'test |panicked|error|declined' "
 mma_rc=$last_rc
 gated mma-mistral "$mma_rc" && step mma-mistral 60 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma | tee -a $TP"

@@ -10,6 +10,7 @@ use crate::error::{ModelError, Result};
 use crate::fused::{self, Act};
 use crate::llama::{Init, Linear, Loader, TensorSource};
 use crate::load::WeightDtype;
+use crate::timeline::{mark, product_flop};
 
 /// LayerNorm with biased variance, as torch.
 #[derive(Debug, Clone)]
@@ -173,7 +174,11 @@ impl<B: Backend> ClipVision<B> {
         let class = self.class.clone().reshape([1, 1, h]).expand([n, 1, h]);
         let x = Tensor::cat(vec![class, emb], 1) + self.positions.clone().unsqueeze::<3>();
         let mut x = self.pre_ln.forward(x);
+        // `mark`: where `MMREASON_TIMELINE=1` records a forward, the end of each step (`crate::timeline`); the
+        // patch embedding and the first LayerNorm come before the clock starts.
+        mark(&x, "start", 0.0);
         let mut states = vec![x.clone()];
+        let inter = self.cfg.intermediate_size;
         let heads = self.cfg.num_attention_heads;
         let d = h / heads;
         let t = 1 + g * g;
@@ -186,18 +191,24 @@ impl<B: Backend> ClipVision<B> {
             .then(|| KeyPad::new([n, heads, t, d], x.dtype(), &x.device()))
             .flatten();
         for (i, layer) in self.layers.iter().enumerate() {
-            let y = h_in.take().unwrap_or_else(|| layer.ln1.forward(x.clone()));
+            let y = h_in.take().unwrap_or_else(|| {
+                let y = layer.ln1.forward(x.clone());
+                mark(&y, "layer norm", 0.0);
+                y
+            });
             // One product for q, k and v. Where `MMREASON_QKV_VIEWS=1` asks, the mma kernel reads them from it
             // in place, the biases folded in; else the bias and the split into heads `[n, heads, t, d]` in one
             // kernel on the GPU, then one kernel of ours on the GPU backends (unless `MMREASON_ATTENTION` says
             // otherwise), or a cubek flash kernel where it asks for one; else transformers' eager attention:
             // scores · scale, softmax in f32, probabilities in the dtype.
             let qkv = layer.qkv.product(y);
+            mark(&qkv, "qkv product", product_flop(&qkv, h));
             let scale = 1.0 / (d as f64).sqrt();
             let a = match fused::qkv_attention(&qkv, heads, d, layer.qkv.bias(), scale) {
                 Some(a) => a,
                 None => {
                     let (q, k, v) = fused::qkv_bias_heads(&qkv, heads, d, layer.qkv.bias());
+                    mark(&q, "q/k/v bias + heads", 0.0);
                     match fused::prefill_attention(&q, &k, &v, None, t, false, scale, true)
                         .or_else(|| fused::flash_attention(&q, &k, &v, false))
                     {
@@ -206,16 +217,23 @@ impl<B: Backend> ClipVision<B> {
                     }
                 }
             };
-            let a = layer.out.product(a.swap_dims(1, 2).reshape([n, t, h]));
+            let a = a.swap_dims(1, 2).reshape([n, t, h]);
+            mark(&a, "attention", 0.0);
+            let a = layer.out.product(a);
+            mark(&a, "o product", product_flop(&a, h));
             let (sum, normed) = layer.ln2.add_forward(a, layer.out.bias(), x);
+            mark(&normed, "add + layer norm", 0.0);
             x = sum;
             let y = layer.fc1.product(normed);
+            mark(&y, "fc1 product", product_flop(&y, h));
             let y = if self.cfg.hidden_act == "quick_gelu" {
                 fused::bias_act(y, layer.fc1.bias(), Act::QuickGelu, None)
             } else {
                 activation::gelu(fused::bias_act(y, layer.fc1.bias(), Act::Identity, None))
             };
+            mark(&y, "bias + activation", 0.0);
             let m = layer.fc2.product(y);
+            mark(&m, "fc2 product", product_flop(&m, inter));
             x = match self.layers.get(i + 1) {
                 Some(next) => {
                     let (sum, normed) = next.ln1.add_forward(m, layer.fc2.bias(), x);
@@ -224,6 +242,7 @@ impl<B: Backend> ClipVision<B> {
                 }
                 None => fused::bias_act(m, layer.fc2.bias(), Act::Identity, Some(x)),
             };
+            mark(&x, "add + layer norm", 0.0);
             states.push(x.clone());
         }
         Ok(states)

@@ -14,7 +14,7 @@ pub mod gemv;
 #[cfg(feature = "cuda")]
 pub mod mma;
 #[cfg(feature = "cuda")]
-mod nvrtc;
+pub(crate) mod nvrtc;
 
 /// Returns from the calling function with the fused GPU kernel `cube::$f`'s result when `B` runs on a cubecl
 /// runtime (burn-cuda, burn-wgpu) that takes it (`Some(result)` for the `Some:` form, whose callers return an

@@ -24,6 +24,7 @@ pub mod resample;
 pub mod rope;
 pub mod scoring;
 pub mod throughput;
+pub mod timeline;
 pub mod tokenizer;
 
 pub use backend::{BackendKind, CpuBackend};

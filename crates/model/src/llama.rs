@@ -10,6 +10,7 @@ use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::load::{WeightDtype, load_float};
 use crate::rope::Rope;
+use crate::timeline::{mark, product_flop};
 use crate::{fused, gemm};
 
 /// A linear layer, its weight as the checkpoint stores it (`[out, in]`): the product `x · wᵀ` goes through
@@ -393,17 +394,24 @@ impl<B: Backend> Decoder<B> {
             && self.cfg.sliding_window.is_none_or(|w| s <= w);
         // Each residual sum is fused with the norm that follows it (the next layer's input norm, the final
         // norm after the last layer): `h` is always the normed input of what comes next.
+        // `mark`: where `MMREASON_TIMELINE=1` records a forward, the end of each step (`crate::timeline`).
         let norm_before = |l: usize| self.layers.get(l).map_or(&self.norm, |n| &n.input_norm);
+        mark(&x, "start", 0.0);
         let mut h = norm_before(0).forward(x.clone());
+        mark(&h, "rms norm", 0.0);
+        let (hidden, inter) = (self.cfg.hidden_size, self.cfg.intermediate_size);
         for (l, layer) in self.layers.iter().enumerate() {
             let a = self.attention(layer, h, &cos, &sin, (&attn_mask, plain_causal), cache, l);
             let (sum, normed) = layer.post_norm.add_forward(x, a);
-            let m = layer.down.forward({
-                let gu = layer.gate_up.forward(normed);
-                let i = self.cfg.intermediate_size;
-                fused::silu_mul(gu, i)
-            });
+            mark(&normed, "add + rms norm", 0.0);
+            let gu = layer.gate_up.forward(normed);
+            mark(&gu, "gate/up product", product_flop(&gu, hidden));
+            let act = fused::silu_mul(gu, inter);
+            mark(&act, "silu·mul", 0.0);
+            let m = layer.down.forward(act);
+            mark(&m, "down product", product_flop(&m, inter));
             (x, h) = norm_before(l + 1).add_forward(sum, m);
+            mark(&h, "add + rms norm", 0.0);
         }
         cache.mask = keys;
         Ok(h)
@@ -413,7 +421,9 @@ impl<B: Backend> Decoder<B> {
     pub fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, hd] = h.dims();
         let v = self.head.dims()[0];
-        gemm::linear_nt(h.reshape([b * s, hd]), &self.head).reshape([b, s, v])
+        let logits = gemm::linear_nt(h.reshape([b * s, hd]), &self.head).reshape([b, s, v]);
+        mark(&logits, "lm head product", product_flop(&logits, hd));
+        logits
     }
 
     fn check(&self, batch: &Batch) -> Result<()> {
@@ -474,7 +484,9 @@ impl<B: Backend> Decoder<B> {
             self.cfg.num_key_value_heads,
             self.cfg.head_dim,
         );
+        let hidden = x.dims()[2];
         let qkv = layer.qkv.forward(x);
+        mark(&qkv, "qkv product", product_flop(&qkv, hidden));
         // The cache hands back its storage; attention reads the first `mask.dims()[3]` positions of it. With
         // room in the storage (decode steps), the heads kernel writes the new keys and values there itself.
         let (q, k, v) = match cache.take_room(l, s) {
@@ -490,6 +502,7 @@ impl<B: Backend> Decoder<B> {
             },
             None => Self::heads_appended(&qkv, [nh, nkv, d], cos, sin, cache, l),
         };
+        mark(&q, "q/k/v heads + rope", 0.0);
         let out = crate::attention::grouped_query_attention(q, k, v, mask, plain_causal);
         // [b, nh, s, d] → [b, s, nh·d]; one query token needs no transpose (a copy kernel per layer per step).
         let out = if s == 1 {
@@ -497,7 +510,10 @@ impl<B: Backend> Decoder<B> {
         } else {
             out.swap_dims(1, 2).reshape([b, s, nh * d])
         };
-        layer.o.forward(out)
+        mark(&out, "attention", 0.0);
+        let o = layer.o.forward(out);
+        mark(&o, "o product", product_flop(&o, nh * d));
+        o
     }
 
     /// Queries, and the layer's cached keys/values after appending this step's (see `attention`).

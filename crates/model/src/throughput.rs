@@ -91,6 +91,29 @@ pub struct Throughput {
     /// off CUDA.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cublas_orders: std::collections::BTreeMap<String, u64>,
+    /// Where `MMREASON_TIMELINE=1` asks (burn-cuda): the device time of one more forward (a CLIP batch, or the
+    /// prefill), step by step ([`crate::timeline`]), recorded after the timed runs; left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<crate::timeline::Timeline>,
+    /// The best timed forward's wall time in milliseconds, beside `timeline` (the same work unmarked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline_wall_ms: Option<f64>,
+}
+
+/// One more run of `work` recorded step by step where `MMREASON_TIMELINE=1` asks ([`crate::timeline`]); `None`
+/// otherwise, or off burn-cuda. A recording that fails says why on stderr: the timed figures stand without it.
+fn recorded(work: impl FnOnce() -> Result<()>) -> Result<Option<crate::timeline::Timeline>> {
+    if !crate::timeline::wanted() {
+        return Ok(None);
+    }
+    crate::timeline::start();
+    let done = work();
+    let timeline = crate::timeline::finish();
+    done?;
+    Ok(timeline.unwrap_or_else(|e| {
+        eprintln!("mmreason: no timeline: {e}");
+        None
+    }))
 }
 
 /// The CLIP tower preset (`--config clip-vit-l-336`): LLaVA's vision encoder.
@@ -142,6 +165,13 @@ fn clip_throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) 
                 best = best.max(batch as f64 / t0.elapsed().as_secs_f64());
             }
         }
+        let timeline = recorded(|| {
+            let states = clip.hidden_states(pixels.clone())?;
+            if let Some(last) = states.last() {
+                let _ = last.clone().narrow(1, 0, 1).sum().into_data();
+            }
+            Ok(())
+        })?;
         out.push(Throughput {
             config: opts.config.clone(),
             params,
@@ -158,6 +188,8 @@ fn clip_throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) 
             decode_host_share: None,
             cublas_order: crate::gemm::cublas_order(),
             cublas_orders: crate::gemm::cublas_orders(),
+            timeline_wall_ms: timeline.as_ref().map(|_| 1e3 * batch as f64 / best),
+            timeline,
         });
     }
     Ok(out)
@@ -265,6 +297,11 @@ fn measure<B: Backend>(
             }
         }
     }
+    let timeline = recorded(|| {
+        let mut cache = KvCache::with_capacity(decoder.num_layers(), prompt_len);
+        let logits = decoder.forward(&Batch::unpadded(prompt.clone())?, &mut cache)?;
+        sync(logits).map(|_| ())
+    })?;
     Ok(Throughput {
         config: opts.config.clone(),
         params: params(&decoder.cfg),
@@ -281,5 +318,9 @@ fn measure<B: Backend>(
         decode_host_share: decode_share,
         cublas_order: crate::gemm::cublas_order(),
         cublas_orders: crate::gemm::cublas_orders(),
+        timeline_wall_ms: timeline
+            .as_ref()
+            .map(|_| 1e3 * (batch * prompt_len) as f64 / best_prefill),
+        timeline,
     })
 }

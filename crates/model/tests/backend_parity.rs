@@ -704,4 +704,90 @@ mod cuda {
             &Default::default(),
         );
     }
+
+    /// `MMREASON_TIMELINE`'s recording (`mmreason_model::timeline`): one interval per marked step of the
+    /// forward, every one timed, and the marked forward's numbers those of an unmarked one.
+    #[test]
+    #[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+    fn timeline_times_every_step_of_a_forward() {
+        use mmreason_model::timeline;
+        mmreason_model::backend::check_cuda().expect("CUDA is available");
+        let device = Default::default();
+        let check = |t: &timeline::Timeline, want: &[(&str, u64)]| {
+            let got: Vec<(&str, u64)> = t.steps.iter().map(|s| (s.name.as_str(), s.count)).collect();
+            assert_eq!(got, want, "{t:?}");
+            assert_eq!(t.marks as u64, 1 + want.iter().map(|w| w.1).sum::<u64>());
+            assert!(t.steps.iter().all(|s| s.ms.is_finite() && s.ms >= 0.0), "{t:?}");
+            assert!(t.total_ms > 0.0, "{t:?}");
+            let products = t.steps.iter().filter(|s| s.name.ends_with("product"));
+            assert!(
+                products.clone().count() > 0 && products.clone().all(|s| s.flop > 0.0),
+                "{t:?}"
+            );
+            println!("{}", t.markdown(None));
+        };
+
+        let dir = ModelDir::open(fixtures().join("models/mistral")).unwrap();
+        let m = load_decoder::<B>(&dir, WeightDtype::BF16, &device).unwrap();
+        let batch = Batch::unpadded(ids(&reference("mistral"), "input_ids")).unwrap();
+        let plain = values(m.forward(&batch, &mut KvCache::new(m.num_layers())).unwrap());
+        timeline::start();
+        let marked = values(m.forward(&batch, &mut KvCache::new(m.num_layers())).unwrap());
+        let t = timeline::finish().unwrap().expect("marks recorded on CUDA");
+        assert_eq!(marked, plain, "the marks changed the logits");
+        let l = m.num_layers() as u64;
+        check(
+            &t,
+            &[
+                ("rms norm", 1),
+                ("qkv product", l),
+                ("q/k/v heads + rope", l),
+                ("attention", l),
+                ("o product", l),
+                ("add + rms norm", 2 * l),
+                ("gate/up product", l),
+                ("silu·mul", l),
+                ("down product", l),
+                ("lm head product", 1),
+            ],
+        );
+        // Not recording: nothing kept.
+        let _ = m.forward(&batch, &mut KvCache::new(m.num_layers())).unwrap();
+        assert_eq!(timeline::finish(), Ok(None));
+
+        let dir = ModelDir::open(fixtures().join("models/clip-vision")).unwrap();
+        let ModelConfig::ClipVision(cfg) = &dir.config else {
+            panic!("clip-vision fixture is a CLIP vision config")
+        };
+        let clip =
+            ClipVision::<B>::load(cfg, &dir.weights, "vision_model.", WeightDtype::BF16, &device).unwrap();
+        let px = tensor::<B, 4>(&reference("clip-vision"), "pixel_values", &device);
+        let plain: Vec<f32> = clip
+            .hidden_states(px.clone())
+            .unwrap()
+            .into_iter()
+            .flat_map(values)
+            .collect();
+        timeline::start();
+        let states = clip.hidden_states(px).unwrap();
+        let marked: Vec<f32> = states.into_iter().flat_map(values).collect();
+        let t = timeline::finish().unwrap().expect("marks recorded on CUDA");
+        assert_eq!(marked, plain, "the marks changed the hidden states");
+        let l = cfg.num_hidden_layers as u64;
+        // The fixture's heads of 8 are a size the mma kernel declines: the bias and head split runs on its own.
+        check(
+            &t,
+            &[
+                ("layer norm", 1),
+                ("qkv product", l),
+                ("q/k/v bias + heads", l),
+                ("attention", l),
+                ("o product", l),
+                ("add + layer norm", 2 * l),
+                ("fc1 product", l),
+                ("bias + activation", l),
+                ("fc2 product", l),
+            ],
+        );
+    }
 }

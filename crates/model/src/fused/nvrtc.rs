@@ -188,59 +188,90 @@ pub(crate) fn declined(what: &str, r: Result<(), Refusal>) -> Option<()> {
 /// aligned or the call declines). Runs on cubecl's device thread, where cubecl has already queued every kernel
 /// burn asked for before it.
 pub(crate) fn run<P>(tensors: &[&Cube], launch: Launch<'_, P>) -> Result<(), Refusal> {
+    on_stream(tensors, |st, ptrs, stream| launch_here(st, ptrs, stream, &launch))
+}
+
+/// Records a new CUDA event on burn's stream for `t`, after everything cubecl has queued there so far
+/// (`crate::timeline`): the event and its context, as addresses.
+pub(crate) fn record_event(t: &Cube) -> Result<(usize, usize), Refusal> {
+    on_stream(&[t], |st, _, stream| {
+        // SAFETY: the context is current (`on_stream`); the event is new and recorded on a live stream.
+        unsafe {
+            let event = drv::event::create(dsys::CUevent_flags::CU_EVENT_DEFAULT)
+                .map_err(|e| driver_refusal(e, "creating an event"))?;
+            drv::event::record(event, stream).map_err(|e| driver_refusal(e, "recording an event"))?;
+            Ok((event as usize, st.ctx as usize))
+        }
+    })
+}
+
+/// Runs `f` on cubecl's device thread with the state, the context current, the device addresses of `tensors`
+/// (their resources held until `f` returns) and burn's stream for them. There cubecl has already queued every
+/// kernel burn asked for before the call, so what `f` queues on that stream runs after them, and burn frees or
+/// reuses the operands' memory only in that stream's order, after it.
+fn on_stream<T: Send + 'static>(
+    tensors: &[&Cube],
+    f: impl FnOnce(&mut State, &[dsys::CUdeviceptr], dsys::CUstream) -> Result<T, Refusal> + Send,
+) -> Result<T, Refusal> {
     let first = tensors.first().ok_or("no operands")?;
     let client = first.client.clone();
+    let ordinal = first.device.index;
     client
-        .exclusive(|| run_here(&client, first.device.index, tensors, &launch))
+        .exclusive(|| {
+            let state = STATE
+                .get_or_init(|| {
+                    std::panic::catch_unwind(|| init(ordinal))
+                        .unwrap_or_else(|_| Err("CUDA setup panicked".into()))
+                })
+                .as_ref()
+                .map_err(Clone::clone)?;
+            let mut st = state.lock().map_err(|_| "state poisoned".to_string())?;
+            if st.ordinal != ordinal {
+                return Err(format!("set up on device {}, not {ordinal}", st.ordinal).into());
+            }
+            // What an earlier resolution on this thread left is not this call's.
+            let _ = mmreason_stream_hook::take();
+            let resources = tensors
+                .iter()
+                .map(|t| {
+                    client
+                        .get_resource(t.handle.clone())
+                        .map_err(|e| Refusal::Declined(format!("resource: {e:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let Some(stream) = mmreason_stream_hook::take() else {
+                NO_STREAM.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(
+                    "cubecl-cuda did not say which stream burn's kernels run on (built without \
+                            vendor/cubecl-cuda's patch)"
+                        .into(),
+                );
+            };
+            let ptrs: Vec<dsys::CUdeviceptr> = resources.iter().map(|r| r.resource().ptr).collect();
+            // SAFETY: the primary context, the one cubecl uses.
+            unsafe { drv::ctx::set_current(st.ctx) }.map_err(|e| driver_refusal(e, "set context"))?;
+            let out = f(&mut st, &ptrs, stream as dsys::CUstream);
+            drop(resources);
+            out
+        })
         .unwrap_or_else(|e| Err(format!("cubecl's device thread: {e:?}").into()))
 }
 
-fn run_here<P>(
-    client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>,
-    ordinal: usize,
-    tensors: &[&Cube],
+fn launch_here<P>(
+    st: &mut State,
+    ptrs: &[dsys::CUdeviceptr],
+    stream: dsys::CUstream,
     launch: &Launch<'_, P>,
 ) -> Result<(), Refusal> {
-    let state = STATE
-        .get_or_init(|| {
-            std::panic::catch_unwind(|| init(ordinal)).unwrap_or_else(|_| Err("CUDA setup panicked".into()))
-        })
-        .as_ref()
-        .map_err(Clone::clone)?;
-    let mut st = state.lock().map_err(|_| "state poisoned".to_string())?;
-    if st.ordinal != ordinal {
-        return Err(format!("set up on device {}, not {ordinal}", st.ordinal).into());
-    }
-    // What an earlier resolution on this thread left is not this call's.
-    let _ = mmreason_stream_hook::take();
-    let resources = tensors
-        .iter()
-        .map(|t| {
-            client
-                .get_resource(t.handle.clone())
-                .map_err(|e| Refusal::Declined(format!("resource: {e:?}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let Some(stream) = mmreason_stream_hook::take() else {
-        NO_STREAM.store(true, std::sync::atomic::Ordering::Relaxed);
-        return Err(
-            "cubecl-cuda did not say which stream burn's kernels run on (built without vendor/cubecl-cuda's \
-                    patch)"
-                .into(),
-        );
-    };
-    let stream = stream as dsys::CUstream;
-    let ptrs: Vec<dsys::CUdeviceptr> = resources.iter().map(|r| r.resource().ptr).collect();
     if ptrs.iter().any(|p| p % 16 != 0) {
         return Err("operands not 16-byte aligned".into());
     }
-    let mut params = (launch.params)(&ptrs)?;
+    let mut params = (launch.params)(ptrs)?;
     let key = format!("{}/{}", launch.entry, launch.variant);
-    // SAFETY: the context is the primary one cubecl uses; the addresses come from live resources (held until
-    // after the launch) which burn frees or reuses only in this stream's order, after the kernel; the caller's
-    // `P` matches the kernel's parameter struct and outlives the launch call, which copies it.
+    // SAFETY: the context is current (`on_stream`); the addresses come from live resources (held until after
+    // the launch) which burn frees or reuses only in this stream's order, after the kernel; the caller's `P`
+    // matches the kernel's parameter struct and outlives the launch call, which copies it.
     unsafe {
-        drv::ctx::set_current(st.ctx).map_err(|e| driver_refusal(e, "set context"))?;
         let arch = st.arch.clone();
         let kernel = match st.kernels.get(&key) {
             Some(k) => k.clone()?,
@@ -262,6 +293,12 @@ fn run_here<P>(
         drv::launch_kernel(kernel.0, launch.grid, launch.block, 0, stream, &mut args)
             .map_err(|e| driver_refusal(e, &format!("launching {}", launch.entry)))?;
     }
-    drop(resources);
     Ok(())
+}
+
+/// Runs `f` with the device's primary context current (the one [`record_event`] records in), on this thread.
+pub(crate) fn with_context<T>(ctx: usize, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    // SAFETY: `ctx` is the primary context `record_event` returned, retained for the process's life.
+    unsafe { drv::ctx::set_current(ctx as dsys::CUcontext) }.map_err(|e| format!("set context: {e:?}"))?;
+    f()
 }
