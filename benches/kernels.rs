@@ -281,7 +281,7 @@ fn bench_on<B: Backend>(c: &mut Criterion, kind: BackendKind, dtype: WeightDtype
                     q.clone(),
                     k.clone(),
                     v.clone(),
-                    &mask,
+                    &mask.clone().into(),
                     false,
                 ));
                 sync();

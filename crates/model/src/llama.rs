@@ -387,7 +387,8 @@ impl<B: Backend> Decoder<B> {
                     .collect()
             })
             .collect();
-        let attn_mask = self.attention_mask(&keys, past, s);
+        let attn_mask =
+            crate::attention::AttentionMask::lazy(past + s, || self.attention_mask(&keys, past, s));
         // Only the causal triangle: no cache, no padding, the window (if any) past the prompt's end.
         let plain_causal = past == 0
             && mask.iter().all(|r| r.iter().all(|&m| m))
@@ -413,6 +414,7 @@ impl<B: Backend> Decoder<B> {
             (x, h) = norm_before(l + 1).add_forward(sum, m);
             mark(&h, "add + rms norm", 0.0);
         }
+        drop(attn_mask);
         cache.mask = keys;
         Ok(h)
     }
@@ -447,19 +449,8 @@ impl<B: Backend> Decoder<B> {
     /// Additive mask [B, 1, S, past+S]: 0 where a query may attend, f32::MIN elsewhere (causal in sequence
     /// index, padded keys, and keys at or beyond `sliding_window` indices back) — transformers' masks.
     fn attention_mask(&self, keys: &[Vec<bool>], past: usize, s: usize) -> Tensor<B, 4> {
-        let b = keys.len();
-        let t = past + s;
-        let window = self.cfg.sliding_window;
-        let mut m = Vec::with_capacity(b * s * t);
-        for row in keys {
-            for qi in 0..s {
-                let q = past + qi;
-                for (k, &real) in row.iter().enumerate() {
-                    let ok = real && k <= q && window.is_none_or(|w| q - k < w);
-                    m.push(if ok { 0.0f32 } else { f32::MIN });
-                }
-            }
-        }
+        let (b, t) = (keys.len(), past + s);
+        let m = crate::attention::additive_mask(keys, past, s, self.cfg.sliding_window);
         // Kept in f32: scores and softmax are computed in f32 (as transformers' eager attention), so the mask
         // value stays finite whatever the weights' dtype.
         // Uploaded dense (`backend::dense`): every decode step's kernels read it, and burn-cuda would pitch its
@@ -474,7 +465,7 @@ impl<B: Backend> Decoder<B> {
         x: Tensor<B, 3>,
         cos: &Tensor<B, 4>,
         sin: &Tensor<B, 4>,
-        (mask, plain_causal): (&Tensor<B, 4>, bool),
+        (mask, plain_causal): (&crate::attention::AttentionMask<'_, B>, bool),
         cache: &mut KvCache<B>,
         l: usize,
     ) -> Tensor<B, 3> {

@@ -705,6 +705,23 @@ mod cuda {
         );
     }
 
+    /// A prefill whose mask is only the causal triangle, on the mma kernel, never makes its mask (b·s·t values
+    /// on the host, then an upload, before the first layer: `attention::AttentionMask`).
+    #[test]
+    #[ignore = "needs an NVIDIA GPU (benches/gpu/run.sh)"]
+    fn plain_causal_prefill_never_makes_its_mask() {
+        mmreason_model::backend::check_cuda().expect("CUDA is available");
+        mma_runs_here(128);
+        let device = Default::default();
+        let x = Tensor::<B, 4>::ones([1, 2, 16, 128], &device).cast(burn::tensor::DType::BF16);
+        let mask = mmreason_model::attention::AttentionMask::<B>::lazy(16, || {
+            panic!("a plain causal prefill on the mma kernel made its mask")
+        });
+        let y = mmreason_model::attention::grouped_query_attention(x.clone(), x.clone(), x, &mask, true);
+        assert_eq!(y.dims(), [1, 2, 16, 128]);
+        assert!(!mask.is_made());
+    }
+
     /// `MMREASON_TIMELINE`'s recording (`mmreason_model::timeline`): one interval per marked step of the
     /// forward, every one timed, and the marked forward's numbers those of an unmarked one.
     #[test]

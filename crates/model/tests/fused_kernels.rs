@@ -587,7 +587,7 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
             tensor::<Cpu, 4>(q.clone(), [b, nh, 1, d], &cpu),
             tensor::<Cpu, 4>(k.clone(), [b, nkv, t, d], &cpu),
             tensor::<Cpu, 4>(v.clone(), [b, nkv, t, d], &cpu),
-            &tensor::<Cpu, 4>(mask.clone(), [b, 1, 1, t], &cpu),
+            &tensor::<Cpu, 4>(mask.clone(), [b, 1, 1, t], &cpu).into(),
             false,
         );
         // Each kernel (`MMREASON_DECODE_ATTN`) directly; the model's path (the default kernel) below.
@@ -618,14 +618,14 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
             gpu([b, nh, 1, d], &q),
             gpu([b, nkv, cap, d], &stored(&k)),
             gpu([b, nkv, cap, d], &stored(&v)),
-            &gpu([b, 1, 1, t], &mask),
+            &gpu([b, 1, 1, t], &mask).into(),
             false,
         );
         let want = attention::grouped_query_attention(
             tensor::<Cpu, 4>(q, [b, nh, 1, d], &cpu),
             tensor::<Cpu, 4>(k, [b, nkv, t, d], &cpu),
             tensor::<Cpu, 4>(v, [b, nkv, t, d], &cpu),
-            &tensor::<Cpu, 4>(mask, [b, 1, 1, t], &cpu),
+            &tensor::<Cpu, 4>(mask, [b, 1, 1, t], &cpu).into(),
             false,
         );
         check(
@@ -653,7 +653,7 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
         tensor::<Cpu, 4>(q.clone(), [b, nh, 1, d], &cpu),
         tensor::<Cpu, 4>(k.clone(), [b, nkv, t, d], &cpu),
         tensor::<Cpu, 4>(v.clone(), [b, nkv, t, d], &cpu),
-        &tensor::<Cpu, 4>(mask.clone(), [b, 1, 1, t], &cpu),
+        &tensor::<Cpu, 4>(mask.clone(), [b, 1, 1, t], &cpu).into(),
         false,
     );
     for kernel in [fused::DecodeKernel::Ilp, fused::DecodeKernel::SPLIT] {
@@ -768,7 +768,7 @@ fn tile_attention<B: Backend>(device: &B::Device, halves: &[DType], heads_of_128
                 tensor::<Cpu, 4>(q.clone(), [b, nh, s, d], &cpu),
                 tensor::<Cpu, 4>(k.clone(), [b, nkv, t, d], &cpu),
                 tensor::<Cpu, 4>(v.clone(), [b, nkv, t, d], &cpu),
-                &tensor::<Cpu, 4>(mask.clone(), [b, 1, s, t], &cpu),
+                &tensor::<Cpu, 4>(mask.clone(), [b, 1, s, t], &cpu).into(),
                 false,
             );
             let gpu = |x: Vec<f32>, shape: [usize; 4]| tensor::<B, 4>(x, shape, device).cast(dtype);
