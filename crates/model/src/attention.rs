@@ -65,7 +65,7 @@ impl<B: Backend> From<Tensor<B, 4>> for AttentionMask<'static, B> {
 pub fn additive_mask(keys: &[Vec<bool>], past: usize, s: usize, window: Option<usize>) -> Vec<f32> {
     let t = past + s;
     let mut m = vec![f32::MIN; keys.len() * s * t];
-    if t == 0 {
+    if s == 0 {
         return m;
     }
     for (row, out) in keys.iter().zip(m.chunks_mut(s * t)) {
@@ -179,7 +179,15 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             !(seed >> 33).is_multiple_of(5)
         };
-        for (b, past, s) in [(1, 0, 1), (2, 0, 7), (3, 5, 1), (2, 4, 6), (1, 0, 0), (2, 9, 3)] {
+        for (b, past, s) in [
+            (1, 0, 1),
+            (2, 0, 7),
+            (3, 5, 1),
+            (2, 4, 6),
+            (1, 0, 0),
+            (2, 3, 0),
+            (2, 9, 3),
+        ] {
             let keys: Vec<Vec<bool>> = (0..b).map(|_| (0..past + s).map(|_| bit()).collect()).collect();
             for window in [None, Some(1), Some(2), Some(3), Some(5), Some(100)] {
                 assert_eq!(

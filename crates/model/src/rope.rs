@@ -49,11 +49,14 @@ impl Rope {
         let d = self.head_dim;
         // A prompt batch whose rows share their positions (no padding: the benchmarks' prefill, a batch of equal
         // prompts) needs one row's tables, repeated on the device. Built whole on the host they were b·s·d values
-        // twice, converted and uploaded before the first layer could start: 4–5 ms at b8×512 on the workstation.
-        // A decode step's tables are small; they stay one upload (`dense`, see below).
+        // twice, converted and uploaded before the first layer could start: 1.5–5 ms at b8×512 and b32×256 on the
+        // workstation. Repeated flat: burn repeats a dimension of one as a view of stride 0, which every layer's
+        // heads kernel would copy; a flat repeat is one compact copy. A decode step's tables are small; they stay
+        // one upload (`dense`, see below).
         if b > 1 && s > 1 && positions.iter().all(|r| r == &positions[0]) {
             let (cos, sin) = self.tables::<B>(&positions[..1], device, dtype);
-            return (cos.repeat_dim(0, b), sin.repeat_dim(0, b));
+            let repeated = |t: Tensor<B, 4>| t.reshape([s * d]).repeat_dim(0, b).reshape([b, 1, s, d]);
+            return (repeated(cos), repeated(sin));
         }
         // One row of angles per distinct position (a batch repeats them: 8 prompts of 512 tokens have 512),
         // each computed as before; the rows are then copied into place.

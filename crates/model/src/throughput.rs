@@ -298,7 +298,8 @@ fn measure<B: Backend>(
         }
     }
     let timeline = recorded(|| {
-        let mut cache = KvCache::with_capacity(decoder.num_layers(), prompt_len);
+        // The timed runs' cache, so that the work is the same.
+        let mut cache = KvCache::with_capacity(decoder.num_layers(), prompt_len + gen_len);
         let logits = decoder.forward(&Batch::unpadded(prompt.clone())?, &mut cache)?;
         sync(logits).map(|_| ())
     })?;

@@ -177,12 +177,13 @@ pub fn finish() -> Result<Option<Timeline>, String> {
     if marks.is_empty() {
         return Ok(None);
     }
+    let count = marks.len();
     let timed = intervals(&marks);
     release(Some(Ok(marks)));
     let timed = timed?;
-    Ok(Some(Timeline::from_intervals(
-        timed.iter().map(|(name, ms, flop)| (*name, *ms, *flop)),
-    )))
+    let mut t = Timeline::from_intervals(timed.iter().map(|(name, ms, flop)| (*name, *ms, *flop)));
+    t.marks = count;
+    Ok(Some(t))
 }
 
 /// Milliseconds between consecutive marks, each under the later mark's name.

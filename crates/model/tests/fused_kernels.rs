@@ -959,6 +959,15 @@ fn fused_kernels_on_cuda_get_dense_uploads() {
     );
     assert_eq!(strides(dense.clone()), [129, 129, 129, 1]);
     assert_eq!(dense.into_data().to_vec::<f32>().expect("f32 values"), values);
+    // The RoPE tables of rows that share their positions, one row's repeated on the device: compact as well
+    // (burn repeats a dimension of one as a view of stride 0, which every layer's heads kernel would copy).
+    let cfg = mmreason_checkpoint::DecoderConfig::mistral_7b_instruct_v0_2();
+    let rope = mmreason_model::rope::Rope::new(&cfg).expect("Mistral's rope");
+    let row: Vec<i64> = (0..129).collect();
+    let (cos, sin) = rope.tables::<C>(&[row.clone(), row.clone(), row], &device, DType::BF16);
+    let d = cfg.head_dim;
+    assert_eq!(strides(cos), [129 * d, 129 * d, d, 1]);
+    assert_eq!(strides(sin), [129 * d, 129 * d, d, 1]);
 }
 
 /// The vision tower's attention read from its stacked projection in place, the query and value biases folded

@@ -192,14 +192,18 @@ pub(crate) fn run<P>(tensors: &[&Cube], launch: Launch<'_, P>) -> Result<(), Ref
 }
 
 /// Records a new CUDA event on burn's stream for `t`, after everything cubecl has queued there so far
-/// (`crate::timeline`): the event and its context, as addresses.
+/// (`crate::timeline`): the event and its context, as addresses. It shares our kernels' set-up, so it declines
+/// where they do (a GPU before compute capability 8.0), though an event needs none of it.
 pub(crate) fn record_event(t: &Cube) -> Result<(usize, usize), Refusal> {
     on_stream(&[t], |st, _, stream| {
         // SAFETY: the context is current (`on_stream`); the event is new and recorded on a live stream.
         unsafe {
             let event = drv::event::create(dsys::CUevent_flags::CU_EVENT_DEFAULT)
                 .map_err(|e| driver_refusal(e, "creating an event"))?;
-            drv::event::record(event, stream).map_err(|e| driver_refusal(e, "recording an event"))?;
+            if let Err(e) = drv::event::record(event, stream) {
+                let _ = drv::event::destroy(event);
+                return Err(driver_refusal(e, "recording an event"));
+            }
             Ok((event as usize, st.ctx as usize))
         }
     })
