@@ -100,10 +100,11 @@ pub struct Throughput {
     pub timeline_wall_ms: Option<f64>,
 }
 
-/// One more run of `work` recorded step by step where `MMREASON_TIMELINE=1` asks ([`crate::timeline`]); `None`
-/// otherwise, or off burn-cuda. A recording that fails says why on stderr: the timed figures stand without it.
-fn recorded(work: impl FnOnce() -> Result<()>) -> Result<Option<crate::timeline::Timeline>> {
-    if !crate::timeline::wanted() {
+/// One more run of `work` recorded step by step where `MMREASON_TIMELINE=1` asks on burn-cuda
+/// ([`crate::timeline`]); `None` otherwise (and no run). A recording that fails says why on stderr: the timed
+/// figures stand without it.
+fn recorded<B: Backend>(work: impl FnOnce() -> Result<()>) -> Result<Option<crate::timeline::Timeline>> {
+    if !crate::timeline::wanted::<B>() {
         return Ok(None);
     }
     crate::timeline::start();
@@ -165,7 +166,7 @@ fn clip_throughput_on<B: Backend>(opts: &ThroughputOptions, device: &B::Device) 
                 best = best.max(batch as f64 / t0.elapsed().as_secs_f64());
             }
         }
-        let timeline = recorded(|| {
+        let timeline = recorded::<B>(|| {
             let states = clip.hidden_states(pixels.clone())?;
             if let Some(last) = states.last() {
                 let _ = last.clone().narrow(1, 0, 1).sum().into_data();
@@ -297,7 +298,7 @@ fn measure<B: Backend>(
             }
         }
     }
-    let timeline = recorded(|| {
+    let timeline = recorded::<B>(|| {
         // The timed runs' cache, so that the work is the same.
         let mut cache = KvCache::with_capacity(decoder.num_layers(), prompt_len + gen_len);
         let logits = decoder.forward(&Batch::unpadded(prompt.clone())?, &mut cache)?;

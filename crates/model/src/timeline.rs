@@ -16,10 +16,15 @@
 use burn::tensor::{Tensor, backend::Backend};
 use serde::Serialize;
 
-/// Whether `MMREASON_TIMELINE=1` asks for a recorded forward (read once).
-pub fn wanted() -> bool {
+/// Whether a forward on backend `B` is to be recorded: `MMREASON_TIMELINE=1` asks (read once) and `B` is
+/// burn-cuda. Elsewhere marks record nothing, so a recorded forward would be work for nothing.
+pub fn wanted<B: Backend>() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| std::env::var("MMREASON_TIMELINE").as_deref() == Ok("1"))
+    #[cfg(feature = "cuda")]
+    let cuda = std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::CudaBackend>();
+    #[cfg(not(feature = "cuda"))]
+    let cuda = false;
+    cuda && *WANTED.get_or_init(|| std::env::var("MMREASON_TIMELINE").as_deref() == Ok("1"))
 }
 
 /// One forward's device time by step, in the order the steps first ended.
