@@ -17,6 +17,9 @@ the headers are not found (also when the only failures are kernels whose `mma.h`
 DIR holds no sources. With `--table FILE` it also writes what ptxas reports for
 each kernel (`--ptxas-options=-v`: registers per unit, spills, stack, barriers) as a Markdown table: a kernel
 that spills registers to local memory or holds so many that few units fit on an SM is slow before it runs.
+With `--sass DIR` (and cuobjdump: `pip install "nvidia-cuda-cuobjdump==13.*"`) it also writes the SASS of the
+kernels `--sass-filter` matches (the mma attention's by default) and `DIR/sass.md`, their static counts: what
+ptxas made of the source (branches in the main loop, products and loads per loop) without a GPU.
 """
 import argparse
 import ctypes
@@ -49,9 +52,9 @@ def candidates():
     return [(lib, inc) for lib, inc in out if inc and os.path.exists(os.path.join(inc, "cuda_bf16.h"))]
 
 
-def compile_one(nvrtc, source, name, options):
-    """(True, (log, ptx)) when NVRTC compiles `source` (the log holds ptxas's report with
-    `--ptxas-options=-v`), else (False, log)."""
+def compile_one(nvrtc, source, name, options, want_cubin=False):
+    """(True, (log, ptx, cubin)) when NVRTC compiles `source` (the log holds ptxas's report with
+    `--ptxas-options=-v`; the cubin only with `want_cubin` and a real architecture), else (False, log)."""
     prog = ctypes.c_void_p()
     rc = nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source, name, 0, None, None)
     if rc != 0:
@@ -72,7 +75,13 @@ def compile_one(nvrtc, source, name, options):
         rc = nvrtc.nvrtcGetPTX(prog, ptx)
         if rc != 0:
             return False, f"nvrtcGetPTX returned {rc}"
-        return True, (log, ptx.value.decode(errors="replace"))
+        cubin = None
+        if want_cubin:
+            nvrtc.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+            buf = ctypes.create_string_buffer(size.value)
+            if size.value and nvrtc.nvrtcGetCUBIN(prog, buf) == 0:
+                cubin = buf.raw
+        return True, (log, ptx.value.decode(errors="replace"), cubin)
     finally:
         nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
 
@@ -113,11 +122,89 @@ def memory_ops(ptx):
     return tuple(counts)
 
 
+def cuobjdump():
+    """cuobjdump from the `nvidia-cuda-cuobjdump` wheel or a CUDA toolkit, or None."""
+    found = []
+    try:
+        import nvidia
+
+        for root in nvidia.__path__:
+            found += glob.glob(os.path.join(root, "*", "bin", "cuobjdump"))
+    except ImportError:
+        pass
+    for root in [os.environ.get("CUDA_PATH"), "/usr/local/cuda"]:
+        if root:
+            found += glob.glob(os.path.join(root, "bin", "cuobjdump"))
+    return found[0] if found else None
+
+
+# One SASS instruction: `/*0a30*/  @!P1 BRA 0x1b40 ;` → (address, predicate, opcode, operands).
+SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
+
+
+def sass_counts(sass):
+    """Static counts of a kernel's SASS: every instruction, and in its main loop (the longest backward branch that
+    holds tensor-core products) the instructions, branches, `mma.sync` (HMMA), `ldmatrix` (LDSM), exponentials
+    (MUFU.EX2) and shared-memory barriers. Static, not executed: a loop body with two paths counts both."""
+    ins = []
+    for m in SASS_LINE.finditer(sass):
+        ins.append((int(m.group(1), 16), m.group(3), m.group(4).strip()))
+    loop = (0, -1)
+    for i, (addr, op, args) in enumerate(ins):
+        if op.startswith("BRA") and args.startswith("0x"):
+            target = int(args.split()[0], 16)
+            if target < addr:
+                j = next(k for k, x in enumerate(ins) if x[0] >= target)
+                has_mma = any(x[1].startswith("HMMA") for x in ins[j : i + 1])
+                if has_mma and i - j > loop[1] - loop[0]:
+                    loop = (j, i)
+    body = ins[loop[0] : loop[1] + 1]
+
+    def count(prefix, within):
+        return sum(1 for _, op, _ in within if op.startswith(prefix))
+
+    return {
+        "instructions": len(ins),
+        "loop": len(body),
+        "loop_branches": count("BRA", body),
+        "loop_hmma": count("HMMA", body),
+        "loop_ldsm": count("LDSM", body),
+        "loop_ex2": count("MUFU.EX2", body),
+        "loop_barriers": count("BAR.SYNC", body),
+    }
+
+
+def write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def disassemble(dumper, cubin, out_dir, stem):
+    """`stem.sass` in `out_dir` from the cubin, and its static counts."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        sass = subprocess.run([dumper, "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    write_atomic(os.path.join(out_dir, stem + ".sass"), sass)
+    return sass_counts(sass)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", help="the .cu files written by the cuda_source test (MMREASON_CUDA_SOURCES)")
     ap.add_argument("--arch", default="sm_90a", help="NVRTC's --gpu-architecture (cubecl: sm_90a on an H100)")
     ap.add_argument("--table", help="write ptxas's registers, spills and stack per kernel here (Markdown)")
+    ap.add_argument(
+        "--sass",
+        help="write each matching kernel's SASS (cuobjdump, from `pip install \"nvidia-cuda-cuobjdump==13.*\"`) "
+        "into this directory, with a table of its static counts (sass.md)",
+    )
+    ap.add_argument("--sass-filter", default="mma_attention", help="a regular expression on the kernel's file name")
     args = ap.parse_args()
 
     sources = sorted(glob.glob(os.path.join(args.dir, "*.cu")))
@@ -141,6 +228,12 @@ def main():
     if os.path.isdir(cccl):
         options.append(f"--include-path={cccl}".encode())
 
+    dumper = cuobjdump() if args.sass else None
+    if args.sass and not dumper:
+        print("nvrtc_check: no cuobjdump found: --sass writes nothing", file=sys.stderr)
+    if dumper:
+        os.makedirs(args.sass, exist_ok=True)
+    sass_rows = []
     failed = 0
     # Kernels that failed only because the tensor-core header's own include is missing (not a fault of theirs).
     no_crt = 0
@@ -149,7 +242,10 @@ def main():
         name = os.path.basename(path)
         with open(path, "rb") as f:
             src = f.read()
-        ok, log = compile_one(nvrtc, src, name.encode(), options)
+        want = bool(dumper) and re.search(args.sass_filter, name) is not None
+        ok, log = compile_one(nvrtc, src, name.encode(), options, want_cubin=want)
+        if ok and want and log[2]:
+            sass_rows.append((name[: -len(".cu")], disassemble(dumper, log[2], args.sass, name[: -len(".cu")])))
         if ok and name in RUNTIME_COMPILED:
             # Also as the model compiles it at run time: cudarc's `compile_ptx`, no options (NVRTC's default
             # virtual architecture; the driver finishes the PTX for the device when it loads it).
@@ -180,13 +276,24 @@ def main():
                 f"| {name} | {r['registers']} | {r.get('spill_stores', 0)} | {r.get('spill_loads', 0)} "
                 f"| {r.get('stack', 0)} | {r.get('barriers', 0)} {mem}"
             )
-        tmp = args.table + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, args.table)
+        write_atomic(args.table, "\n".join(lines) + "\n")
         spilling = [name for name, r, _ in rows if r and (r.get("spill_stores", 0) or r.get("spill_loads", 0))]
         if spilling:
             print(f"nvrtc_check: {len(spilling)} kernels spill registers: {', '.join(spilling)}")
+    if dumper:
+        lines = [
+            f"SASS for {args.arch} (NVRTC {major.value}.{minor.value}, cuobjdump): static counts; `loop` is the "
+            "kernel's main loop (its longest backward branch holding tensor-core products), both paths of it",
+            "",
+            "| kernel | instructions | loop | loop branches | HMMA | LDSM | MUFU.EX2 | barriers |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, c in sass_rows:
+            lines.append(
+                f"| {name} | {c['instructions']} | {c['loop']} | {c['loop_branches']} | {c['loop_hmma']} "
+                f"| {c['loop_ldsm']} | {c['loop_ex2']} | {c['loop_barriers']} |"
+            )
+        write_atomic(os.path.join(args.sass, "sass.md"), "\n".join(lines) + "\n")
     print(
         f"nvrtc_check: {len(sources) - failed} of {len(sources)} kernels compile for {args.arch} "
         f"(NVRTC {major.value}.{minor.value}, {lib})"

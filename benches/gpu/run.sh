@@ -47,7 +47,9 @@
 #   6d. group "tune" (run 10): each default since run 9 against what it replaced (MMREASON_NORM=cube|rows,
 #      MMREASON_ATTENTION=own for CLIP, MMREASON_DECODE_ATTN=ilp) and the mma knobs (MMREASON_MMA_CUBES=5,
 #      MMREASON_MMA_STAGES=2, and MMREASON_MMA_ROWS=32 with the kernel alone in rows32_bench.log), CLIP's
-#      attention over views of its projection (MMREASON_QKV_VIEWS=1, behind qkv_kernels.log),
+#      attention over views of its projection (MMREASON_QKV_VIEWS=1, behind qkv_kernels.log), the mma
+#      attention's lean block loop first (MMREASON_MMA_LEAN=1, behind lean_kernels.log, the kernel alone in
+#      lean_bench.log),
 #      behind the fused kernels' CUDA test (tune_kernels.log, stages_kernels.log, rows32_kernels.log)
 #   6e. group "timeline": one more forward of Mistral's prefill (b8×512, b32×256) and of CLIP (b32) timed step by
 #      step with CUDA events on burn's stream, cuBLAS and our NVRTC kernels included (MMREASON_TIMELINE=1),
@@ -238,6 +240,22 @@ gated mma-w8-clip "$w8_rc" && step mma-w8-clip 40 bash -c "MMREASON_ATTENTION=mm
 # 132 bytes of spills by ptxas here; 6 cubes spill 412).
 step tune-kernels 90 bash -c "set -o pipefail; $BIN/fused_kernels fused_kernels_on_cuda mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/tune_kernels.log | grep -E 'test |panicked|error|declined' "
 tune_rc=$last_rc
+# The mma attention's lean block loop (MMREASON_MMA_LEAN=1; new in the seventeenth session, untimed): a key
+# block every row of a warp sees whole runs without a condition per n-tile or key, the scale folded into each
+# probability's FMA, fixed-count tile copies — ptxas's SASS here has ≈ 420 instructions per such block per warp
+# at CLIP's shape (≈ 1,200 in the default, where a branch around each n-tile of Q·Kᵀ leaves every ldmatrix's
+# latency exposed) and ≈ 600 at Mistral's (≈ 1,400). Its kernel test, the model parity tests at heads of 64 and
+# 128 (the mma kernel inside both towers), the kernel alone at CLIP's and Mistral's prefill shapes against the
+# default in one criterion call (lean_bench.log), then CLIP (alone and over views of its projection) and
+# Mistral prefill.
+step tune-lean-kernels 60 bash -c "set -o pipefail; MMREASON_MMA_LEAN=1 $BIN/fused_kernels mma_attention qkv_views --include-ignored --nocapture 2>&1 | tee $OUT/lean_kernels.log | grep -E 'test |panicked|error|declined' "
+lean_rc=$last_rc
+gated tune-lean-parity "$lean_rc" && step tune-lean-parity 60 bash -c "set -o pipefail; MMREASON_MMA_LEAN=1 $BIN/backend_parity heads_of --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-lean.log | grep -E 'PARITY|test |panicked|error|declined' "
+lean_rc=$last_rc
+gated tune-lean-bench "$lean_rc" && step tune-lean-bench 90 bash -c "set -o pipefail; for l in 0 1; do echo \"lean \$l\"; CRITERION_HOME=$OUT/criterion-lean\$l MMREASON_MMA_LEAN=\$l MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench 'clip_mma|prefill_mma' --warm-up-time 1 --measurement-time 2 || exit 1; done 2>&1 | tee $OUT/lean_bench.log | grep -E 'lean|time:'"
+gated tune-lean-clip "$lean_rc" && step tune-lean-clip 40 bash -c "MMREASON_MMA_LEAN=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-lean | tee -a $TP"
+gated tune-lean-mistral "$lean_rc" && step tune-lean-mistral 60 bash -c "MMREASON_MMA_LEAN=1 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma-lean | tee -a $TP"
+gated tune-lean-qkv-clip "$lean_rc" && step tune-lean-qkv-clip 40 bash -c "MMREASON_MMA_LEAN=1 MMREASON_QKV_VIEWS=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-lean-qkv-views | tee -a $TP"
 # Two m-tiles of 16 query rows per warp in the mma attention (MMREASON_MMA_ROWS=32: each K/V fragment loaded
 # from shared memory serves both, half the ldmatrix traffic per query row; at heads of 128 with key blocks of
 # 32; new after run 10, untimed, compiled by NVRTC on the spot): its kernel test, then the kernel alone at

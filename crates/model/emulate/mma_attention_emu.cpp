@@ -182,6 +182,8 @@ int main() {
         {"s=40 after 60 cached (t=100)", 2, 2, 2, 40, 100, 128, false, 70},
         {"one tile s=t=64", 2, 1, 1, 64, 64, 64, true, 64},
         {"CLIP's s=t=577 (10 key blocks)", 1, 1, 1, 577, 577, 577, false, 3},
+        // A last block of 57 keys (LEAN: a block nearly full is still a partial one), a cache longer than t.
+        {"s=t=121 (57 keys last), cap 128", 1, 2, 1, 121, 121, 128, false, 11},
     };
     int failed = 0;
     for (const Case& c : cases) {

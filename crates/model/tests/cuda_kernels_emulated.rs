@@ -15,27 +15,27 @@ use std::process::Command;
 /// expected). Attention: every mask mode (0 none, 1 causal, 2 additive mask) at both head sizes, each dtype at
 /// least three times, as the model paths use them (CLIP: 64 unmasked; the decoders: 128 causal or masked), and
 /// cubes of 8 warps, two stages of tiles at heads of 64, two m-tiles per warp (at heads of 128 with key
-/// blocks of 32), and the projections' biases folded in.
+/// blocks of 32), the projections' biases folded in, and the lean block loop.
 /// The product: bf16 and f16, 8 loads in flight (the default) and 3.
-const VARIANTS: [(&str, bool, &str, usize); 21] = [
-    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=0", 5),
-    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=0", 5),
-    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=128 -DMASK_MODE=1", 5),
-    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=64 -DMASK_MODE=1", 5),
-    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=2", 5),
-    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=2", 5),
+const VARIANTS: [(&str, bool, &str, usize); 27] = [
+    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=0", 6),
+    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=0", 6),
+    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=128 -DMASK_MODE=1", 6),
+    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=64 -DMASK_MODE=1", 6),
+    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=2", 6),
+    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=2", 6),
     // Cubes of 8 warps (`MMREASON_MMA_WARPS=8`): Q's 128 rows staged across both tiles.
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=128 -DMASK_MODE=1 -DWARPS=8",
-        5,
+        6,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=2 -DWARPS=8",
-        5,
+        6,
     ),
     // Two stages of K and V tiles (`MMREASON_MMA_STAGES=2`, heads of 64): block j + 2's copies in flight
     // while block j is worked on (CLIP's 577 keys make 10 blocks).
@@ -43,45 +43,45 @@ const VARIANTS: [(&str, bool, &str, usize); 21] = [
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=0 -DSTAGES=2",
-        5,
+        6,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=2 -DSTAGES=2",
-        5,
+        6,
     ),
     // Two m-tiles of 16 query rows per warp (`MMREASON_MMA_ROWS=32`, heads of 64): each K/V fragment serves both.
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=0 -DMTILES=2",
-        5,
+        6,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=1 -DMTILES=2",
-        5,
+        6,
     ),
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=2 -DMTILES=2 -DSTAGES=2",
-        5,
+        6,
     ),
     // At heads of 128 with key blocks of 32 (what `MMREASON_MMA_ROWS=32` compiles there).
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=128 -DMASK_MODE=1 -DMTILES=2 -DBC=32",
-        5,
+        6,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=128 -DMASK_MODE=2 -DMTILES=2 -DBC=32",
-        5,
+        6,
     ),
     // The query and value biases folded in (`MMREASON_QKV_VIEWS=1`, the vision tower: unmasked heads of 64),
     // against a reference that adds all three biases.
@@ -89,13 +89,51 @@ const VARIANTS: [(&str, bool, &str, usize); 21] = [
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=0 -DQV_BIAS=1",
-        5,
+        6,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=0 -DQV_BIAS=1 -DMTILES=2",
-        5,
+        6,
+    ),
+    // The lean block loop (`MMREASON_MMA_LEAN=1`): key blocks every row of a warp sees whole run without
+    // conditions, the scale folded into the exponentials' FMA, tiles copied in a fixed count per thread.
+    (
+        "mma_attention_emu.cpp",
+        true,
+        "-DHEAD_DIM=64 -DMASK_MODE=0 -DLEAN=1",
+        6,
+    ),
+    (
+        "mma_attention_emu.cpp",
+        true,
+        "-DHEAD_DIM=128 -DMASK_MODE=1 -DLEAN=1",
+        6,
+    ),
+    (
+        "mma_attention_emu.cpp",
+        false,
+        "-DHEAD_DIM=128 -DMASK_MODE=2 -DLEAN=1",
+        6,
+    ),
+    (
+        "mma_attention_emu.cpp",
+        false,
+        "-DHEAD_DIM=64 -DMASK_MODE=1 -DMTILES=2 -DLEAN=1",
+        6,
+    ),
+    (
+        "mma_attention_emu.cpp",
+        true,
+        "-DHEAD_DIM=64 -DMASK_MODE=0 -DQV_BIAS=1 -DLEAN=1",
+        6,
+    ),
+    (
+        "mma_attention_emu.cpp",
+        true,
+        "-DHEAD_DIM=64 -DMASK_MODE=2 -DSTAGES=2 -DLEAN=1",
+        6,
     ),
     ("gemv_emu.cpp", true, "-DUNROLL=8", 4),
     ("gemv_emu.cpp", false, "-DUNROLL=8", 4),

@@ -77,6 +77,19 @@ fn mtiles() -> usize {
     if warps() == 4 { asked } else { 1 }
 }
 
+/// The lean block loop (`MMREASON_MMA_LEAN=1`, `LEAN` in the source): a key block that every row of a warp sees
+/// whole runs as straight-line code, with no condition per n-tile or per key; the scale folds into each
+/// probability's one FMA (unmasked); fragment addresses are the compiler's, so their offsets become immediates;
+/// tiles are copied in a fixed count per thread. Why: ptxas's SASS of the default kernel (NVRTC 13.5, sm_90a)
+/// has a branch around each n-tile of Q·Kᵀ, so each `ldmatrix` is followed at once by the `mma.sync` that waits
+/// for it, and ≈ 1,200 instructions per key block per warp at CLIP's shape for 64 `mma.sync`; the lean loop
+/// has ≈ 420, with its `ldmatrix` issued ahead of the products (`benches/gpu/nvrtc_check.py --sass`). Untimed:
+/// a knob for a device run.
+fn lean() -> bool {
+    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| std::env::var("MMREASON_MMA_LEAN").as_deref() == Ok("1"))
+}
+
 /// Which keys each query sees: `MASK_MODE` in the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Masking {
@@ -111,7 +124,7 @@ pub fn source(bf16: bool, d: usize, masking: Masking, bias: bool) -> String {
     source_for(bf16, d, masking, Layout::asked(d), cubes_asked(), bias)
 }
 
-/// How a cube of the kernel is laid out: `WARPS`, `MTILES`, `BC` and `STAGES` in the source.
+/// How a cube of the kernel is laid out and runs: `WARPS`, `MTILES`, `BC`, `STAGES` and `LEAN` in the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// Warps per cube: 4 or 8.
@@ -122,12 +135,17 @@ pub struct Layout {
     pub block: usize,
     /// Stages of K/V tiles in shared memory: 1, or 2 at heads of 64.
     pub stages: usize,
+    /// The lean block loop ([`lean`]).
+    pub lean: bool,
 }
 
 impl Layout {
     /// What the knobs ask for at heads of `d`.
     fn asked(d: usize) -> Layout {
-        Layout::of(d, warps(), mtiles(), stages(d))
+        Layout {
+            lean: lean(),
+            ..Layout::of(d, warps(), mtiles(), stages(d))
+        }
     }
 
     /// The layout of `warps`, `mtiles` and `stages` at heads of `d`, with the key block that goes with them.
@@ -138,6 +156,7 @@ impl Layout {
             mtiles,
             block,
             stages,
+            lean: false,
         }
     }
 
@@ -149,8 +168,12 @@ impl Layout {
     /// The variant's name in file names and refusals.
     pub fn name(self) -> String {
         format!(
-            "w{}_m{}_b{}_s{}",
-            self.warps, self.mtiles, self.block, self.stages
+            "w{}_m{}_b{}_s{}{}",
+            self.warps,
+            self.mtiles,
+            self.block,
+            self.stages,
+            if self.lean { "_lean" } else { "" }
         )
     }
 }
@@ -166,16 +189,18 @@ pub fn source_for(
         mtiles,
         block,
         stages,
+        lean,
     }: Layout,
     cubes: Option<usize>,
     bias: bool,
 ) -> String {
     let cubes = cubes.map_or(String::new(), |n| format!("#define MIN_CUBES {n}\n"));
     format!(
-        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n#define MTILES {mtiles}\n#define BC {block}\n#define STAGES {stages}\n#define QV_BIAS {}\n{cubes}{}{SOURCE}",
+        "#define MMA_BF16 {}\n#define HEAD_DIM {d}\n#define MASK_MODE {}\n#define WARPS {warps}\n#define MTILES {mtiles}\n#define BC {block}\n#define STAGES {stages}\n#define QV_BIAS {}\n#define LEAN {}\n{cubes}{}{SOURCE}",
         u8::from(bf16),
         masking.code(),
         u8::from(bias),
+        u8::from(lean),
         nvrtc::PRELUDE,
     )
 }
@@ -304,6 +329,8 @@ fn attend<B: Backend>(
         _ => return None,
     };
     if !HEAD_DIMS.contains(&d)
+        // The lean loop takes the maximum of raw scores, which is the scaled scores' only for a positive scale.
+        || (lean() && !(scale > 0.0 && scale.is_finite()))
         // The kernel's positions are 32-bit, with a tile's length of headroom.
         || s > (i32::MAX as usize) - 2 * MAX_ROWS
         || cap > (i32::MAX as usize) - 2 * MAX_ROWS

@@ -80,17 +80,26 @@
 #if STAGES != 1 && !(STAGES == 2 && HEAD_DIM == 64)
 #error "STAGES is 1, or 2 at heads of 64 (two stages of 128-wide tiles pass static shared memory's 48 KiB)"
 #endif
+#ifndef LEAN
+#define LEAN 0
+#endif
 // Shared rows: the K/V tiles', or Q's tile if it is taller (staged there before the first key block).
 #define SMEM_ROWS (BR > 2 * BC * STAGES ? BR : 2 * BC * STAGES)
 
 #ifndef MMA_EMULATE
 MMA_DEVICE float neg_inf() { return __int_as_float(0xff800000); }
 
+#if LEAN
+// The compiler's own conversion (not an asm block), so that the offsets of a fragment's row from a base fold into
+// the instructions' immediate offsets instead of an address computed per load.
+MMA_DEVICE u32 shared_address(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+#else
 MMA_DEVICE u32 shared_address(const void* p) {
     u32 a;
     asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
     return a;
 }
+#endif
 
 // 16 bytes from global to shared memory without passing through registers; `valid` false writes zeros.
 MMA_DEVICE void cp_async16(void* dst, const void* src, bool valid) {
@@ -183,6 +192,24 @@ struct MmaParams {
 // rows at or past `end` are zeros, so values there cannot put NaN into the products.
 template <int ROWS>
 MMA_DEVICE void load_tile(u16* dst, const u16* src, i64 stride, int row0, int end, int tid) {
+#if LEAN
+    // A fixed count of copies per thread (the tile's chunks are a multiple of the cube's threads), so the loop
+    // unrolls whole: the thread's column and first row once, then one pointer step per copy (no 64-bit product
+    // per copy).
+    static_assert(ROWS * CHUNKS_PER_ROW % THREADS == 0, "a tile's chunks are a multiple of the threads");
+    constexpr int ROW_STEP = THREADS / CHUNKS_PER_ROW;
+    const int col = (tid % CHUNKS_PER_ROW) * 8;
+    const int r0 = tid / CHUNKS_PER_ROW;
+    const u16* from = src + (i64)(row0 + r0) * stride + col;
+    const i64 step = ROW_STEP * stride;
+    u16* to = dst + r0 * LDS + col;
+#pragma unroll
+    for (int i = 0; i < ROWS * CHUNKS_PER_ROW / THREADS; ++i) {
+        const bool valid = row0 + r0 + i * ROW_STEP < end;
+        cp_async16(to + i * ROW_STEP * LDS, valid ? from : src, valid);
+        from += step;
+    }
+#else
 #pragma unroll
     for (int c = tid; c < ROWS * CHUNKS_PER_ROW; c += THREADS) {
         const int r = c / CHUNKS_PER_ROW;
@@ -191,9 +218,37 @@ MMA_DEVICE void load_tile(u16* dst, const u16* src, i64 stride, int row0, int en
         const u16* from = valid ? src + (i64)(row0 + r) * stride + col : src;
         cp_async16(dst + r * LDS + col, from, valid);
     }
+#endif
 }
 
 MMA_DEVICE u32 lds32(const u16* p) { return *(const u32*)p; }
+
+// A compile-time flag as a value, for the generic lambdas that run a key block with or without its conditions.
+template <bool V>
+struct Flag {
+    static constexpr bool value = V;
+};
+
+// What the online softmax keeps of a score `s` (the running maximum is of these), and the exponential of a kept
+// value against the row's maximum `base`, with `c2` the factor to base-2 units. LEAN 0: the scaled score (plus
+// the mask), exponentials of (x − base)·log₂e — three operations and the exponential per score. LEAN 1, unmasked:
+// the raw score (the scale is positive, so the maximum is the same key's) and c2 = scale·log₂e, so that each
+// probability is one FMA and the exponential (FlashAttention-2's arrangement); masked: the score times the scale
+// plus the mask in one FMA, the exponentials as with LEAN 0. The same function of the scores, rounded differently
+// in f32 before the probabilities are rounded to 16 bits.
+#if LEAN
+MMA_DEVICE float keep(float s, float scale) { return MASK_MODE == 2 ? s * scale : s; }
+MMA_DEVICE float keep_masked(float s, float scale, float mask) { return fmaf(s, scale, mask); }
+MMA_DEVICE float exp_kept(float x, float base, float c2) {
+    // Masked, a row's maximum may be near f32::MIN (masked throughout): −base·c2 would overflow, so the
+    // difference comes first there.
+    return MASK_MODE == 2 ? exp2_approx((x - base) * c2) : exp2_approx(fmaf(x, c2, -base * c2));
+}
+#else
+MMA_DEVICE float keep(float s, float scale) { return s * scale; }
+MMA_DEVICE float keep_masked(float s, float scale, float mask) { return s * scale + mask; }
+MMA_DEVICE float exp_kept(float x, float base, float c2) { return exp2_approx((x - base) * c2); }
+#endif
 
 MMA_KERNEL mmreason_mma_attention(MmaParams p) {
     // K's tile, then V's (per stage); Q's tile is staged across them before the first key block.
@@ -213,6 +268,8 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
     const u16* vg = p.v + b * p.v_sb + kvh * p.v_sh;
     const float NEG_INF = neg_inf();
     const float LOG2E = 1.4426950408889634f;
+    // Kept values to base-2 units (`keep`).
+    const float c2 = LEAN && MASK_MODE != 2 ? p.scale * LOG2E : LOG2E;
 
     // The keys this tile reads: all `t`, or causally up to what its last row sees.
     int kv_end = p.t;
@@ -320,6 +377,11 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
 #endif
         // Keys of this block the warp's rows see: n-tiles at or past `seen` are skipped (warp-uniform).
         const int seen = warp_end - k0;
+        // LEAN: every row of the warp sees every key of this block (no key past `t` or past a row's
+        // diagonal), so its products and softmax need no per-tile or per-key condition — straight-line code
+        // that ptxas can schedule as one piece (each `ldmatrix` issued ahead of the products that wait for it,
+        // where a branch per n-tile leaves its latency exposed). Warp-uniform.
+        const bool full = LEAN && seen >= BC && (MASK_MODE != 1 || k0 + BC - 1 <= q0 + w0 + p.t - p.s);
 
         float sc[MTILES][BC / 8][4];
 #pragma unroll
@@ -329,7 +391,9 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
                 sc[m][n][0] = sc[m][n][1] = sc[m][n][2] = sc[m][n][3] = 0.0f;
             }
         }
-        if (seen > 0) {
+        // The products and the softmax of this block; `FULL` (a compile-time flag) drops every condition.
+        auto scores = [&](auto flag) {
+            constexpr bool FULL = decltype(flag)::value;
             // K's B operands, two n-tiles of keys per ldmatrix: matrices (keys n·16 + 0..7 | + 8..15) × (head
             // columns kk·16 + 0..7 | + 8..15), as lane / 8 = key half · 2 + column half. Each serves every
             // m-tile.
@@ -338,13 +402,13 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
             for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
 #pragma unroll
                 for (int n = 0; n < BC / 16; ++n) {
-                    if (n * 16 < seen) {
+                    if (FULL || n * 16 < seen) {
                         u32 kb[4];
                         ldsm_x4(kb, krow + n * 16 * LDS + kk * 16);
 #pragma unroll
                         for (int m = 0; m < MTILES; ++m) {
                             mma16816(sc[m][2 * n], qf[m][kk], kb[0], kb[1]);
-                            if (n * 16 + 8 < seen) {
+                            if (FULL || n * 16 + 8 < seen) {
                                 mma16816(sc[m][2 * n + 1], qf[m][kk], kb[2], kb[3]);
                             }
                         }
@@ -352,33 +416,36 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
                 }
             }
 
-            // Scale and mask in natural units (an additive mask of f32::MIN stays finite, as in eager attention,
-            // so a row masked throughout comes out uniform as there); exponentials in base 2.
+            // The values the softmax keeps (`keep`), masked keys at −∞ (an additive mask of f32::MIN stays
+            // finite, as in eager attention, so a row masked throughout comes out uniform as there);
+            // exponentials in base 2 (`exp_kept`).
 #pragma unroll
             for (int m = 0; m < MTILES; ++m) {
                 float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
                 for (int n = 0; n < BC / 8; ++n) {
-                    if (n * 8 >= seen) {
+                    if (!FULL && n * 8 >= seen) {
                         continue;
                     }
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
                         const int half = e >> 1;
                         const int key = k0 + n * 8 + 2 * tq + (e & 1);
-                        float x = sc[m][n][e] * p.scale;
-                        bool ok = key < kv_end;
-                        if (MASK_MODE == 1) {
+                        float x = keep(sc[m][n][e], p.scale);
+                        bool ok = FULL || key < kv_end;
+                        if (MASK_MODE == 1 && !FULL) {
                             ok = ok && key <= q0 + r0 + 16 * m + 8 * half + p.t - p.s;
                         }
                         if (MASK_MODE == 2) {
                             if (ok) {
-                                x += p.mask[b * p.m_sb + (i64)qi[m][half] * p.m_ss + key];
+                                x = keep_masked(sc[m][n][e], p.scale,
+                                                p.mask[b * p.m_sb + (i64)qi[m][half] * p.m_ss + key]);
                             }
                         }
                         x = ok ? x : NEG_INF;
                         sc[m][n][e] = x;
-                        mx[half] = x > mx[half] ? x : mx[half];
+                        // LEAN: one FMNMX (a NaN score still reaches the output through its exponential).
+                        mx[half] = LEAN ? fmaxf(x, mx[half]) : x > mx[half] ? x : mx[half];
                     }
                 }
 #pragma unroll
@@ -391,7 +458,7 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
                     const float mnew = mq > mrow[m][r] ? mq : mrow[m][r];
                     // A row that has seen no key yet keeps −∞; its exponentials are then taken against 0.
                     const float base = mnew == NEG_INF ? 0.0f : mnew;
-                    const float alpha = exp2_approx((mrow[m][r] - base) * LOG2E);
+                    const float alpha = exp_kept(mrow[m][r], base, c2);
                     mrow[m][r] = mnew;
                     lrow[m][r] *= alpha;
 #pragma unroll
@@ -403,9 +470,9 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
 #pragma unroll
                     for (int n = 0; n < BC / 8; ++n) {
                         // Unseen n-tiles hold zeros (never multiplied); their probabilities stay 0.
-                        if (n * 8 < seen) {
-                            const float p0 = exp2_approx((sc[m][n][2 * r] - base) * LOG2E);
-                            const float p1 = exp2_approx((sc[m][n][2 * r + 1] - base) * LOG2E);
+                        if (FULL || n * 8 < seen) {
+                            const float p0 = exp_kept(sc[m][n][2 * r], base, c2);
+                            const float p1 = exp_kept(sc[m][n][2 * r + 1], base, c2);
                             sc[m][n][2 * r] = p0;
                             sc[m][n][2 * r + 1] = p1;
                             sum += p0 + p1;
@@ -414,6 +481,11 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
                     lrow[m][r] += sum;
                 }
             }
+        };
+        if (full) {
+            scores(Flag<true>());
+        } else if (seen > 0) {
+            scores(Flag<false>());
         }
 
 #if STAGES != 2
@@ -428,30 +500,38 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
 
         // V's B operands, transposed by ldmatrix: matrices (keys kk·16 + 0..7 | + 8..15) × (head columns n·16 +
         // 0..7 | + 8..15), as lane / 8 = column half · 2 + key half. Each serves every m-tile.
-        const u16* vrow = vs + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) & 1) * 8;
+        auto values = [&](auto flag) {
+            constexpr bool FULL = decltype(flag)::value;
+            const u16* vrow = vs + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) & 1) * 8;
 #pragma unroll
-        for (int kk = 0; kk < BC / 16; ++kk) {
-            if (kk * 16 >= seen) {
-                continue;
-            }
-            u32 a[MTILES][4];
-#pragma unroll
-            for (int m = 0; m < MTILES; ++m) {
-                a[m][0] = pack2(sc[m][2 * kk][0], sc[m][2 * kk][1]);
-                a[m][1] = pack2(sc[m][2 * kk][2], sc[m][2 * kk][3]);
-                a[m][2] = pack2(sc[m][2 * kk + 1][0], sc[m][2 * kk + 1][1]);
-                a[m][3] = pack2(sc[m][2 * kk + 1][2], sc[m][2 * kk + 1][3]);
-            }
-#pragma unroll
-            for (int n = 0; n < HEAD_DIM / 16; ++n) {
-                u32 vb[4];
-                ldsm_x4_trans(vb, vrow + kk * 16 * LDS + n * 16);
+            for (int kk = 0; kk < BC / 16; ++kk) {
+                if (!FULL && kk * 16 >= seen) {
+                    continue;
+                }
+                u32 a[MTILES][4];
 #pragma unroll
                 for (int m = 0; m < MTILES; ++m) {
-                    mma16816(o[m][2 * n], a[m], vb[0], vb[1]);
-                    mma16816(o[m][2 * n + 1], a[m], vb[2], vb[3]);
+                    a[m][0] = pack2(sc[m][2 * kk][0], sc[m][2 * kk][1]);
+                    a[m][1] = pack2(sc[m][2 * kk][2], sc[m][2 * kk][3]);
+                    a[m][2] = pack2(sc[m][2 * kk + 1][0], sc[m][2 * kk + 1][1]);
+                    a[m][3] = pack2(sc[m][2 * kk + 1][2], sc[m][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int n = 0; n < HEAD_DIM / 16; ++n) {
+                    u32 vb[4];
+                    ldsm_x4_trans(vb, vrow + kk * 16 * LDS + n * 16);
+#pragma unroll
+                    for (int m = 0; m < MTILES; ++m) {
+                        mma16816(o[m][2 * n], a[m], vb[0], vb[1]);
+                        mma16816(o[m][2 * n + 1], a[m], vb[2], vb[3]);
+                    }
                 }
             }
+        };
+        if (full) {
+            values(Flag<true>());
+        } else {
+            values(Flag<false>());
         }
 #if STAGES == 2
         // Every warp is done with this stage's K and V: block j + 2's copies may overwrite them (a group is

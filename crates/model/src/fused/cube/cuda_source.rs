@@ -529,31 +529,45 @@ fn every_kernel_compiles_to_cuda_cpp() {
     // per dtype, head size and masking, written as NVRTC gets it on the device.
     // (Two stages of K/V tiles at heads of 64 only, `MMREASON_MMA_STAGES`; two m-tiles per warp,
     // `MMREASON_MMA_ROWS`, with key blocks of 32 at heads of 128.)
-    for (bf16, warps, mtiles, stages) in [
-        (true, 4, 1, 1),
-        (false, 4, 1, 1),
-        (true, 8, 1, 1),
-        (true, 4, 1, 2),
-        (false, 4, 1, 2),
-        (true, 4, 2, 1),
-        (false, 4, 2, 1),
-        (true, 4, 2, 2),
-        (false, 4, 2, 2),
-        (true, 8, 1, 2),
-        (false, 8, 1, 2),
-        (false, 8, 1, 1),
+    // The lean block loop (`MMREASON_MMA_LEAN=1`) for the default layout and each knob's.
+    for (bf16, warps, mtiles, stages, lean) in [
+        (true, 4, 1, 1, false),
+        (false, 4, 1, 1, false),
+        (true, 8, 1, 1, false),
+        (true, 4, 1, 2, false),
+        (false, 4, 1, 2, false),
+        (true, 4, 2, 1, false),
+        (false, 4, 2, 1, false),
+        (true, 4, 2, 2, false),
+        (false, 4, 2, 2, false),
+        (true, 8, 1, 2, false),
+        (false, 8, 1, 2, false),
+        (false, 8, 1, 1, false),
+        (true, 4, 1, 1, true),
+        (false, 4, 1, 1, true),
+        (true, 8, 1, 1, true),
+        (true, 4, 1, 2, true),
+        (true, 4, 2, 1, true),
+        (false, 4, 2, 1, true),
     ] {
         for d in crate::fused::mma::HEAD_DIMS {
             if stages == 2 && d != 64 {
                 continue;
             }
             for masking in crate::fused::mma::Masking::ALL {
-                let layout = crate::fused::mma::Layout::of(d, warps, mtiles, stages);
+                let layout = crate::fused::mma::Layout {
+                    lean,
+                    ..crate::fused::mma::Layout::of(d, warps, mtiles, stages)
+                };
                 let source = crate::fused::mma::source_for(bf16, d, masking, layout, None, false);
                 if !(source.contains("#define MMA_KERNEL extern \"C\" __global__")
                     && source.contains("MMA_KERNEL mmreason_mma_attention("))
                 {
                     failed.push("mma attention: no entry point `mmreason_mma_attention`".into());
+                }
+                // (The kernel's own source defines LEAN 0 where the includer has not.)
+                if !source.contains(&format!("#define QV_BIAS 0\n#define LEAN {}\n", u8::from(lean))) {
+                    failed.push(format!("mma attention: LEAN is not {lean} in {}", layout.name()));
                 }
                 if let Some(dir) = &dir {
                     let name = format!(
@@ -567,10 +581,14 @@ fn every_kernel_compiles_to_cuda_cpp() {
         }
     }
     // The vision tower's attention over views of its projection, the query and value biases folded in
-    // (`MMREASON_QKV_VIEWS=1`): unmasked, per dtype, at heads of 64 with one and two m-tiles per warp.
-    for bf16 in [true, false] {
+    // (`MMREASON_QKV_VIEWS=1`): unmasked, per dtype, at heads of 64 with one and two m-tiles per warp (bf16 also
+    // with the lean block loop).
+    for (bf16, lean) in [(true, false), (false, false), (true, true)] {
         for mtiles in [1, 2] {
-            let layout = crate::fused::mma::Layout::of(64, 4, mtiles, 1);
+            let layout = crate::fused::mma::Layout {
+                lean,
+                ..crate::fused::mma::Layout::of(64, 4, mtiles, 1)
+            };
             let source =
                 crate::fused::mma::source_for(bf16, 64, crate::fused::mma::Masking::None, layout, None, true);
             if !source.contains("#define QV_BIAS 1") {
