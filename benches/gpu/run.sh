@@ -288,8 +288,10 @@ for c in 5; do
   gated tune-cubes$c-clip "$tune_rc" && step tune-cubes$c-clip 40 bash -c "MMREASON_MMA_CUBES=$c $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-cubes$c | tee -a $TP"
 done
 # The norms with each row read once, held in registers (MMREASON_NORM=regs; new after run 10): the fused
-# kernels' CUDA test with it (every norm case, the 1,203-row ones in the plane layout), the model parity tests
-# with it, then prefill and CLIP against the plane layout (the default rows above).
+# kernels' CUDA test with it (every norm case, the 1,203-row ones in the plane layout, the 2,100-wide ones over
+# more lanes), the model parity tests with it, then prefill and CLIP against the plane layout (the default rows
+# above). Since the seventeenth session Mistral's 4,096-wide rows take it too (128 lanes of 4 vectors per row,
+# reduced in shared memory), where before they kept the re-reading kernel.
 step tune-regs-kernels 60 bash -c "set -o pipefail; MMREASON_NORM=regs $BIN/fused_kernels fused_kernels_on_cuda --include-ignored --nocapture 2>&1 | tee $OUT/regs_kernels.log | grep -E 'test |panicked|error' "
 regs_rc=$last_rc
 gated tune-regs-parity "$regs_rc" && step tune-regs-parity 60 bash -c "set -o pipefail; MMREASON_NORM=regs $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-regs.log | grep -E 'test |panicked|error' "

@@ -243,6 +243,43 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
         );
     }
 
+    // Rows too long for one plane to hold in registers (`MMREASON_NORM=regs`: more lanes per row, a few vectors
+    // each, reduced in shared memory): 2,100 values, so the last lane's vectors run past the row's end.
+    {
+        let [b, s, h] = [2, 9, 2100];
+        let (x, a, w, bias) = (
+            values(b * s * h, 31),
+            values(b * s * h, 32),
+            values(h, 33),
+            values(h, 34),
+        );
+        let dev = |v: &[f32]| tensor::<B, 3>(v.to_vec(), [b, s, h], device);
+        let cpu3 = |v: &[f32]| tensor::<Cpu, 3>(v.to_vec(), [b, s, h], &cpu);
+        let (wd, bd) = (
+            tensor::<B, 1>(w.clone(), [h], device),
+            tensor::<B, 1>(bias.clone(), [h], device),
+        );
+        let (wc, bc) = (
+            tensor::<Cpu, 1>(w, [h], &cpu).unsqueeze::<3>(),
+            tensor::<Cpu, 1>(bias, [h], &cpu).unsqueeze::<3>(),
+        );
+        let rms = |v: Tensor<Cpu, 3>| {
+            let var = v.clone().powi_scalar(2).mean_dim(2);
+            v * (var + 1e-5).sqrt().recip() * wc.clone()
+        };
+        let (sum, normed) = fused::add_rms_norm(dev(&x), dev(&a), &wd, 1e-5);
+        let sc = cpu3(&x) + cpu3(&a);
+        check("add_rms_norm sum over long rows", host(sum), host(sc.clone()));
+        check("add_rms_norm norm over long rows", host(normed), host(rms(sc)));
+        let centered = cpu3(&x).clone() - cpu3(&x).mean_dim(2);
+        let var = centered.clone().powi_scalar(2).mean_dim(2);
+        check(
+            "layer_norm over long rows",
+            host(fused::layer_norm(dev(&x), &wd, &bd, 1e-5)),
+            host(centered * (var + 1e-5).sqrt().recip() * wc.clone() + bc.clone()),
+        );
+    }
+
     // quick_gelu (CLIP).
     let got = fused::quick_gelu(tensor::<B, 3>(x.clone(), [3, 5, 300], device));
     let xc = tensor::<Cpu, 3>(x.clone(), [3, 5, 300], &cpu);

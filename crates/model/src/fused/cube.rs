@@ -1696,8 +1696,9 @@ pub enum NormLayout {
     /// [`NormLayout::Rows`] where the device has no plane operations of one size.
     Plane,
     /// [`NormLayout::Plane`]'s layout (or [`NormLayout::Rows`]'s) with the row read once: each lane holds its
-    /// vectors in registers through the passes, for rows of at most [`REGS_MAX`] vectors per lane (longer
-    /// rows: the plane layout, re-read). Run 10's profile still had CLIP's LayerNorm at 77 µs per launch with the
+    /// vectors in registers through the passes, for rows of at most [`REGS_MAX`] vectors per lane; longer rows
+    /// get more lanes ([`WIDE_PER`] vectors each, reduced in shared memory), and past 256 such lanes the plane
+    /// layout, re-read. Run 10's profile still had CLIP's LayerNorm at 77 µs per launch with the
     /// passes re-reading each row (three reads of two inputs, two writes); opt-in until a device run times it.
     Registers,
 }
@@ -1706,6 +1707,13 @@ pub enum NormLayout {
 /// 1,024 take 4). ptxas (NVRTC 13.5, sm_90a) gives 16 vectors per lane (Mistral's 4,096) 154–220 registers:
 /// one 256-unit cube per SM.
 const REGS_MAX: usize = 8;
+
+/// Vectors per lane where a row passes [`REGS_MAX`] per lane of one plane ([`NormLayout::Registers`]): the row
+/// gets as many lanes as that takes (a power of two, up to the cube's 256), so Mistral's 4,096 bf16 values
+/// (512 vectors) take 128 lanes of 4 vectors, two rows per cube — 16 registers of values per lane, where 16
+/// vectors per lane of one plane took cubecl-cuda's code 154–220 registers. Rows longer than 256 lanes of this
+/// keep the re-reading kernel.
+const WIDE_PER: usize = 4;
 
 /// Rows from which the norms take [`NormLayout::Plane`] by default (prefill, the vision tower); below it a cube
 /// per row, whose 256 units share a long row at small batch.
@@ -1755,6 +1763,20 @@ fn norm_launch<R: CubeRuntime>(client: &ComputeClient<R>, rows: usize, hv: usize
         _ => (row_grid(rows.div_ceil(8)), CubeDim::new_2d(32, 8), false),
     };
     let per = hv.div_ceil(dim.x as usize);
+    if layout == NormLayout::Registers && per > REGS_MAX {
+        // A row too long for one plane's registers: more lanes per row, [`WIDE_PER`] vectors each, reduced in the
+        // row's segment of shared memory.
+        let lanes = hv.div_ceil(WIDE_PER).next_power_of_two();
+        if lanes <= BLOCK as usize {
+            let rows_per_cube = BLOCK as usize / lanes;
+            return NormLaunch {
+                count: row_grid(rows.div_ceil(rows_per_cube)),
+                dim: CubeDim::new_2d(lanes as u32, rows_per_cube as u32),
+                plane: false,
+                per: hv.div_ceil(lanes),
+            };
+        }
+    }
     let per = if layout == NormLayout::Registers && (1..=REGS_MAX).contains(&per) {
         per
     } else {
