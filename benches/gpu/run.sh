@@ -44,13 +44,14 @@
 #      prefill and CLIP → throughput.jsonl (gemm "cublas-mma", "cublas-mma-w8"); and the few-row product in CUDA
 #      C++ of ours (MMREASON_GEMV=cuda: gemv_kernels.log, parity-gemv.log, decode b1 → "cublas-gemv-cuda",
 #      "cublas-gemv-cuda:16")
-#   6d. group "tune" (run 10): each default since run 9 against what it replaced (MMREASON_NORM=cube|rows,
-#      MMREASON_ATTENTION=own for CLIP, MMREASON_DECODE_ATTN=ilp) and the mma knobs (MMREASON_MMA_CUBES=5,
-#      MMREASON_MMA_STAGES=2, and MMREASON_MMA_ROWS=32 with the kernel alone in rows32_bench.log), CLIP's
-#      attention over views of its projection (MMREASON_QKV_VIEWS=1, behind qkv_kernels.log), the mma
-#      attention's lean block loop first (MMREASON_MMA_LEAN=1, behind lean_kernels.log, the kernel alone in
-#      lean_bench.log),
-#      behind the fused kernels' CUDA test (tune_kernels.log, stages_kernels.log, rows32_kernels.log)
+#   6d. group "tune": the untimed candidates, each behind its kernel test — the mma attention's lean block loop
+#      first (MMREASON_MMA_LEAN=1: lean_kernels.log, parity-lean.log, the kernel alone in lean_bench.log), two
+#      m-tiles per warp (MMREASON_MMA_ROWS=32: rows32_kernels.log, rows32_bench.log), CLIP's attention over views
+#      of its projection (MMREASON_QKV_VIEWS=1: qkv_kernels.log, parity-qkv.log), the norms in registers
+#      (MMREASON_NORM=regs: regs_kernels.log, parity-regs.log); group "retune" (run 10's "tune"): each default
+#      since run 9 against what it replaced (MMREASON_NORM=cube|rows, MMREASON_ATTENTION=own for CLIP,
+#      MMREASON_DECODE_ATTN=ilp) and the mma knobs run 10 timed and left off (MMREASON_MMA_CUBES=5, MMREASON_MMA_STAGES=2),
+#      behind the fused kernels' CUDA test (retune_kernels.log, stages_kernels.log)
 #   6e. group "timeline": one more forward of Mistral's prefill (b8×512, b32×256) and of CLIP (b32) timed step by
 #      step with CUDA events on burn's stream, cuBLAS and our NVRTC kernels included (MMREASON_TIMELINE=1),
 #      behind its CUDA test (timeline_test.log) → timeline-prefill.md, timeline-clip.md
@@ -83,10 +84,10 @@ for d in /usr/local/cuda/lib64 $(ls -d "$NV"/nvidia/*/lib* 2>/dev/null); do LD_L
 export LD_LIBRARY_PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "binaries of $(cat "$BIN/SOURCE" 2>/dev/null || echo 'an unknown commit')"; $PY -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'; } 2>&1 | tee "$OUT/device.txt"
 
-# STEPS selects groups (default: all): parity gemm mistral stream order own clip timeline mma tune profile cubek flash
+# STEPS selects groups (default: all): parity gemm mistral stream order own clip timeline mma tune retune profile cubek flash
 # softmax decode unfused gemvbase gemv small burn llama fused kernels (they run in this order, whatever STEPS
 # lists)
-STEPS=${STEPS:-parity gemm mistral stream order own clip timeline mma tune profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
+STEPS=${STEPS:-parity gemm mistral stream order own clip timeline mma tune retune profile cubek flash softmax decode unfused gemvbase gemv small burn llama fused kernels}
 # DEADLINE (seconds from the start of this script, 0 = none) caps every step's limit and skips steps that would
 # start with under 15 s left: an outer `timeout` would not stop a running step (each `timeout` below puts its
 # step in a process group of its own), so a call's time limit has to be kept here.
@@ -230,16 +231,8 @@ step mma-w8-kernels 90 bash -c "set -o pipefail; MMREASON_MMA_WARPS=8 $BIN/fused
 w8_rc=$last_rc
 gated mma-w8-mistral "$w8_rc" && step mma-w8-mistral 60 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0 --repeats 2 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
 gated mma-w8-clip "$w8_rc" && step mma-w8-clip 40 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
-# Group "tune" (run 10): the defaults since run 9 against what they replaced, in one call. The fused kernels'
-# test on CUDA first (its norms over 1,203 rows run the plane-per-row layout, which the model parity fixtures, a
-# few hundred rows at most, never reach); only if it passes: the norms one cube per row as before
-# (MMREASON_NORM=cube, "cublas-norm-cube") and 8 rows per cube reduced in shared memory (=rows), the vision
-# tower's attention as our cubecl kernel (MMREASON_ATTENTION=own, the default before run 9), decode with the ILP
-# attention (MMREASON_DECODE_ATTN=ilp), and the mma attention's register budget for 5 cubes per SM
-# instead of 4 at heads of 64 (MMREASON_MMA_CUBES, compiled by NVRTC on the spot: 96 registers instead of 128, with
-# 132 bytes of spills by ptxas here; 6 cubes spill 412).
-step tune-kernels 90 bash -c "set -o pipefail; $BIN/fused_kernels fused_kernels_on_cuda mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/tune_kernels.log | grep -E 'test |panicked|error|declined' "
-tune_rc=$last_rc
+# Group "tune": candidates not yet timed, each behind its kernel test (`gated`), against the default rows of
+# the `mistral` and `clip` groups in the same call. Group "retune" (after it) re-times run 10's decisions.
 # The mma attention's lean block loop (MMREASON_MMA_LEAN=1; new in the seventeenth session, untimed): a key
 # block every row of a warp sees whole runs without a condition per n-tile or key, the scale folded into each
 # probability's FMA, fixed-count tile copies — ptxas's SASS here has ≈ 420 instructions per such block per warp
@@ -278,15 +271,6 @@ gated tune-qkv-parity "$qkv_rc" && step tune-qkv-parity 60 bash -c "set -o pipef
 qkv_rc=$last_rc
 gated tune-qkv-clip "$qkv_rc" && step tune-qkv-clip 40 bash -c "MMREASON_QKV_VIEWS=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-qkv-views | tee -a $TP"
 [ "$rows32_rc" = 0 ] && gated tune-qkv-rows32-clip "$qkv_rc" && step tune-qkv-rows32-clip 40 bash -c "MMREASON_QKV_VIEWS=1 MMREASON_MMA_ROWS=32 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-qkv-views-rows32 | tee -a $TP"
-for n in cube rows; do
-  gated tune-norm-$n-mistral "$tune_rc" && step tune-norm-$n-mistral 60 bash -c "MMREASON_NORM=$n $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-norm-$n | tee -a $TP"
-  gated tune-norm-$n-clip "$tune_rc" && step tune-norm-$n-clip 40 bash -c "MMREASON_NORM=$n $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-norm-$n | tee -a $TP"
-done
-gated tune-own-clip "$tune_rc" && step tune-own-clip 40 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own | tee -a $TP"
-gated tune-ilp-decode "$tune_rc" && step tune-ilp-decode 80 bash -c "MMREASON_DECODE_ATTN=ilp $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-ilp | tee -a $TP"
-for c in 5; do
-  gated tune-cubes$c-clip "$tune_rc" && step tune-cubes$c-clip 40 bash -c "MMREASON_MMA_CUBES=$c $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-cubes$c | tee -a $TP"
-done
 # The norms with each row read once, held in registers (MMREASON_NORM=regs; new after run 10): the fused
 # kernels' CUDA test with it (every norm case, the 1,203-row ones in the plane layout, the 2,100-wide ones over
 # more lanes), the model parity tests with it, then prefill and CLIP against the plane layout (the default rows
@@ -298,11 +282,30 @@ gated tune-regs-parity "$regs_rc" && step tune-regs-parity 60 bash -c "set -o pi
 regs_rc=$last_rc
 gated tune-regs-mistral "$regs_rc" && step tune-regs-mistral 60 bash -c "MMREASON_NORM=regs $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-norm-regs | tee -a $TP"
 gated tune-regs-clip "$regs_rc" && step tune-regs-clip 40 bash -c "MMREASON_NORM=regs $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-norm-regs | tee -a $TP"
+# Group "retune" (run 10's group "tune"): the defaults since run 9 against what they replaced, in one call. The fused kernels'
+# test on CUDA first (its norms over 1,203 rows run the plane-per-row layout, which the model parity fixtures, a
+# few hundred rows at most, never reach); only if it passes: the norms one cube per row as before
+# (MMREASON_NORM=cube, "cublas-norm-cube") and 8 rows per cube reduced in shared memory (=rows), the vision
+# tower's attention as our cubecl kernel (MMREASON_ATTENTION=own, the default before run 9), decode with the ILP
+# attention (MMREASON_DECODE_ATTN=ilp), and the mma attention's register budget for 5 cubes per SM
+# instead of 4 at heads of 64 (MMREASON_MMA_CUBES, compiled by NVRTC on the spot: 96 registers instead of 128, with
+# 132 bytes of spills by ptxas here; 6 cubes spill 412).
+step retune-kernels 90 bash -c "set -o pipefail; $BIN/fused_kernels fused_kernels_on_cuda mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/retune_kernels.log | grep -E 'test |panicked|error|declined' "
+retune_rc=$last_rc
+for n in cube rows; do
+  gated retune-norm-$n-mistral "$retune_rc" && step retune-norm-$n-mistral 60 bash -c "MMREASON_NORM=$n $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-norm-$n | tee -a $TP"
+  gated retune-norm-$n-clip "$retune_rc" && step retune-norm-$n-clip 40 bash -c "MMREASON_NORM=$n $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-norm-$n | tee -a $TP"
+done
+gated retune-own-clip "$retune_rc" && step retune-own-clip 40 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own | tee -a $TP"
+gated retune-ilp-decode "$retune_rc" && step retune-ilp-decode 80 bash -c "MMREASON_DECODE_ATTN=ilp $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-ilp | tee -a $TP"
+for c in 5; do
+  gated retune-cubes$c-clip "$retune_rc" && step retune-cubes$c-clip 40 bash -c "MMREASON_MMA_CUBES=$c $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-cubes$c | tee -a $TP"
+done
 # Two stages of K/V tiles in the mma attention at heads of 64 (MMREASON_MMA_STAGES=2: block j + 2's copies in
 # flight during block j; ptxas here: 128 registers, 32 bytes spilled): its kernel test, then CLIP.
-step tune-stages-kernels 60 bash -c "set -o pipefail; MMREASON_MMA_STAGES=2 $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/stages_kernels.log | grep -E 'test |panicked|error|declined' "
+step retune-stages-kernels 60 bash -c "set -o pipefail; MMREASON_MMA_STAGES=2 $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/stages_kernels.log | grep -E 'test |panicked|error|declined' "
 stages_rc=$last_rc
-gated tune-stages-clip "$stages_rc" && step tune-stages-clip 40 bash -c "MMREASON_MMA_STAGES=2 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-stages2 | tee -a $TP"
+gated retune-stages-clip "$stages_rc" && step retune-stages-clip 40 bash -c "MMREASON_MMA_STAGES=2 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-stages2 | tee -a $TP"
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).
 PROF="env OUT=$OUT BIN=$BIN TP=$TP PY=$PY bash benches/gpu/profile.sh"
 step profile-clip 60 $PROF clip "" --config clip-vit-l-336 --runs 32x0x0
