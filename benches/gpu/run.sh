@@ -248,6 +248,9 @@ lean_rc=$last_rc
 gated tune-lean-bench "$lean_rc" && step tune-lean-bench 90 bash -c "set -o pipefail; for l in 0 1; do echo \"lean \$l\"; CRITERION_HOME=$OUT/criterion-lean\$l MMREASON_MMA_LEAN=\$l MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench 'clip_mma|prefill_mma' --warm-up-time 1 --measurement-time 2 || exit 1; done 2>&1 | tee $OUT/lean_bench.log | grep -E 'lean|time:'"
 gated tune-lean-clip "$lean_rc" && step tune-lean-clip 40 bash -c "MMREASON_MMA_LEAN=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-lean | tee -a $TP"
 gated tune-lean-mistral "$lean_rc" && step tune-lean-mistral 60 bash -c "MMREASON_MMA_LEAN=1 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma-lean | tee -a $TP"
+# And at heads of 128 with registers for 3 cubes per SM instead of 2 (MMREASON_MMA_CUBES=3; ptxas here: 168
+# registers, 8 bytes spilled, against 194 and none): 12 warps per SM to hide latency instead of 8.
+gated tune-lean-cubes3-mistral "$lean_rc" && step tune-lean-cubes3-mistral 60 bash -c "MMREASON_MMA_LEAN=1 MMREASON_MMA_CUBES=3 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma-lean-cubes3 | tee -a $TP"
 gated tune-lean-qkv-clip "$lean_rc" && step tune-lean-qkv-clip 40 bash -c "MMREASON_MMA_LEAN=1 MMREASON_QKV_VIEWS=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-lean-qkv-views | tee -a $TP"
 # Two m-tiles of 16 query rows per warp in the mma attention (MMREASON_MMA_ROWS=32: each K/V fragment loaded
 # from shared memory serves both, half the ldmatrix traffic per query row; at heads of 128 with key blocks of
