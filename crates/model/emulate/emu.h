@@ -212,6 +212,26 @@ MMA_DEVICE float shfl_xor(float v, int m, std::source_location at = std::source_
     return r;
 }
 
+// A branch condition the kernel requires to be the same in every lane of a warp (what chooses between code with
+// different warp-level operations, or the same ones from a different source line): a no-op on the device, here
+// a warp operation that fails unless all 32 lanes agree (a lane-dependent `full` would be undefined behaviour
+// for mma.sync and ldmatrix on hardware, and the two instantiations of a lambda issue the same operations).
+MMA_DEVICE bool warp_uniform(bool v, std::source_location at = std::source_location::current()) {
+    const int w = current / 32, l = current % 32;
+    scratch[w].v[l] = v ? 1.0f : 0.0f;
+    warp_op_arrive("warp_uniform", at);
+    warp_barrier[w].wait();
+    warp_op_check();
+    for (int i = 0; i < 32; ++i)
+        if (scratch[w].v[i] != scratch[w].v[0]) {
+            std::fprintf(stderr, "warp_uniform at line %u: lanes disagree (lane 0: %d, lane %d: %d)\n",
+                         (unsigned)at.line(), scratch[w].v[0] != 0.0f, i, scratch[w].v[i] != 0.0f);
+            std::fflush(stdout), std::fflush(stderr), std::_Exit(1);
+        }
+    warp_barrier[w].wait();
+    return v;
+}
+
 MMA_DEVICE float exp2_approx(float x) { return std::exp2(x); }
 
 // ldmatrix .m8n8.x4 (.trans) .b16, as the PTX ISA describes it: lane l gives the address of row l % 8 of matrix

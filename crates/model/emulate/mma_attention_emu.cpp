@@ -184,6 +184,11 @@ int main() {
         {"CLIP's s=t=577 (10 key blocks)", 1, 1, 1, 577, 577, 577, false, 3},
         // A last block of 57 keys (LEAN: a block nearly full is still a partial one), a cache longer than t.
         {"s=t=121 (57 keys last), cap 128", 1, 2, 1, 121, 121, 128, false, 11},
+        // Causal blocks at the edge of what a warp sees whole (LEAN): a warp's first diagonal at the block's last
+        // key but one (78 cached: 16-row warps; 94: 32-row warps), and exactly at its last key (95).
+        {"s=100 after 78 cached (t=178)", 1, 2, 1, 100, 178, 192, false, 0},
+        {"s=100 after 94 cached (t=194)", 1, 2, 1, 100, 194, 200, false, 0},
+        {"s=100 after 95 cached (t=195)", 1, 2, 1, 100, 195, 200, false, 0},
     };
     int failed = 0;
     for (const Case& c : cases) {

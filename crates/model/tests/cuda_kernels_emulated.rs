@@ -18,24 +18,24 @@ use std::process::Command;
 /// blocks of 32), the projections' biases folded in, and the lean block loop.
 /// The product: bf16 and f16, 8 loads in flight (the default) and 3.
 const VARIANTS: [(&str, bool, &str, usize); 27] = [
-    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=0", 6),
-    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=0", 6),
-    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=128 -DMASK_MODE=1", 6),
-    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=64 -DMASK_MODE=1", 6),
-    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=2", 6),
-    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=2", 6),
+    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=0", 9),
+    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=0", 9),
+    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=128 -DMASK_MODE=1", 9),
+    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=64 -DMASK_MODE=1", 9),
+    ("mma_attention_emu.cpp", true, "-DHEAD_DIM=64 -DMASK_MODE=2", 9),
+    ("mma_attention_emu.cpp", false, "-DHEAD_DIM=128 -DMASK_MODE=2", 9),
     // Cubes of 8 warps (`MMREASON_MMA_WARPS=8`): Q's 128 rows staged across both tiles.
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=128 -DMASK_MODE=1 -DWARPS=8",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=2 -DWARPS=8",
-        6,
+        9,
     ),
     // Two stages of K and V tiles (`MMREASON_MMA_STAGES=2`, heads of 64): block j + 2's copies in flight
     // while block j is worked on (CLIP's 577 keys make 10 blocks).
@@ -43,45 +43,45 @@ const VARIANTS: [(&str, bool, &str, usize); 27] = [
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=0 -DSTAGES=2",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=2 -DSTAGES=2",
-        6,
+        9,
     ),
     // Two m-tiles of 16 query rows per warp (`MMREASON_MMA_ROWS=32`, heads of 64): each K/V fragment serves both.
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=0 -DMTILES=2",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=1 -DMTILES=2",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=2 -DMTILES=2 -DSTAGES=2",
-        6,
+        9,
     ),
     // At heads of 128 with key blocks of 32 (what `MMREASON_MMA_ROWS=32` compiles there).
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=128 -DMASK_MODE=1 -DMTILES=2 -DBC=32",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=128 -DMASK_MODE=2 -DMTILES=2 -DBC=32",
-        6,
+        9,
     ),
     // The query and value biases folded in (`MMREASON_QKV_VIEWS=1`, the vision tower: unmasked heads of 64),
     // against a reference that adds all three biases.
@@ -89,13 +89,13 @@ const VARIANTS: [(&str, bool, &str, usize); 27] = [
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=0 -DQV_BIAS=1",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=0 -DQV_BIAS=1 -DMTILES=2",
-        6,
+        9,
     ),
     // The lean block loop (`MMREASON_MMA_LEAN=1`): key blocks every row of a warp sees whole run without
     // conditions, the scale folded into the exponentials' FMA, tiles copied in a fixed count per thread.
@@ -103,37 +103,37 @@ const VARIANTS: [(&str, bool, &str, usize); 27] = [
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=0 -DLEAN=1",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=128 -DMASK_MODE=1 -DLEAN=1",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=128 -DMASK_MODE=2 -DLEAN=1",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         false,
         "-DHEAD_DIM=64 -DMASK_MODE=1 -DMTILES=2 -DLEAN=1",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=0 -DQV_BIAS=1 -DLEAN=1",
-        6,
+        9,
     ),
     (
         "mma_attention_emu.cpp",
         true,
         "-DHEAD_DIM=64 -DMASK_MODE=2 -DSTAGES=2 -DLEAN=1",
-        6,
+        9,
     ),
     ("gemv_emu.cpp", true, "-DUNROLL=8", 4),
     ("gemv_emu.cpp", false, "-DUNROLL=8", 4),

@@ -244,9 +244,10 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
     }
 
     // Rows too long for one plane to hold in registers (`MMREASON_NORM=regs`: more lanes per row, a few vectors
-    // each, reduced in shared memory): 2,100 values, so the last lane's vectors run past the row's end.
-    {
-        let [b, s, h] = [2, 9, 2100];
+    // each, reduced in the row's segment of shared memory): in f32, 2,100 values take 256 lanes of 3 vectors,
+    // the last lanes' past the row's end; 1,100 values take 128 lanes, two rows per cube (Mistral's layout),
+    // and 9 rows leave the last cube a row past the end.
+    for [b, s, h] in [[2, 9, 2100], [1, 9, 1100]] {
         let (x, a, w, bias) = (
             values(b * s * h, 31),
             values(b * s * h, 32),
@@ -269,12 +270,20 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
         };
         let (sum, normed) = fused::add_rms_norm(dev(&x), dev(&a), &wd, 1e-5);
         let sc = cpu3(&x) + cpu3(&a);
-        check("add_rms_norm sum over long rows", host(sum), host(sc.clone()));
-        check("add_rms_norm norm over long rows", host(normed), host(rms(sc)));
+        check(
+            &format!("add_rms_norm sum over rows of {h}"),
+            host(sum),
+            host(sc.clone()),
+        );
+        check(
+            &format!("add_rms_norm norm over rows of {h}"),
+            host(normed),
+            host(rms(sc)),
+        );
         let centered = cpu3(&x).clone() - cpu3(&x).mean_dim(2);
         let var = centered.clone().powi_scalar(2).mean_dim(2);
         check(
-            "layer_norm over long rows",
+            &format!("layer_norm over rows of {h}"),
             host(fused::layer_norm(dev(&x), &wd, &bd, 1e-5)),
             host(centered * (var + 1e-5).sqrt().recip() * wc.clone() + bc.clone()),
         );

@@ -328,9 +328,15 @@ fn attend<B: Backend>(
         DType::F16 => false,
         _ => return None,
     };
+    let masking = match (mask, causal) {
+        (Some(_), _) => Masking::Mask,
+        (None, true) => Masking::Causal,
+        (None, false) => Masking::None,
+    };
     if !HEAD_DIMS.contains(&d)
-        // The lean loop takes the maximum of raw scores, which is the scaled scores' only for a positive scale.
-        || (lean() && !(scale > 0.0 && scale.is_finite()))
+        // The lean loop takes the maximum of raw scores where there is no mask, which is the scaled scores' only
+        // for a positive scale (as the kernel gets it, in f32).
+        || (lean() && masking != Masking::Mask && !((scale as f32) > 0.0 && (scale as f32).is_finite()))
         // The kernel's positions are 32-bit, with a tile's length of headroom.
         || s > (i32::MAX as usize) - 2 * MAX_ROWS
         || cap > (i32::MAX as usize) - 2 * MAX_ROWS
@@ -339,11 +345,6 @@ fn attend<B: Backend>(
     {
         return None;
     }
-    let masking = match (mask, causal) {
-        (Some(_), _) => Masking::Mask,
-        (None, true) => Masking::Causal,
-        (None, false) => Masking::None,
-    };
     if let Some((qb, vb)) = bias
         && (qb.dims() != [nh * d]
             || vb.dims() != [nkv * d]

@@ -112,6 +112,9 @@ MMA_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "mem
 // Every committed group but the newest has landed (this thread's copies).
 MMA_DEVICE void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 
+// A condition every lane of the warp computes alike (the emulator checks that it is).
+MMA_DEVICE bool warp_uniform(bool v) { return v; }
+
 MMA_DEVICE float exp2_approx(float x) {
     float r;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
@@ -381,7 +384,8 @@ MMA_KERNEL mmreason_mma_attention(MmaParams p) {
         // diagonal), so its products and softmax need no per-tile or per-key condition — straight-line code
         // that ptxas can schedule as one piece (each `ldmatrix` issued ahead of the products that wait for it,
         // where a branch per n-tile leaves its latency exposed). Warp-uniform.
-        const bool full = LEAN && seen >= BC && (MASK_MODE != 1 || k0 + BC - 1 <= q0 + w0 + p.t - p.s);
+        const bool full =
+            LEAN && warp_uniform(seen >= BC && (MASK_MODE != 1 || k0 + BC - 1 <= q0 + w0 + p.t - p.s));
 
         float sc[MTILES][BC / 8][4];
 #pragma unroll
