@@ -186,40 +186,58 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
 
     // The norms over many rows (prefill, the vision tower: from 1,024 rows several rows share a cube, one plane
     // each where the device has plane operations, else a segment of shared memory each): 1,203 rows, not a
-    // multiple of the rows per cube, so the last cube has rows past the end.
-    {
-        let [b, s, h] = [3, 401, 300];
-        let (x, a, pb) = (values(b * s * h, 21), values(b * s * h, 22), values(h, 23));
+    // multiple of the rows per cube, so the last cube has rows past the end. Then rows too long for one plane to
+    // hold in registers (`MMREASON_NORM=regs`: more lanes per row, a few vectors each, reduced in the row's
+    // segment of shared memory): in f32, 2,100 values take 256 lanes of 3 vectors, the last lanes' past the
+    // row's end; 1,100 values take 128 lanes, two rows per cube (Mistral's layout), and 9 rows leave the last
+    // cube a row past the end.
+    let long = |h, seed| (values(h, seed), values(h, seed + 1));
+    for ([b, s, h], seed, (w, bias)) in [
+        ([3, 401, 300], 21, (w.clone(), bias.clone())),
+        ([2, 9, 2100], 31, long(2100, 34)),
+        ([1, 9, 1100], 31, long(1100, 34)),
+    ] {
+        let rows = format!("{} rows of {h}", b * s);
+        let (x, a, pb) = (
+            values(b * s * h, seed),
+            values(b * s * h, seed + 1),
+            values(h, seed + 2),
+        );
         let dev = |v: &[f32]| tensor::<B, 3>(v.to_vec(), [b, s, h], device);
         let cpu3 = |v: &[f32]| tensor::<Cpu, 3>(v.to_vec(), [b, s, h], &cpu);
         let (wd, bd) = (
             tensor::<B, 1>(w.clone(), [h], device),
             tensor::<B, 1>(bias.clone(), [h], device),
         );
-        let (wc, bc) = (
-            tensor::<Cpu, 1>(w.clone(), [h], &cpu),
-            tensor::<Cpu, 1>(bias.clone(), [h], &cpu),
-        );
+        let (wc, bc) = (tensor::<Cpu, 1>(w, [h], &cpu), tensor::<Cpu, 1>(bias, [h], &cpu));
         let rms = |v: Tensor<Cpu, 3>| {
             let var = v.clone().powi_scalar(2).mean_dim(2);
             v * (var + 1e-5).sqrt().recip() * wc.clone().unsqueeze::<3>()
         };
         check(
-            "rms_norm over many rows",
+            &format!("rms_norm over {rows}"),
             host(fused::rms_norm(dev(&x), &wd, 1e-5)),
             host(rms(cpu3(&x))),
         );
         let (sum, normed) = fused::add_rms_norm(dev(&x), dev(&a), &wd, 1e-5);
         let sc = cpu3(&x) + cpu3(&a);
-        check("add_rms_norm sum over many rows", host(sum), host(sc.clone()));
-        check("add_rms_norm norm over many rows", host(normed), host(rms(sc)));
+        check(
+            &format!("add_rms_norm sum over {rows}"),
+            host(sum),
+            host(sc.clone()),
+        );
+        check(
+            &format!("add_rms_norm norm over {rows}"),
+            host(normed),
+            host(rms(sc)),
+        );
         let ln = |v: Tensor<Cpu, 3>| {
             let centered = v.clone() - v.mean_dim(2);
             let var = centered.clone().powi_scalar(2).mean_dim(2);
             centered * (var + 1e-5).sqrt().recip() * wc.clone().unsqueeze::<3>() + bc.clone().unsqueeze::<3>()
         };
         check(
-            "layer_norm over many rows",
+            &format!("layer_norm over {rows}"),
             host(fused::layer_norm(dev(&x), &wd, &bd, 1e-5)),
             host(ln(cpu3(&x))),
         );
@@ -232,60 +250,14 @@ fn kernels<B: Backend>(device: &B::Device, planes: bool) {
         );
         let want_sum = cpu3(&x) + (cpu3(&a) + tensor::<Cpu, 1>(pb, [h], &cpu).unsqueeze::<3>());
         check(
-            "bias_add_layer_norm sum over many rows",
+            &format!("bias_add_layer_norm sum over {rows}"),
             host(sum),
             host(want_sum.clone()),
         );
         check(
-            "bias_add_layer_norm normed over many rows",
+            &format!("bias_add_layer_norm normed over {rows}"),
             host(normed),
             host(ln(want_sum)),
-        );
-    }
-
-    // Rows too long for one plane to hold in registers (`MMREASON_NORM=regs`: more lanes per row, a few vectors
-    // each, reduced in the row's segment of shared memory): in f32, 2,100 values take 256 lanes of 3 vectors,
-    // the last lanes' past the row's end; 1,100 values take 128 lanes, two rows per cube (Mistral's layout),
-    // and 9 rows leave the last cube a row past the end.
-    for [b, s, h] in [[2, 9, 2100], [1, 9, 1100]] {
-        let (x, a, w, bias) = (
-            values(b * s * h, 31),
-            values(b * s * h, 32),
-            values(h, 33),
-            values(h, 34),
-        );
-        let dev = |v: &[f32]| tensor::<B, 3>(v.to_vec(), [b, s, h], device);
-        let cpu3 = |v: &[f32]| tensor::<Cpu, 3>(v.to_vec(), [b, s, h], &cpu);
-        let (wd, bd) = (
-            tensor::<B, 1>(w.clone(), [h], device),
-            tensor::<B, 1>(bias.clone(), [h], device),
-        );
-        let (wc, bc) = (
-            tensor::<Cpu, 1>(w, [h], &cpu).unsqueeze::<3>(),
-            tensor::<Cpu, 1>(bias, [h], &cpu).unsqueeze::<3>(),
-        );
-        let rms = |v: Tensor<Cpu, 3>| {
-            let var = v.clone().powi_scalar(2).mean_dim(2);
-            v * (var + 1e-5).sqrt().recip() * wc.clone()
-        };
-        let (sum, normed) = fused::add_rms_norm(dev(&x), dev(&a), &wd, 1e-5);
-        let sc = cpu3(&x) + cpu3(&a);
-        check(
-            &format!("add_rms_norm sum over rows of {h}"),
-            host(sum),
-            host(sc.clone()),
-        );
-        check(
-            &format!("add_rms_norm norm over rows of {h}"),
-            host(normed),
-            host(rms(sc)),
-        );
-        let centered = cpu3(&x).clone() - cpu3(&x).mean_dim(2);
-        let var = centered.clone().powi_scalar(2).mean_dim(2);
-        check(
-            &format!("layer_norm over rows of {h}"),
-            host(fused::layer_norm(dev(&x), &wd, &bd, 1e-5)),
-            host(centered * (var + 1e-5).sqrt().recip() * wc.clone() + bc.clone()),
         );
     }
 
