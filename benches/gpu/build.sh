@@ -7,6 +7,8 @@ cd "$(dirname "$0")/../.."
 # cubecl-cuda's compiler here and compiled with NVRTC for sm_90a (no GPU needed; benches/gpu/nvrtc_check.py),
 # so a kernel NVRTC rejects is found before a lent device's 15 minutes are spent on it. NVRTC comes from torch's
 # wheels (NVRTC_PYTHON=/path/to/venv/bin/python) or a CUDA toolkit; without it only the C++ is checked.
+# Before anything is built: every step of run.sh against stand-ins for the binaries (seconds).
+python3 benches/gpu/dry_run.py
 sources=$(mktemp -d)
 trap 'rm -rf "$sources"' EXIT
 # (The test needs a wgpu adapter: Mesa's lavapipe, as .ci/run installs.)

@@ -29,26 +29,33 @@ import re
 import sys
 
 
+def cuda_roots():
+    """Where CUDA's pieces are looked for, best first: (root, its library directory) for each package of the
+    `nvidia` pip wheels (`lib`), then `$CUDA_PATH` and /usr/local/cuda (`lib64`). Each root has `include` and
+    may have `bin`."""
+    out = []
+    try:
+        import nvidia  # the pip wheels' namespace package
+
+        for top in nvidia.__path__:
+            out += [(root, "lib") for root in sorted(glob.glob(os.path.join(top, "*")), reverse=True)]
+    except ImportError:
+        pass
+    for root in [os.environ.get("CUDA_PATH"), "/usr/local/cuda"]:
+        if root:
+            out.append((root, "lib64"))
+    return out
+
+
 def candidates():
     """(library, include dir) pairs to try, best first."""
     out = []
     if os.environ.get("NVRTC"):
         out.append((os.environ["NVRTC"], os.environ.get("CUDA_INCLUDE")))
-    try:
-        import nvidia  # the pip wheels' namespace package
-
-        for root in nvidia.__path__:
-            for lib in sorted(glob.glob(os.path.join(root, "*", "lib", "libnvrtc.so*")), reverse=True):
-                if "builtins" in lib:
-                    continue
-                out.append((lib, os.path.join(os.path.dirname(os.path.dirname(lib)), "include")))
-    except ImportError:
-        pass
-    for root in [os.environ.get("CUDA_PATH"), "/usr/local/cuda"]:
-        if root:
-            for lib in sorted(glob.glob(os.path.join(root, "lib64", "libnvrtc.so*")), reverse=True):
-                if "builtins" not in lib:
-                    out.append((lib, os.path.join(root, "include")))
+    for root, libdir in cuda_roots():
+        for lib in sorted(glob.glob(os.path.join(root, libdir, "libnvrtc.so*")), reverse=True):
+            if "builtins" not in lib:
+                out.append((lib, os.path.join(root, "include")))
     return [(lib, inc) for lib, inc in out if inc and os.path.exists(os.path.join(inc, "cuda_bf16.h"))]
 
 
@@ -124,17 +131,7 @@ def memory_ops(ptx):
 
 def cuobjdump():
     """cuobjdump from the `nvidia-cuda-cuobjdump` wheel or a CUDA toolkit, or None."""
-    found = []
-    try:
-        import nvidia
-
-        for root in nvidia.__path__:
-            found += glob.glob(os.path.join(root, "*", "bin", "cuobjdump"))
-    except ImportError:
-        pass
-    for root in [os.environ.get("CUDA_PATH"), "/usr/local/cuda"]:
-        if root:
-            found += glob.glob(os.path.join(root, "bin", "cuobjdump"))
+    found = [path for root, _ in cuda_roots() for path in glob.glob(os.path.join(root, "bin", "cuobjdump"))]
     return found[0] if found else None
 
 

@@ -154,26 +154,43 @@ step gemm-probe 30 bash -c "$BIN/host_probe --backend cuda > $OUT/host_probe.jso
 step gemm-f32 30 bash -c "$BIN/gemm_bench --backend cuda --dtype f32 --shapes 4096x4096x4096 --iters 5 | tee -a $OUT/gemm.jsonl"
 RUNS=8x512x0,32x256x0,1x128x128,32x128x128
 TP="$OUT/throughput.jsonl"
+# The fused kernels' tests FILTERS (a space-separated list) with a switch's VAR=value settings, their output in
+# $OUT/LOG: the step's status is the tests' (pipefail), which gates the steps that time those kernels.
+kernel_test() { # NAME SECONDS LOG FILTERS VAR=value...
+  local name=$1 secs=$2 log=$3 filters=$4; shift 4
+  step "$name" "$secs" bash -c "set -o pipefail; $* $BIN/fused_kernels $filters --include-ignored --nocapture 2>&1 | tee $OUT/$log | grep -E 'test |panicked|error|declined' "
+}
+# Our throughput rows with a switch on: NAME (the step), LABEL (the default GEMM's name relabelled, the tables'
+# column for the switch), then the switch's VAR=value settings. Mistral over RUNS (100 s), Mistral's prefill
+# b8×512 and b32×256 (60 s), its decode b1 and b32 (80 s), CLIP's batch of 32 (40 s).
+ours() { # NAME SECONDS LABEL CONFIG RUNS REPEATS VAR=value...
+  local name=$1 secs=$2 label=$3 config=$4 runs=$5 repeats=$6; shift 6
+  step "$name" "$secs" bash -c "$* $BIN/throughput --config $config --random-weights --backend cuda --dtype bf16 --runs $runs --repeats $repeats --json | relabel gemm $label | tee -a $TP"
+}
+mistral_row() { local name=$1 label=$2; shift 2; ours "$name" 100 "$label" mistral-7b "$RUNS" 2 "$@"; }
+prefill_row() { local name=$1 label=$2; shift 2; ours "$name" 60 "$label" mistral-7b 8x512x0,32x256x0 2 "$@"; }
+decode_row() { local name=$1 label=$2; shift 2; ours "$name" 80 "$label" mistral-7b 1x128x128,32x128x128 2 "$@"; }
+clip_row() { local name=$1 label=$2; shift 2; ours "$name" 40 "$label" clip-vit-l-336 32x0x0 3 "$@"; }
 step mistral-cublas 100 bash -c "$BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
 step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mistral-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
 # What the stream order (the default since run 8: cuBLAS on burn's own stream, cubecl-cuda patched to say which,
 # vendor/README.md) gained over the host order, in the same call; the default rows above must count their
 # products under "stream" (table.py flags a host-order fallback).
-step stream-host-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=host $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-host | tee -a $TP"
-step stream-host-clip 40 bash -c "MMREASON_CUBLAS_ORDER=host $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-host | tee -a $TP"
+mistral_row stream-host-mistral cublas-host MMREASON_CUBLAS_ORDER=host
+clip_row stream-host-clip cublas-host MMREASON_CUBLAS_ORDER=host
 # cuBLAS ordered on the device (no host synchronisation per product): correctness first, then the figures.
 step order-parity 120 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-order.log | grep -E 'PARITY|test |panicked|error|ordered' "
-step order-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-devorder | tee -a $TP"
-step order-clip 40 bash -c "MMREASON_CUBLAS_ORDER=device $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-devorder | tee -a $TP"
+mistral_row order-mistral cublas-devorder MMREASON_CUBLAS_ORDER=device
+clip_row order-clip cublas-devorder MMREASON_CUBLAS_ORDER=device
 # Our prefill attention (group "own"; by default CLIP's attention only): the model parity tests with it for the
 # decoder too, then Mistral prefill with it; CLIP with the composed attention instead.
 step own-parity 120 bash -c "MMREASON_ATTENTION=own $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-own.log | grep -E 'PARITY|test |panicked|error' "
-step own-mistral 60 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-own | tee -a $TP"
-step own-composed-clip 40 bash -c "MMREASON_ATTENTION=composed $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-composed | tee -a $TP"
+prefill_row own-mistral cublas-own MMREASON_ATTENTION=own
+clip_row own-composed-clip cublas-composed MMREASON_ATTENTION=composed
 # The composed attention over keys padded to whole 16-byte rows (577 → 584 positions: cuBLAS's aligned kernels;
 # MMREASON_ATTENTION=padded): the vision parity tests, then CLIP.
 step own-padded-parity 60 bash -c "MMREASON_ATTENTION=padded $BIN/backend_parity vision --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-padded.log | grep -E 'PARITY|test |panicked|error|ordered' "
-step own-padded-clip 40 bash -c "MMREASON_ATTENTION=padded $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-padded | tee -a $TP"
+clip_row own-padded-clip cublas-padded MMREASON_ATTENTION=padded
 # CLIP's baselines (ours with the defaults, PyTorch) before the mma group, so that a failing kernel there cannot
 # cost them their time.
 step clip-cublas 40 bash -c "$BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | tee -a $TP"
@@ -198,14 +215,14 @@ step timeline-test 60 bash -c "set -o pipefail; $BIN/backend_parity timeline --i
 timeline_rc=$last_rc
 gated timeline-prefill "$timeline_rc" && step timeline-prefill 60 bash -c "MMREASON_TIMELINE=1 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 | tee $OUT/timeline-prefill.md"
 gated timeline-clip "$timeline_rc" && step timeline-clip 40 bash -c "MMREASON_TIMELINE=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 | tee $OUT/timeline-clip.md"
-step mma-kernels 90 bash -c "set -o pipefail; $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_kernels.log | grep -E 'test |panicked|error|declined' "
+kernel_test mma-kernels 90 mma_kernels.log "mma_attention"
 mma_rc=$last_rc
-gated mma-mistral "$mma_rc" && step mma-mistral 60 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma | tee -a $TP"
-gated mma-clip "$mma_rc" && step mma-clip 40 bash -c "MMREASON_ATTENTION=mma $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma | tee -a $TP"
+gated mma-mistral "$mma_rc" && prefill_row mma-mistral cublas-mma MMREASON_ATTENTION=mma
+gated mma-clip "$mma_rc" && clip_row mma-clip cublas-mma MMREASON_ATTENTION=mma
 # Our CUDA C++ few-row product (MMREASON_GEMV=cuda[:UNROLL], same group): its kernel test against the CPU, the
 # model parity tests with it (the fixtures' decode steps take it: hidden sizes of 16 and 32), then decode b1 with
 # 8 and 16 weight loads in flight per unit against the cubecl kernel (the mistral rows above).
-step mma-gemv-kernels 60 bash -c "set -o pipefail; $BIN/fused_kernels cuda_gemv --include-ignored --nocapture 2>&1 | tee $OUT/gemv_kernels.log | grep -E 'test |panicked|error|declined' "
+kernel_test mma-gemv-kernels 60 gemv_kernels.log "cuda_gemv"
 gemv_rc=$last_rc
 gated mma-gemv-parity "$gemv_rc" && step mma-gemv-parity 120 bash -c "MMREASON_GEMV=cuda $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-gemv.log | grep -E 'PARITY|test |panicked|error|declined' "
 for g in cuda cuda:16; do
@@ -216,21 +233,21 @@ done
 # kernels' test on CUDA (its decode cases run every decode kernel: 1–3 splits, 2 and 4 query heads per kv
 # head), the model parity tests with it, and only if both pass, decode b1 and b32 against the ILP kernel (the
 # mistral rows above).
-step mma-split-kernels 90 bash -c "set -o pipefail; MMREASON_DECODE_ATTN=split $BIN/fused_kernels fused_kernels_on_cuda --include-ignored --nocapture 2>&1 | tee $OUT/split_kernels.log | grep -E 'test |panicked|error' "
+kernel_test mma-split-kernels 90 split_kernels.log "fused_kernels_on_cuda" MMREASON_DECODE_ATTN=split
 split_rc=$last_rc
 gated mma-split-parity "$split_rc" && step mma-split-parity 120 bash -c "set -o pipefail; MMREASON_DECODE_ATTN=split $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-split.log | grep -E 'PARITY|test |panicked|error' "
 # (Unchanged when the parity step was skipped: the kernel test's status.)
 split_rc=$last_rc
 # Its own choice of splits (one per 256 keys: 1 here, so 8 cubes at batch 1), then 8 splits per kv head.
 for a in split split:8; do
-  gated mma-decode-$a "$split_rc" && step mma-decode-$a 80 bash -c "MMREASON_DECODE_ATTN=$a $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-$a | tee -a $TP"
+  gated mma-decode-$a "$split_rc" && decode_row mma-decode-$a cublas-decode-$a MMREASON_DECODE_ATTN=$a
 done
 # Cubes of 8 warps (128 query rows per K/V tile; MMREASON_MMA_WARPS=8, compiled by NVRTC on the spot): its own
 # kernel test, then the figures.
-step mma-w8-kernels 90 bash -c "set -o pipefail; MMREASON_MMA_WARPS=8 $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/mma_w8_kernels.log | grep -E 'test |panicked|error|declined' "
+kernel_test mma-w8-kernels 90 mma_w8_kernels.log "mma_attention" MMREASON_MMA_WARPS=8
 w8_rc=$last_rc
 gated mma-w8-mistral "$w8_rc" && step mma-w8-mistral 60 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0 --repeats 2 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
-gated mma-w8-clip "$w8_rc" && step mma-w8-clip 40 bash -c "MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-w8 | tee -a $TP"
+gated mma-w8-clip "$w8_rc" && clip_row mma-w8-clip cublas-mma-w8 MMREASON_ATTENTION=mma MMREASON_MMA_WARPS=8
 # Group "tune": candidates not yet timed, each behind its kernel test (`gated`), against the default rows of
 # the `mistral` and `clip` groups in the same call. Group "retune" (after it) re-times run 10's decisions.
 # The mma attention's lean block loop (MMREASON_MMA_LEAN=1; new in the seventeenth session, untimed): a key
@@ -241,27 +258,27 @@ gated mma-w8-clip "$w8_rc" && step mma-w8-clip 40 bash -c "MMREASON_ATTENTION=mm
 # 128 (the mma kernel inside both towers), the kernel alone at CLIP's and Mistral's prefill shapes against the
 # default in one criterion call (lean_bench.log), then CLIP (alone and over views of its projection) and
 # Mistral prefill.
-step tune-lean-kernels 60 bash -c "set -o pipefail; MMREASON_MMA_LEAN=1 $BIN/fused_kernels mma_attention qkv_views --include-ignored --nocapture 2>&1 | tee $OUT/lean_kernels.log | grep -E 'test |panicked|error|declined' "
+kernel_test tune-lean-kernels 60 lean_kernels.log "mma_attention qkv_views" MMREASON_MMA_LEAN=1
 lean_rc=$last_rc
 gated tune-lean-parity "$lean_rc" && step tune-lean-parity 60 bash -c "set -o pipefail; MMREASON_MMA_LEAN=1 $BIN/backend_parity heads_of --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-lean.log | grep -E 'PARITY|test |panicked|error|declined' "
 lean_rc=$last_rc
 gated tune-lean-bench "$lean_rc" && step tune-lean-bench 90 bash -c "set -o pipefail; for l in 0 1; do echo \"lean \$l\"; CRITERION_HOME=$OUT/criterion-lean\$l MMREASON_MMA_LEAN=\$l MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench 'clip_mma|prefill_mma' --warm-up-time 1 --measurement-time 2 || exit 1; done 2>&1 | tee $OUT/lean_bench.log | grep -E 'lean|time:'"
-gated tune-lean-clip "$lean_rc" && step tune-lean-clip 40 bash -c "MMREASON_MMA_LEAN=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-lean | tee -a $TP"
-gated tune-lean-mistral "$lean_rc" && step tune-lean-mistral 60 bash -c "MMREASON_MMA_LEAN=1 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma-lean | tee -a $TP"
+gated tune-lean-clip "$lean_rc" && clip_row tune-lean-clip cublas-mma-lean MMREASON_MMA_LEAN=1
+gated tune-lean-mistral "$lean_rc" && prefill_row tune-lean-mistral cublas-mma-lean MMREASON_MMA_LEAN=1
 # And at heads of 128 with registers for 3 cubes per SM instead of 2 (MMREASON_MMA_CUBES=3; ptxas here: 168
 # registers, 8 bytes spilled, against 194 and none): 12 warps per SM to hide latency instead of 8.
-gated tune-lean-cubes3-mistral "$lean_rc" && step tune-lean-cubes3-mistral 60 bash -c "MMREASON_MMA_LEAN=1 MMREASON_MMA_CUBES=3 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma-lean-cubes3 | tee -a $TP"
-gated tune-lean-qkv-clip "$lean_rc" && step tune-lean-qkv-clip 40 bash -c "MMREASON_MMA_LEAN=1 MMREASON_QKV_VIEWS=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-lean-qkv-views | tee -a $TP"
+gated tune-lean-cubes3-mistral "$lean_rc" && prefill_row tune-lean-cubes3-mistral cublas-mma-lean-cubes3 MMREASON_MMA_LEAN=1 MMREASON_MMA_CUBES=3
+gated tune-lean-qkv-clip "$lean_rc" && clip_row tune-lean-qkv-clip cublas-mma-lean-qkv-views MMREASON_MMA_LEAN=1 MMREASON_QKV_VIEWS=1
 # Two m-tiles of 16 query rows per warp in the mma attention (MMREASON_MMA_ROWS=32: each K/V fragment loaded
 # from shared memory serves both, half the ldmatrix traffic per query row; at heads of 128 with key blocks of
 # 32; new after run 10, untimed, compiled by NVRTC on the spot): its kernel test, then the kernel alone at
 # CLIP's and Mistral's prefill shapes against the default in one criterion call (rows32_bench.log), then CLIP
 # and Mistral prefill against the default rows.
-step tune-rows32-kernels 60 bash -c "set -o pipefail; MMREASON_MMA_ROWS=32 $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/rows32_kernels.log | grep -E 'test |panicked|error|declined' "
+kernel_test tune-rows32-kernels 60 rows32_kernels.log "mma_attention" MMREASON_MMA_ROWS=32
 rows32_rc=$last_rc
 gated tune-rows32-bench "$rows32_rc" && step tune-rows32-bench 90 bash -c "set -o pipefail; for r in 16 32; do echo \"rows per warp \$r\"; CRITERION_HOME=$OUT/criterion-rows\$r MMREASON_MMA_ROWS=\$r MMREASON_BENCH_BACKEND=cuda $BIN/kernels --bench 'clip_mma|prefill_mma' --warm-up-time 1 --measurement-time 2 || exit 1; done 2>&1 | tee $OUT/rows32_bench.log | grep -E 'rows per warp|time:'"
-gated tune-rows32-clip "$rows32_rc" && step tune-rows32-clip 40 bash -c "MMREASON_MMA_ROWS=32 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-rows32 | tee -a $TP"
-gated tune-rows32-mistral "$rows32_rc" && step tune-rows32-mistral 60 bash -c "MMREASON_MMA_ROWS=32 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-mma-rows32 | tee -a $TP"
+gated tune-rows32-clip "$rows32_rc" && clip_row tune-rows32-clip cublas-mma-rows32 MMREASON_MMA_ROWS=32
+gated tune-rows32-mistral "$rows32_rc" && prefill_row tune-rows32-mistral cublas-mma-rows32 MMREASON_MMA_ROWS=32
 # The vision tower's attention reading q, k and v from its projection in place, the query and value biases
 # folded into the mma kernel (MMREASON_QKV_VIEWS=1: no QkvBiasHeadsKernel pass, 1.9 ms of CLIP's ≈ 31 in run
 # 10's profile; new after run 10, untimed): its kernel test against the composition on the CPU
@@ -272,19 +289,19 @@ step tune-qkv-kernels 60 bash -c "set -o pipefail; for r in 16 32; do echo \"row
 qkv_rc=$last_rc
 gated tune-qkv-parity "$qkv_rc" && step tune-qkv-parity 60 bash -c "set -o pipefail; MMREASON_QKV_VIEWS=1 $BIN/backend_parity heads_of_64 --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-qkv.log | grep -E 'PARITY|test |panicked|error|declined' "
 qkv_rc=$last_rc
-gated tune-qkv-clip "$qkv_rc" && step tune-qkv-clip 40 bash -c "MMREASON_QKV_VIEWS=1 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-qkv-views | tee -a $TP"
-[ "$rows32_rc" = 0 ] && gated tune-qkv-rows32-clip "$qkv_rc" && step tune-qkv-rows32-clip 40 bash -c "MMREASON_QKV_VIEWS=1 MMREASON_MMA_ROWS=32 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-qkv-views-rows32 | tee -a $TP"
+gated tune-qkv-clip "$qkv_rc" && clip_row tune-qkv-clip cublas-qkv-views MMREASON_QKV_VIEWS=1
+[ "$rows32_rc" = 0 ] && gated tune-qkv-rows32-clip "$qkv_rc" && clip_row tune-qkv-rows32-clip cublas-qkv-views-rows32 MMREASON_QKV_VIEWS=1 MMREASON_MMA_ROWS=32
 # The norms with each row read once, held in registers (MMREASON_NORM=regs; new after run 10): the fused
 # kernels' CUDA test with it (every norm case, the 1,203-row ones in the plane layout, the 2,100-wide ones over
 # more lanes), the model parity tests with it, then prefill and CLIP against the plane layout (the default rows
 # above). Since the seventeenth session Mistral's 4,096-wide rows take it too (128 lanes of 4 vectors per row,
 # reduced in shared memory), where before they kept the re-reading kernel.
-step tune-regs-kernels 60 bash -c "set -o pipefail; MMREASON_NORM=regs $BIN/fused_kernels fused_kernels_on_cuda --include-ignored --nocapture 2>&1 | tee $OUT/regs_kernels.log | grep -E 'test |panicked|error' "
+kernel_test tune-regs-kernels 60 regs_kernels.log "fused_kernels_on_cuda" MMREASON_NORM=regs
 regs_rc=$last_rc
 gated tune-regs-parity "$regs_rc" && step tune-regs-parity 60 bash -c "set -o pipefail; MMREASON_NORM=regs $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-regs.log | grep -E 'test |panicked|error' "
 regs_rc=$last_rc
-gated tune-regs-mistral "$regs_rc" && step tune-regs-mistral 60 bash -c "MMREASON_NORM=regs $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-norm-regs | tee -a $TP"
-gated tune-regs-clip "$regs_rc" && step tune-regs-clip 40 bash -c "MMREASON_NORM=regs $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-norm-regs | tee -a $TP"
+gated tune-regs-mistral "$regs_rc" && prefill_row tune-regs-mistral cublas-norm-regs MMREASON_NORM=regs
+gated tune-regs-clip "$regs_rc" && clip_row tune-regs-clip cublas-norm-regs MMREASON_NORM=regs
 # Group "retune" (run 10's group "tune"): the defaults since run 9 against what they replaced, in one call. The fused kernels'
 # test on CUDA first (its norms over 1,203 rows run the plane-per-row layout, which the model parity fixtures, a
 # few hundred rows at most, never reach); only if it passes: the norms one cube per row as before
@@ -293,22 +310,22 @@ gated tune-regs-clip "$regs_rc" && step tune-regs-clip 40 bash -c "MMREASON_NORM
 # attention (MMREASON_DECODE_ATTN=ilp), and the mma attention's register budget for 5 cubes per SM
 # instead of 4 at heads of 64 (MMREASON_MMA_CUBES, compiled by NVRTC on the spot: 96 registers instead of 128, with
 # 132 bytes of spills by ptxas here; 6 cubes spill 412).
-step retune-kernels 90 bash -c "set -o pipefail; $BIN/fused_kernels fused_kernels_on_cuda mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/retune_kernels.log | grep -E 'test |panicked|error|declined' "
+kernel_test retune-kernels 90 retune_kernels.log "fused_kernels_on_cuda mma_attention"
 retune_rc=$last_rc
 for n in cube rows; do
-  gated retune-norm-$n-mistral "$retune_rc" && step retune-norm-$n-mistral 60 bash -c "MMREASON_NORM=$n $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-norm-$n | tee -a $TP"
-  gated retune-norm-$n-clip "$retune_rc" && step retune-norm-$n-clip 40 bash -c "MMREASON_NORM=$n $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-norm-$n | tee -a $TP"
+  gated retune-norm-$n-mistral "$retune_rc" && prefill_row retune-norm-$n-mistral cublas-norm-$n MMREASON_NORM=$n
+  gated retune-norm-$n-clip "$retune_rc" && clip_row retune-norm-$n-clip cublas-norm-$n MMREASON_NORM=$n
 done
-gated retune-own-clip "$retune_rc" && step retune-own-clip 40 bash -c "MMREASON_ATTENTION=own $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-own | tee -a $TP"
-gated retune-ilp-decode "$retune_rc" && step retune-ilp-decode 80 bash -c "MMREASON_DECODE_ATTN=ilp $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-ilp | tee -a $TP"
+gated retune-own-clip "$retune_rc" && clip_row retune-own-clip cublas-own MMREASON_ATTENTION=own
+gated retune-ilp-decode "$retune_rc" && decode_row retune-ilp-decode cublas-decode-ilp MMREASON_DECODE_ATTN=ilp
 for c in 5; do
-  gated retune-cubes$c-clip "$retune_rc" && step retune-cubes$c-clip 40 bash -c "MMREASON_MMA_CUBES=$c $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-cubes$c | tee -a $TP"
+  gated retune-cubes$c-clip "$retune_rc" && clip_row retune-cubes$c-clip cublas-mma-cubes$c MMREASON_MMA_CUBES=$c
 done
 # Two stages of K/V tiles in the mma attention at heads of 64 (MMREASON_MMA_STAGES=2: block j + 2's copies in
 # flight during block j; ptxas here: 128 registers, 32 bytes spilled): its kernel test, then CLIP.
-step retune-stages-kernels 60 bash -c "set -o pipefail; MMREASON_MMA_STAGES=2 $BIN/fused_kernels mma_attention --include-ignored --nocapture 2>&1 | tee $OUT/stages_kernels.log | grep -E 'test |panicked|error|declined' "
+kernel_test retune-stages-kernels 60 stages_kernels.log "mma_attention" MMREASON_MMA_STAGES=2
 stages_rc=$last_rc
-gated retune-stages-clip "$stages_rc" && step retune-stages-clip 40 bash -c "MMREASON_MMA_STAGES=2 $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-mma-stages2 | tee -a $TP"
+gated retune-stages-clip "$stages_rc" && clip_row retune-stages-clip cublas-mma-stages2 MMREASON_MMA_STAGES=2
 # Where each forward's device time goes (cubecl's kernel profiler; benches/gpu/profile.sh).
 PROF="env OUT=$OUT BIN=$BIN TP=$TP PY=$PY bash benches/gpu/profile.sh"
 step profile-clip 60 $PROF clip "" --config clip-vit-l-336 --runs 32x0x0
@@ -321,12 +338,12 @@ step profile-orderclip 60 env GEMM_LABEL=cublas-devorder $PROF order-clip "MMREA
 # Half the device order (cuBLAS's stream waits on the device, the host waits for cuBLAS; no spinning kernel):
 # the fallback if the device order is wrong or stalls.
 step order-wait-parity 120 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-wait.log | grep -E 'PARITY|test |panicked|error|ordered' "
-step order-wait-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-wait | tee -a $TP"
-step order-wait-clip 40 bash -c "MMREASON_CUBLAS_ORDER=wait $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-wait | tee -a $TP"
+mistral_row order-wait-mistral cublas-wait MMREASON_CUBLAS_ORDER=wait
+clip_row order-wait-clip cublas-wait MMREASON_CUBLAS_ORDER=wait
 # The host order with the cuBLAS call on the caller's thread (the default until this run): what the device
 # thread changed.
-step order-caller-mistral 100 bash -c "MMREASON_CUBLAS_ORDER=host MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | relabel gemm cublas-caller | tee -a $TP"
-step order-caller-clip 40 bash -c "MMREASON_CUBLAS_ORDER=host MMREASON_CUBLAS_THREAD=caller $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-caller | tee -a $TP"
+mistral_row order-caller-mistral cublas-caller MMREASON_CUBLAS_ORDER=host MMREASON_CUBLAS_THREAD=caller
+clip_row order-caller-clip cublas-caller MMREASON_CUBLAS_ORDER=host MMREASON_CUBLAS_THREAD=caller
 # cubek's matmul strategies (MMREASON_GEMM=cubek:NAME): correctness of every one (f32/f16, awkward shapes),
 # then the tensor-core ones at the prefill MLP, q/k/v and decode b8/b32 shapes (bf16; --cubek adds them to
 # each gemm_bench line), then Mistral with the fastest correct one for prefill and for decode b32.
@@ -369,8 +386,8 @@ step cubek-nows-mistral 80 bash -c "MMREASON_CUBLAS_WORKSPACE_MIB=0 $BIN/through
 step flash-kernels 120 bash -c "$BIN/fused_kernels flash_attention --include-ignored --nocapture 2>&1 | tee $OUT/flash_kernels.log | grep -E 'test |panicked|error|ran|not used' "
 step flash-parity 120 bash -c "MMREASON_ATTENTION=flash-unit $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-flash.log | grep -E 'PARITY|test |panicked|error|flash' "
 for f in flash flash2 flash8 flash-unit; do
-  step flash-$f-mistral 60 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-$f | tee -a $TP"
-  step flash-$f-clip 40 bash -c "MMREASON_ATTENTION=$f $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-$f | tee -a $TP"
+  prefill_row flash-$f-mistral cublas-$f MMREASON_ATTENTION=$f
+  clip_row flash-$f-clip cublas-$f MMREASON_ATTENTION=$f
 done
 step unfused-mistral 80 bash -c "MMREASON_FUSED=off $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,1x128x128 --repeats 2 --json | relabel gemm cublas-unfused | tee -a $TP"
 step unfused-clip 30 bash -c "MMREASON_FUSED=off $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 2 --json | relabel gemm cublas-unfused | tee -a $TP"
@@ -379,11 +396,11 @@ step gemvbase-off 60 bash -c "MMREASON_GEMV_MAX_M=0 $BIN/throughput --config mis
 step gemvbase-32 60 bash -c "MMREASON_GEMV_MAX_M=32 $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 32x128x128 --repeats 2 --json | relabel gemm cublas-gemv32 | tee -a $TP"
 # The three-pass attention softmax (MMREASON_SOFTMAX=passes; the default since run 8 reads each row once, in
 # registers) on prefill and CLIP.
-step softmax-mistral 60 bash -c "MMREASON_SOFTMAX=passes $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 8x512x0,32x256x0 --repeats 2 --json | relabel gemm cublas-softmax-passes | tee -a $TP"
-step softmax-clip 40 bash -c "MMREASON_SOFTMAX=passes $BIN/throughput --config clip-vit-l-336 --random-weights --backend cuda --dtype bf16 --runs 32x0x0 --repeats 3 --json | relabel gemm cublas-softmax-passes | tee -a $TP"
+prefill_row softmax-mistral cublas-softmax-passes MMREASON_SOFTMAX=passes
+clip_row softmax-clip cublas-softmax-passes MMREASON_SOFTMAX=passes
 # The chunked decode attention kernel (MMREASON_DECODE_ATTN=chunked; the default since run 8 has more loads in
 # flight) on decode b1 and b32.
-step decode-chunked 80 bash -c "MMREASON_DECODE_ATTN=chunked $BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs 1x128x128,32x128x128 --repeats 2 --json | relabel gemm cublas-decode-chunked | tee -a $TP"
+decode_row decode-chunked cublas-decode-chunked MMREASON_DECODE_ATTN=chunked
 # The few-row kernel with one plane per column (MMREASON_GEMV=plane:UNROLL:COLUMNS) against the shared-memory
 # reduction (the default, in the mistral rows above) on decode b1; the kernels step times each on one product.
 for g in plane:4:8 plane:8:8 plane:2:16; do

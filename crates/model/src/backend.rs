@@ -50,6 +50,33 @@ pub fn check_cuda() -> Result<(), ModelError> {
     Ok(())
 }
 
+/// A process-wide CUDA state for one device (a context, handles, loaded modules), set up by `init` on first use
+/// and locked for this call. A panic in `init` (a symbol the loaded library lacks, say) is remembered as the
+/// reason the state is off, rather than retried, and leaked, on every call. The state holds one device's
+/// context, so a call for another device is refused. `what` names the state in the errors.
+#[cfg(feature = "cuda")]
+pub(crate) fn device_state<'a, S>(
+    cell: &'a std::sync::OnceLock<Result<std::sync::Mutex<S>, String>>,
+    what: &str,
+    ordinal: usize,
+    init: fn(usize) -> Result<std::sync::Mutex<S>, String>,
+    ordinal_of: impl Fn(&S) -> usize,
+) -> Result<std::sync::MutexGuard<'a, S>, String> {
+    let state = cell
+        .get_or_init(|| {
+            std::panic::catch_unwind(|| init(ordinal))
+                .unwrap_or_else(|_| Err(format!("{what} setup panicked")))
+        })
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let st = state.lock().map_err(|_| format!("{what} state poisoned"))?;
+    let set_up = ordinal_of(&st);
+    if set_up != ordinal {
+        return Err(format!("{what} is set up on device {set_up}, not {ordinal}"));
+    }
+    Ok(st)
+}
+
 /// A backend named on a command line (`--backend cpu|wgpu|cuda`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {

@@ -890,19 +890,7 @@ extern "C" __global__ void mmreason_set_word(unsigned int* word, unsigned int va
         }
         let batch = la.batch;
         let ordinal = a.device.index;
-        let state = STATE
-            .get_or_init(|| {
-                // A panic here (a symbol the loaded library lacks, say) is remembered as the reason cuBLAS is
-                // off, rather than retried, and leaked, on every product.
-                std::panic::catch_unwind(|| init(ordinal))
-                    .unwrap_or_else(|_| Err("cuBLAS setup panicked".into()))
-            })
-            .as_ref()
-            .map_err(Clone::clone)?;
-        let mut st = state.lock().map_err(|_| "cuBLAS state poisoned".to_string())?;
-        if st.ordinal != ordinal {
-            return Err(format!("cuBLAS is set up on device {}, not {ordinal}", st.ordinal).into());
-        }
+        let mut st = crate::backend::device_state(&STATE, "cuBLAS", ordinal, init, |s| s.ordinal)?;
         let client = a.client.clone();
         let out_shape: Vec<usize> = if rank == 3 { vec![batch, m, n] } else { vec![m, n] };
         let y = empty_device_contiguous_dtype(client.clone(), a.device.clone(), out_shape.into(), a.dtype);

@@ -33,8 +33,8 @@ pub struct Timeline {
     pub steps: Vec<TimelineStep>,
     /// From the first mark to the last: the sum of the steps.
     pub total_ms: f64,
-    /// Marks recorded (the first one only starts the clock).
-    pub marks: usize,
+    /// Intervals timed: one fewer than the marks recorded (the first mark only starts the clock).
+    pub intervals: usize,
 }
 
 /// Every interval that ended with a mark of this name.
@@ -53,7 +53,7 @@ impl Timeline {
     pub fn from_intervals<'a>(intervals: impl IntoIterator<Item = (&'a str, f64, f64)>) -> Timeline {
         let mut t = Timeline::default();
         for (name, ms, flop) in intervals {
-            t.marks += 1;
+            t.intervals += 1;
             t.total_ms += ms;
             match t.steps.iter_mut().find(|s| s.name == name) {
                 Some(s) => {
@@ -69,8 +69,6 @@ impl Timeline {
                 }),
             }
         }
-        // The first mark starts the clock and ends no interval.
-        t.marks += usize::from(t.marks > 0);
         t
     }
 
@@ -103,8 +101,7 @@ impl Timeline {
         }
         out.push_str(&format!(
             "| **all marked steps** | {} | {:.2} | | 100 % | |\n",
-            self.marks.saturating_sub(1),
-            self.total_ms
+            self.intervals, self.total_ms
         ));
         if let Some(wall) = wall_ms {
             out.push_str(&format!(
@@ -182,13 +179,12 @@ pub fn finish() -> Result<Option<Timeline>, String> {
     if marks.is_empty() {
         return Ok(None);
     }
-    let count = marks.len();
     let timed = intervals(&marks);
     release(Some(Ok(marks)));
     let timed = timed?;
-    let mut t = Timeline::from_intervals(timed.iter().map(|(name, ms, flop)| (*name, *ms, *flop)));
-    t.marks = count;
-    Ok(Some(t))
+    Ok(Some(Timeline::from_intervals(
+        timed.iter().map(|(name, ms, flop)| (*name, *ms, *flop)),
+    )))
 }
 
 /// Milliseconds between consecutive marks, each under the later mark's name.
@@ -261,7 +257,7 @@ mod tests {
             ("norm", 0.5, 0.0),
             ("product", 6.0, 8e9),
         ]);
-        assert_eq!(t.marks, 5);
+        assert_eq!(t.intervals, 4);
         assert_eq!(t.total_ms, 11.5);
         assert_eq!(
             t.steps,
@@ -307,6 +303,6 @@ mod tests {
     #[test]
     fn no_intervals_no_marks() {
         let t = Timeline::from_intervals(std::iter::empty());
-        assert_eq!((t.marks, t.total_ms, t.steps.len()), (0, 0.0, 0));
+        assert_eq!((t.intervals, t.total_ms, t.steps.len()), (0, 0.0, 0));
     }
 }

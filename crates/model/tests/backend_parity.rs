@@ -733,7 +733,7 @@ mod cuda {
         let check = |t: &timeline::Timeline, want: &[(&str, u64)]| {
             let got: Vec<(&str, u64)> = t.steps.iter().map(|s| (s.name.as_str(), s.count)).collect();
             assert_eq!(got, want, "{t:?}");
-            assert_eq!(t.marks as u64, 1 + want.iter().map(|w| w.1).sum::<u64>());
+            assert_eq!(t.intervals as u64, want.iter().map(|w| w.1).sum::<u64>());
             assert!(t.steps.iter().all(|s| s.ms.is_finite() && s.ms >= 0.0), "{t:?}");
             assert!(t.total_ms > 0.0, "{t:?}");
             let products = t.steps.iter().filter(|s| s.name.ends_with("product"));

@@ -222,17 +222,7 @@ fn on_stream<T: Send + 'static>(
     let ordinal = first.device.index;
     client
         .exclusive(|| {
-            let state = STATE
-                .get_or_init(|| {
-                    std::panic::catch_unwind(|| init(ordinal))
-                        .unwrap_or_else(|_| Err("CUDA setup panicked".into()))
-                })
-                .as_ref()
-                .map_err(Clone::clone)?;
-            let mut st = state.lock().map_err(|_| "state poisoned".to_string())?;
-            if st.ordinal != ordinal {
-                return Err(format!("set up on device {}, not {ordinal}", st.ordinal).into());
-            }
+            let mut st = crate::backend::device_state(&STATE, "CUDA", ordinal, init, |s| s.ordinal)?;
             // What an earlier resolution on this thread left is not this call's.
             let _ = mmreason_stream_hook::take();
             let resources = tensors

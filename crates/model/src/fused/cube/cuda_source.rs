@@ -549,6 +549,8 @@ fn every_kernel_compiles_to_cuda_cpp() {
         (true, 4, 1, 2, true),
         (true, 4, 2, 1, true),
         (false, 4, 2, 1, true),
+        (true, 4, 2, 2, true),
+        (true, 8, 1, 2, true),
     ] {
         for d in crate::fused::mma::HEAD_DIMS {
             if stages == 2 && d != 64 {
