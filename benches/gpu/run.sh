@@ -155,7 +155,9 @@ step gemm-f32 30 bash -c "$BIN/gemm_bench --backend cuda --dtype f32 --shapes 40
 RUNS=8x512x0,32x256x0,1x128x128,32x128x128
 TP="$OUT/throughput.jsonl"
 # The fused kernels' tests FILTERS (a space-separated list) with a switch's VAR=value settings, their output in
-# $OUT/LOG: the step's status is the tests' (pipefail), which gates the steps that time those kernels.
+# $OUT/LOG: the step's status is the tests' (pipefail), which gates the steps that time those kernels. On the
+# terminal: each test's line, and any "mmreason: … declined, the default path instead" (a CUDA kernel of ours
+# that would not load or launch: the default path ran in its place).
 kernel_test() { # NAME SECONDS LOG FILTERS VAR=value...
   local name=$1 secs=$2 log=$3 filters=$4; shift 4
   step "$name" "$secs" bash -c "set -o pipefail; $* $BIN/fused_kernels $filters --include-ignored --nocapture 2>&1 | tee $OUT/$log | grep -E 'test |panicked|error|declined' "
@@ -167,10 +169,10 @@ ours() { # NAME SECONDS LABEL CONFIG RUNS REPEATS VAR=value...
   local name=$1 secs=$2 label=$3 config=$4 runs=$5 repeats=$6; shift 6
   step "$name" "$secs" bash -c "$* $BIN/throughput --config $config --random-weights --backend cuda --dtype bf16 --runs $runs --repeats $repeats --json | relabel gemm $label | tee -a $TP"
 }
-mistral_row() { local name=$1 label=$2; shift 2; ours "$name" 100 "$label" mistral-7b "$RUNS" 2 "$@"; }
-prefill_row() { local name=$1 label=$2; shift 2; ours "$name" 60 "$label" mistral-7b 8x512x0,32x256x0 2 "$@"; }
-decode_row() { local name=$1 label=$2; shift 2; ours "$name" 80 "$label" mistral-7b 1x128x128,32x128x128 2 "$@"; }
-clip_row() { local name=$1 label=$2; shift 2; ours "$name" 40 "$label" clip-vit-l-336 32x0x0 3 "$@"; }
+mistral_row() { ours "$1" 100 "$2" mistral-7b "$RUNS" 2 "${@:3}"; } # NAME LABEL VAR=value...
+prefill_row() { ours "$1" 60 "$2" mistral-7b 8x512x0,32x256x0 2 "${@:3}"; }
+decode_row() { ours "$1" 80 "$2" mistral-7b 1x128x128,32x128x128 2 "${@:3}"; }
+clip_row() { ours "$1" 40 "$2" clip-vit-l-336 32x0x0 3 "${@:3}"; }
 step mistral-cublas 100 bash -c "$BIN/throughput --config mistral-7b --random-weights --backend cuda --dtype bf16 --runs $RUNS --repeats 2 --json | tee -a $TP"
 step mistral-torch 90 bash -c "$PY benches/peers/torch_throughput.py --preset mistral-7b --device cuda --dtype bfloat16 --runs $RUNS --repeats 2 | tee -a $TP"
 # What the stream order (the default since run 8: cuBLAS on burn's own stream, cubecl-cuda patched to say which,
