@@ -19,11 +19,14 @@ Then:
 - run.sh must say nothing of commands not found, syntax errors or unset variables;
 - the tables run.sh writes at the end (table.md, gemm.md) and every profile table must be there.
 
-    python3 benches/gpu/dry_run.py [--calls FILE]
+    python3 benches/gpu/dry_run.py [--calls FILE] [--steps "GROUPS"]
 
 `--calls FILE` keeps what ran, in order: each step's command line as `step` hands it to `timeout`, and each
-stand-in's call. Two versions of run.sh that should do the same thing give the same file. Exits 1 on any
-failed check, naming it.
+stand-in's call. Two versions of run.sh that should do the same thing give the same file. `--steps` runs only
+those groups, as `STEPS` does on the device, and prints how long each step took in the last run that had it
+(benches/gpu/runs/*/steps.log), or for a new step the longest of past steps of its kind (its name's last word:
+clip, mistral, kernels, parity…), or its limit: what a planned call should take, before the device's minutes
+are spent finding out. Exits 1 on any failed check, naming it.
 """
 import glob
 import json
@@ -248,21 +251,59 @@ def labels(path):
     return failures
 
 
+def past_durations():
+    """Seconds each step took in the runs recorded under benches/gpu/runs, the latest run's where several have
+    it: name -> (seconds, run)."""
+    found = []
+    for path in glob.glob(os.path.join(ROOT, "benches", "gpu", "runs", "*", "**", "steps.log"), recursive=True):
+        run = os.path.relpath(path, os.path.join(ROOT, "benches", "gpu", "runs")).split(os.sep)[0]
+        number = int(m.group(1)) if (m := re.search(r"run(\d+)$", run)) else 0
+        for line in open(path, encoding="utf-8"):
+            if m := re.match(r"^== (\S+) rc=\S+ in (\d+)s$", line.strip()):
+                found.append((number, path, m.group(1), int(m.group(2)), run))
+    return {name: (secs, run) for _, _, name, secs, run in sorted(found)}
+
+
+def estimate(started, limits):
+    """A table of the steps a call would run and how long each took before (see the module's doc)."""
+    past = past_durations()
+    kinds = {}
+    for name, (secs, _) in past.items():
+        kinds.setdefault(name.rsplit("-", 1)[-1], []).append(secs)
+    total, lines = 0, ["| step | seconds | from |", "|---|---|---|"]
+    for name in started:
+        kind = name.rsplit("-", 1)[-1]
+        if name in past:
+            secs, source = past[name][0], past[name][1]
+        elif kind in kinds:
+            seen = sorted(kinds[kind])
+            secs = min(seen[len(seen) // 2], limits[name])
+            source = f"new: the median of {len(seen)} past steps of its kind ({kind}), at most its limit"
+        else:
+            secs, source = limits[name], "new: its limit"
+        total += secs
+        lines.append(f"| {name} | {secs} | {source} |")
+    lines.append(f"| **all {len(started)} steps** | **{total}** | |")
+    return "\n".join(lines)
+
+
 def main(argv):
-    calls_out = None
-    if "--calls" in argv:
-        i = argv.index("--calls")
+    def value(flag):
+        if flag not in argv:
+            return None
+        i = argv.index(flag)
         if i + 1 >= len(argv):
-            sys.exit("dry_run: --calls needs a file")
-        calls_out = argv[i + 1]
+            sys.exit(f"dry_run: {flag} needs a value")
+        return argv[i + 1]
+
     work = tempfile.mkdtemp(prefix="mmreason-dry-run-")
     try:
-        return run(work, calls_out)
+        return run(work, value("--calls"), value("--steps"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(work, calls_out):
+def run(work, calls_out, steps):
     bin_dir, path_dir, out = (os.path.join(work, d) for d in ("bin", "path", "out"))
     for d in (bin_dir, path_dir, out):
         os.makedirs(d)
@@ -295,6 +336,8 @@ def run(work, calls_out):
         "DRY_RUN_WORK": work, "DRY_RUN_CALLS": calls, "DRY_RUN_KNOWN": known, "DRY_RUN_PYTHON": sys.executable,
         "DRY_RUN_TIMEOUT": real_timeout,
     })
+    if steps:
+        env["STEPS"] = steps
     try:
         proc = subprocess.run(["bash", "benches/gpu/run.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=600, start_new_session=True)
@@ -306,6 +349,7 @@ def run(work, calls_out):
         failures.append(f"run.sh exited with {proc.returncode}")
     steps_log = os.path.join(out, "steps.log")
     lines = open(steps_log).read().splitlines() if os.path.exists(steps_log) else []
+    limits = {m.group(1): int(m.group(2)) for m in map(re.compile(r"^== (\S+) \(limit (\d+)s\)$").match, lines) if m}
     started = [m.group(1) for m in map(re.compile(r"^== (\S+) \(limit \d+s\)$").match, lines) if m]
     ended = {m.group(1): m.group(2) for m in map(re.compile(r"^== (\S+) rc=(\S+) in \d+s$").match, lines) if m}
     if not started:
@@ -317,7 +361,7 @@ def run(work, calls_out):
             failures.append(f"step {name} ended with status {ended.get(name, '(none)')}")
     # What run.sh printed for steps that did not run ("skipped (STEPS)" goes to the terminal only).
     for line in proc.stdout.splitlines() + lines:
-        if re.match(r"^== \S+ skipped", line):
+        if re.match(r"^== \S+ skipped", line) and not (steps and line.endswith("skipped (STEPS)")):
             failures.append(f"not run: {line[3:]}")
     # A line of run.sh that did nothing (a misspelt command or helper) says so only on stderr.
     for line in proc.stderr.splitlines():
@@ -325,8 +369,11 @@ def run(work, calls_out):
             failures.append(f"run.sh said: {line}")
     if os.path.exists(calls + ".refused"):
         failures += [f"a stand-in refused: {line}" for line in open(calls + ".refused").read().splitlines()]
-    for table in ["table.md", "gemm.md"] + [f"profile-{p}.md" for p in
-                                            ("clip", "prefill", "decode1", "decode32", "order-clip")]:
+    groups = (steps or "gemm profile").split()
+    tables = ["table.md"] + (["gemm.md"] if "gemm" in groups or "cubek" in groups else [])
+    if "profile" in groups:
+        tables += [f"profile-{p}.md" for p in ("clip", "prefill", "decode1", "decode32", "order-clip")]
+    for table in tables:
         path = os.path.join(out, table)
         if not (os.path.exists(path) and os.path.getsize(path) > 0):
             failures.append(f"no {table}")
@@ -337,6 +384,8 @@ def run(work, calls_out):
             f.write(recorded + "".join(f"{line}\n" for line in lines if "(limit" in line))
     runs = sum(1 for line in recorded.splitlines() if not line.startswith("step: "))
     print(f"dry_run: {len(started)} steps, {runs} calls of stand-ins")
+    if steps:
+        print(f"dry_run: what STEPS=\"{steps}\" would take on the device, by past runs:\n" + estimate(started, limits))
     if failures:
         for f in dict.fromkeys(failures):
             print(f"dry_run: {f}", file=sys.stderr)

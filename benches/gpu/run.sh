@@ -45,10 +45,11 @@
 #      C++ of ours (MMREASON_GEMV=cuda: gemv_kernels.log, parity-gemv.log, decode b1 → "cublas-gemv-cuda",
 #      "cublas-gemv-cuda:16")
 #   6d. group "tune": the untimed candidates, each behind its kernel test — the mma attention's lean block loop
-#      first (MMREASON_MMA_LEAN=1: lean_kernels.log, parity-lean.log, the kernel alone in lean_bench.log), two
-#      m-tiles per warp (MMREASON_MMA_ROWS=32: rows32_kernels.log, rows32_bench.log), CLIP's attention over views
-#      of its projection (MMREASON_QKV_VIEWS=1: qkv_kernels.log, parity-qkv.log), the norms in registers
-#      (MMREASON_NORM=regs: regs_kernels.log, parity-regs.log); group "retune" (run 10's "tune"): each default
+#      first (MMREASON_MMA_LEAN=1: lean_kernels.log, parity-lean.log, the kernel alone in lean_bench.log), the
+#      norms in registers (MMREASON_NORM=regs: regs_kernels.log, parity-regs.log), two m-tiles per warp
+#      (MMREASON_MMA_ROWS=32: rows32_kernels.log, rows32_bench.log), CLIP's attention over views of its
+#      projection (MMREASON_QKV_VIEWS=1: qkv_kernels.log, parity-qkv.log) — in that order, so that a deadline
+#      cuts the alternatives to the lean loop first; group "retune" (run 10's "tune"): each default
 #      since run 9 against what it replaced (MMREASON_NORM=cube|rows, MMREASON_ATTENTION=own for CLIP,
 #      MMREASON_DECODE_ATTN=ilp) and the mma knobs run 10 timed and left off (MMREASON_MMA_CUBES=5, MMREASON_MMA_STAGES=2),
 #      behind the fused kernels' CUDA test (retune_kernels.log, stages_kernels.log)
@@ -271,6 +272,17 @@ gated tune-lean-mistral "$lean_rc" && prefill_row tune-lean-mistral cublas-mma-l
 # registers, 8 bytes spilled, against 194 and none): 12 warps per SM to hide latency instead of 8.
 gated tune-lean-cubes3-mistral "$lean_rc" && prefill_row tune-lean-cubes3-mistral cublas-mma-lean-cubes3 MMREASON_MMA_LEAN=1 MMREASON_MMA_CUBES=3
 gated tune-lean-qkv-clip "$lean_rc" && clip_row tune-lean-qkv-clip cublas-mma-lean-qkv-views MMREASON_MMA_LEAN=1 MMREASON_QKV_VIEWS=1
+# The norms with each row read once, held in registers (MMREASON_NORM=regs; new after run 10): the fused
+# kernels' CUDA test with it (every norm case, the 1,203-row ones in the plane layout, the 2,100-wide ones over
+# more lanes), the model parity tests with it, then prefill and CLIP against the plane layout (the default rows
+# above). Since the seventeenth session Mistral's 4,096-wide rows take it too (128 lanes of 4 vectors per row,
+# reduced in shared memory), where before they kept the re-reading kernel.
+kernel_test tune-regs-kernels 60 regs_kernels.log "fused_kernels_on_cuda" MMREASON_NORM=regs
+regs_rc=$last_rc
+gated tune-regs-parity "$regs_rc" && step tune-regs-parity 60 bash -c "set -o pipefail; MMREASON_NORM=regs $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-regs.log | grep -E 'test |panicked|error' "
+regs_rc=$last_rc
+gated tune-regs-mistral "$regs_rc" && prefill_row tune-regs-mistral cublas-norm-regs MMREASON_NORM=regs
+gated tune-regs-clip "$regs_rc" && clip_row tune-regs-clip cublas-norm-regs MMREASON_NORM=regs
 # Two m-tiles of 16 query rows per warp in the mma attention (MMREASON_MMA_ROWS=32: each K/V fragment loaded
 # from shared memory serves both, half the ldmatrix traffic per query row; at heads of 128 with key blocks of
 # 32; new after run 10, untimed, compiled by NVRTC on the spot): its kernel test, then the kernel alone at
@@ -293,17 +305,6 @@ gated tune-qkv-parity "$qkv_rc" && step tune-qkv-parity 60 bash -c "set -o pipef
 qkv_rc=$last_rc
 gated tune-qkv-clip "$qkv_rc" && clip_row tune-qkv-clip cublas-qkv-views MMREASON_QKV_VIEWS=1
 [ "$rows32_rc" = 0 ] && gated tune-qkv-rows32-clip "$qkv_rc" && clip_row tune-qkv-rows32-clip cublas-qkv-views-rows32 MMREASON_QKV_VIEWS=1 MMREASON_MMA_ROWS=32
-# The norms with each row read once, held in registers (MMREASON_NORM=regs; new after run 10): the fused
-# kernels' CUDA test with it (every norm case, the 1,203-row ones in the plane layout, the 2,100-wide ones over
-# more lanes), the model parity tests with it, then prefill and CLIP against the plane layout (the default rows
-# above). Since the seventeenth session Mistral's 4,096-wide rows take it too (128 lanes of 4 vectors per row,
-# reduced in shared memory), where before they kept the re-reading kernel.
-kernel_test tune-regs-kernels 60 regs_kernels.log "fused_kernels_on_cuda" MMREASON_NORM=regs
-regs_rc=$last_rc
-gated tune-regs-parity "$regs_rc" && step tune-regs-parity 60 bash -c "set -o pipefail; MMREASON_NORM=regs $BIN/backend_parity --include-ignored --test-threads 1 --nocapture 2>&1 | tee $OUT/parity-regs.log | grep -E 'test |panicked|error' "
-regs_rc=$last_rc
-gated tune-regs-mistral "$regs_rc" && prefill_row tune-regs-mistral cublas-norm-regs MMREASON_NORM=regs
-gated tune-regs-clip "$regs_rc" && clip_row tune-regs-clip cublas-norm-regs MMREASON_NORM=regs
 # Group "retune" (run 10's group "tune"): the defaults since run 9 against what they replaced, in one call. The fused kernels'
 # test on CUDA first (its norms over 1,203 rows run the plane-per-row layout, which the model parity fixtures, a
 # few hundred rows at most, never reach); only if it passes: the norms one cube per row as before
