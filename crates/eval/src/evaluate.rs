@@ -182,27 +182,44 @@ pub(crate) fn prepare(opts: &EvalOptions) -> Result<Vec<PreparedTask>> {
         let n_original = data.docs.len();
         let mut docs = cfg.process(data.docs)?;
         if let Some(n) = opts.limit {
-            docs.truncate(n);
+            match &cfg.group_stderr {
+                // One task for lm-eval's group of subtasks (mmlu, minerva_math): lm-eval limits each subtask, so
+                // the first `n` documents of each subject, in file order.
+                Some(g) => {
+                    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+                    docs.retain(|d| {
+                        let subject = d.get(&g.by).map_or(String::new(), |v| v.to_string());
+                        let count = seen.entry(subject).or_insert(0);
+                        *count += 1;
+                        *count <= n
+                    });
+                }
+                None => docs.truncate(n),
+            }
         }
         let num_fewshot = opts.num_fewshot.or(cfg.num_fewshot).unwrap_or(0);
         // Requests are built for every document and then sharded, so few-shot examples (one seeded stream in
         // document order) are the same as in an unsharded run.
         let requests = if num_fewshot > 0 {
-            // lm-eval's pool: fewshot_split, else training, else validation, else test.
-            let pool_split = cfg
-                .fewshot_split
-                .as_deref()
-                .or(cfg.training_split.as_deref())
-                .or(cfg.validation_split.as_deref())
-                .unwrap_or(split);
-            let (pool, pool_split) = match cfg.fewshot_samples() {
-                Some(samples) => (samples, "fewshot_config.samples"),
-                None => {
+            // lm-eval's pool (`ConfigurableTask.fewshot_docs`): fewshot_split, else fewshot_config's samples,
+            // else the training split, else validation, else test.
+            let pool = match (cfg.fewshot_split.as_deref(), cfg.fewshot_samples()) {
+                (None, Some(samples)) => samples,
+                (named, _) => {
+                    let pool_split = named
+                        .or(cfg.training_split.as_deref())
+                        .or(cfg.validation_split.as_deref())
+                        .unwrap_or(split);
                     let p = load_split(&opts.data_dir, &cfg.dataset_path, pool_split).map_err(data_err)?;
-                    (cfg.process(p.docs)?, pool_split)
+                    cfg.process(p.docs)?
                 }
             };
-            let fs = FewShot::for_task(&cfg, num_fewshot, &pool, pool_split == split, opts.fewshot_seed);
+            // lm-eval's sampler draws one example more, and drops the document itself, where the configured
+            // `fewshot_split` equals `test_split` — as configured, not as loaded: also where neither is set
+            // (hellaswag, piqa, winogrande…: their pool is `train`, so it only changes which examples are drawn,
+            // and the seeded stream for every later document).
+            let same_split = cfg.fewshot_split == cfg.test_split;
+            let fs = FewShot::for_task(&cfg, num_fewshot, &pool, same_split, opts.fewshot_seed);
             requests_chat(&cfg, &docs, Some(&fs), chat)?
         } else {
             requests_chat(&cfg, &docs, None, chat)?

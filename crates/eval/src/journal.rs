@@ -90,7 +90,21 @@ impl Journal {
 
     /// Appends finished requests and flushes them to disk. Values are kept as they read back, so a resumed
     /// run and an uninterrupted one compute results from identical numbers.
+    ///
+    /// A log-likelihood that is not finite (NaN from an overflow in the model's dtype, say) is refused before
+    /// anything of the chunk is written: JSON has no NaN, so the line would not read back, and no metric of
+    /// lm-eval's means anything with one.
     pub fn append(&mut self, entries: Vec<(String, Answer)>) -> Result<()> {
+        if let Some((key, logprob)) = entries.iter().find_map(|(k, a)| match a {
+            Answer::Loglikelihood { logprob, .. } if !logprob.is_finite() => Some((k, logprob)),
+            _ => None,
+        }) {
+            return Err(EvalError::Input(format!(
+                "request `{key}`: the model's log-likelihood is {logprob}, not a finite number (an overflow in \
+                 its dtype? f32 weights avoid it); nothing of this chunk was written to {}",
+                self.path.display()
+            )));
+        }
         let mut buf = Vec::new();
         for (key, answer) in entries {
             let line = serde_json::to_string(&Entry { key, answer }).expect("journal entries serialise");
@@ -107,6 +121,38 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_likelihood_that_is_not_finite_is_an_error_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.jsonl");
+        let mut j = Journal::open(&p).unwrap();
+        for bad in [f64::NAN, f64::NEG_INFINITY] {
+            let e = j
+                .append(vec![
+                    (
+                        "a#0".into(),
+                        Answer::Loglikelihood {
+                            logprob: -1.0,
+                            is_greedy: false,
+                        },
+                    ),
+                    (
+                        "a#1".into(),
+                        Answer::Loglikelihood {
+                            logprob: bad,
+                            is_greedy: false,
+                        },
+                    ),
+                ])
+                .unwrap_err();
+            assert!(e.to_string().contains("a#1"), "{e}");
+        }
+        assert!(j.is_empty());
+        drop(j);
+        assert!(Journal::open(&p).unwrap().is_empty());
+        assert_eq!(std::fs::read(&p).unwrap(), b"");
+    }
 
     #[test]
     fn a_partial_last_line_is_cut_and_a_damaged_middle_line_is_an_error() {

@@ -215,6 +215,12 @@ pub fn run_study(opts: &StudyOptions) -> Result<StudyReport> {
             "the grid needs at least one α and one density".into(),
         ));
     }
+    // Before hours of evaluation, not at the first merge.
+    for &alpha in &opts.alphas {
+        for &density in &opts.densities {
+            mmreason_merge::sparse_task_vector::validate(alpha, TopK::Density(density))?;
+        }
+    }
     let llm_vocab = ModelDir::open(&opts.llm)?
         .config
         .text()

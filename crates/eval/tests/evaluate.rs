@@ -427,6 +427,34 @@ fn grouped_tasks_pool_their_stderr_as_lm_eval_groups() {
         .as_f64()
         .unwrap();
     assert!((c - got).abs() < 1e-12, "combined {c} vs {got}");
+    // `--limit 2` limits each subject, as lm-eval limits each subtask of its group: the first two of each.
+    let mut o = opts(&tmp.path().join("limited"), 4);
+    o.tasks = vec!["mmlu".into()];
+    o.data_dir = data.clone();
+    o.limit = Some(2);
+    o.dry_run = true;
+    o.model = None;
+    evaluate(&o).unwrap();
+    let subjects: Vec<String> = std::fs::read_to_string(tmp.path().join("limited/requests_mmlu.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["continuation"] == " A")
+        .map(|r| {
+            let c = r["context"].as_str().unwrap();
+            (if c.contains("about marketing") {
+                "marketing"
+            } else {
+                "anatomy"
+            })
+            .to_string()
+        })
+        .collect();
+    assert_eq!(
+        subjects,
+        ["marketing", "anatomy", "marketing", "anatomy"],
+        "{subjects:?}"
+    );
     // A subject in no category is refused, naming it.
     let bad = rows[0].replace("marketing", "astrology");
     std::fs::write(
@@ -440,4 +468,73 @@ fn grouped_tasks_pool_their_stderr_as_lm_eval_groups() {
     o.limit = None;
     let e = evaluate(&o).unwrap_err().to_string();
     assert!(e.contains("astrology") && e.contains("categories"), "{e}");
+}
+
+#[test]
+fn few_shot_examples_come_from_the_training_split_drawn_as_lm_eval_draws_them() {
+    // boolq as lm-eval configures it: training_split train, validation evaluated, no test_split and no
+    // fewshot_split. lm-eval's pool is then `train`, and its sampler draws one example more than asked (its
+    // test `fewshot_split == test_split` holds for None == None) and keeps the first two.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("boolq")).unwrap();
+    let rows: Vec<String> = std::fs::read_to_string(fixtures().join("datasets/boolq/validation.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    // Train rows told apart by their passage.
+    let train: Vec<String> = rows[10..30]
+        .iter()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v["passage"] = Value::from(format!("TRAIN {}", v["passage"].as_str().unwrap()));
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(data.join("boolq/train.jsonl"), train.join("\n") + "\n").unwrap();
+    std::fs::write(data.join("boolq/validation.jsonl"), rows[..10].join("\n") + "\n").unwrap();
+    let out = tmp.path().join("out");
+    let mut o = EvalOptions::new(vec!["boolq".into()], data.clone(), out.clone());
+    o.dry_run = true;
+    o.limit = Some(4);
+    o.num_fewshot = Some(2);
+    evaluate(&o).unwrap();
+    let got: Vec<String> = std::fs::read_to_string(out.join("requests_boolq.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["context"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // The same requests from the task library with lm-eval's draw of one more (same_split).
+    let cfg = mmreason_tasks::registry::task("boolq").unwrap();
+    let load = |split: &str| {
+        cfg.process(mmreason_tasks::load_split(&data, "boolq", split).unwrap().docs)
+            .unwrap()
+    };
+    let (docs, pool) = (load("validation"), load("train"));
+    let fs = mmreason_tasks::FewShot::for_task(&cfg, 2, &pool, true, 1234);
+    let want: Vec<String> = mmreason_tasks::requests_with(&cfg, &docs[..4], Some(&fs))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.context)
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.iter().all(|c| c.matches("TRAIN ").count() == 2), "{got:?}");
+    // Drawing exactly two instead gives other examples: the check above can tell the two apart.
+    let fs = mmreason_tasks::FewShot::for_task(&cfg, 2, &pool, false, 1234);
+    let other: Vec<String> = mmreason_tasks::requests_with(&cfg, &docs[..4], Some(&fs))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.context)
+        .collect();
+    assert_ne!(got, other);
+    // Without the training split, few-shot says which split is missing (as gsm8k always has).
+    std::fs::remove_file(data.join("boolq/train.jsonl")).unwrap();
+    let e = evaluate(&o).unwrap_err().to_string();
+    assert!(e.contains("boolq") && e.contains("train"), "{e}");
 }

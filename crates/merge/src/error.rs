@@ -43,6 +43,18 @@ pub enum MergeError {
         first: usize,
     },
 
+    #[error(
+        "the merged tensor `{tensor}` would hold {count} non-finite value(s) in {dtype} (first at index {first}): \
+         weights that cancel, a degenerate angle or values past the dtype's range; refusing to write it \
+         (allow_nonfinite / --allow-nonfinite to write anyway)"
+    )]
+    NonFiniteOutput {
+        tensor: String,
+        dtype: String,
+        count: usize,
+        first: usize,
+    },
+
     #[error("{vlm} and {llm} do not pair up: {detail}")]
     Unpaired {
         vlm: PathBuf,

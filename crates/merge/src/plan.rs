@@ -16,7 +16,7 @@ use crate::progress::Progress;
 use crate::select::{self, GlobalSelect, Threshold};
 use crate::sparse_task_vector::{Direction, Scope, TopK};
 use crate::sparsify::Rescale;
-use crate::vlm::{copy_side_files, finite};
+use crate::vlm::{copy_side_files, finite, finite_output};
 
 /// Options for [`run_config`].
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ struct Resolved {
     models: Vec<ModelDir>,
     /// Index into `models` of the base model.
     base: Option<usize>,
-    /// Indices of the non-base models, in config order.
+    /// Indices of the models merged into the base, in config order (for `linear`, every model, the base too).
     others: Vec<usize>,
     num_layers: usize,
 }
@@ -184,7 +184,31 @@ impl Resolved {
                 epsilon: get("epsilon", Some(0.15))?,
             });
         }
+        self.check(tensor, &ps)?;
         Ok((g, ps))
+    }
+
+    /// Refuses values that would panic in a sparsifier or give a silently different merge: a density or γ
+    /// outside [0, 1] (a negative one made Breadcrumbs slice past its tensor), a negative ε. (YAML's NaN and
+    /// infinities reach here as no number at all, refused by [`Self::number`].)
+    fn check(&self, tensor: &str, ps: &[ModelParams]) -> Result<()> {
+        for (p, &m) in ps.iter().zip(&self.others) {
+            let bad = |what: String| {
+                Err(MergeError::Param(format!(
+                    "tensor `{tensor}`, model {}: {what}",
+                    self.models[m].root.display()
+                )))
+            };
+            for (name, v) in [("density", p.density), ("gamma", p.gamma)] {
+                if !(0.0..=1.0).contains(&v) {
+                    return bad(format!("`{name}` = {v} is not in [0, 1]"));
+                }
+            }
+            if p.epsilon < 0.0 {
+                return bad(format!("`epsilon` = {} is negative", p.epsilon));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -216,7 +240,11 @@ fn resolve_config(path: &Path) -> Result<Resolved> {
             message: format!("{} needs `base_model`", method.name()),
         });
     }
-    let others: Vec<usize> = (0..models.len()).filter(|i| Some(*i) != base).collect();
+    // mergekit always gathers the base model's tensors too; `linear` averages every gathered tensor, so there the
+    // base is one of the averaged models (its `weight` is then required: mergekit fails without one as well).
+    let others: Vec<usize> = (0..models.len())
+        .filter(|i| method == Method::Linear || Some(*i) != base)
+        .collect();
     let reference = base.unwrap_or(0);
     let num_layers = models[reference].config.text().map_or(0, |t| t.num_hidden_layers);
     Ok(Resolved {
@@ -282,6 +310,15 @@ pub fn run_config(opts: &ConfigMergeOptions) -> Result<ConfigMergeReport> {
         .tensors()
         .map(|t| (t.name().to_string(), t.shape().to_vec(), t.dtype()))
         .collect();
+    if names.is_empty() {
+        return Err(MergeError::Config {
+            path: r.path.clone(),
+            message: format!(
+                "the reference model {} holds no tensors",
+                reference.root.display()
+            ),
+        });
+    }
     // mergekit runs its tensor tasks in ascending name order and random methods draw from one stream in that
     // order; doing the same makes a seeded DARE/DELLA run equal `mergekit-yaml --random-seed`.
     if r.method.is_random() {
@@ -294,6 +331,26 @@ pub fn run_config(opts: &ConfigMergeOptions) -> Result<ConfigMergeReport> {
         g0.scope == Scope::Global && matches!(r.method, Method::Ties | Method::SparseTaskVector);
     let mut thresholds: Option<Vec<(Threshold, u64)>> = None;
     if global_scope {
+        // One threshold over the whole model: a density that varies by tensor (a gradient, a filter) has no
+        // meaning there, and taking the first tensor's would be silent.
+        for (name, _, _) in &names[1..] {
+            let (_, p) = r.params(name)?;
+            if let Some((k, (a, b))) = p
+                .iter()
+                .zip(&p0)
+                .enumerate()
+                .find(|(_, (a, b))| a.density != b.density)
+            {
+                return Err(MergeError::Param(format!(
+                    "tensor `{name}`: topk_scope global keeps one share of the whole model, but {}'s density is {} \
+                     here and {} at `{}`",
+                    r.models[r.others[k]].root.display(),
+                    a.density,
+                    b.density,
+                    names[0].0
+                )));
+            }
+        }
         let base = r.base.expect("ties and sparse_task_vector need a base");
         let total: u64 = names
             .iter()
@@ -361,6 +418,7 @@ pub fn run_config(opts: &ConfigMergeOptions) -> Result<ConfigMergeReport> {
         };
         let out = r.method.merge(&inputs, &g, thresholds.as_deref_mut(), &mut rng)?;
         let read: u64 = all.iter().map(|v| v.len() as u64 * dtype.size() as u64).sum();
+        finite_output(name, out_dtype.unwrap_or(*dtype), &out, opts.allow_nonfinite)?;
         writer.add_f32(name, out_dtype.unwrap_or(*dtype), shape, &out)?;
         bar.tick(read);
     }

@@ -55,6 +55,13 @@ pub struct SparseTaskVector {
 }
 
 impl SparseTaskVector {
+    /// Refuses parameters that would give a silently wrong merge: a density outside [0, 1] (`10` meant as
+    /// 10 % would keep everything, a negative one nothing) or a weight that is not finite (every merged value
+    /// NaN or infinite).
+    pub fn validate(&self) -> crate::Result<()> {
+        validate(self.alpha, self.topk)
+    }
+
     /// The task vector entry for one pair of values.
     #[inline]
     pub fn delta(&self, vlm: f32, llm: f32) -> f64 {
@@ -108,6 +115,23 @@ impl SparseTaskVector {
         let t = select::threshold_for(&self.keys(vlm, llm), k);
         self.apply(vlm, llm, &t, &mut 0)
     }
+}
+
+/// [`SparseTaskVector::validate`] for a weight and a top-K (the study checks its whole grid with it up front).
+pub fn validate(alpha: f64, topk: TopK) -> crate::Result<()> {
+    if !alpha.is_finite() {
+        return Err(crate::MergeError::Param(format!(
+            "α = {alpha} is not a finite number"
+        )));
+    }
+    if let TopK::Density(d) = topk
+        && !(0.0..=1.0).contains(&d)
+    {
+        return Err(crate::MergeError::Param(format!(
+            "density = {d} is not a fraction in [0, 1] (the share of task-vector entries kept: 0.1 keeps 10 %)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -54,15 +54,20 @@ pub fn magnitude(delta: &[f32], density: f64, rescale: Rescale) -> Result<Vec<f3
         .zip(mask)
         .map(|(&d, m)| if m { d } else { 0.0 })
         .collect();
+    rescale_kept(delta, &mut out, density, rescale);
+    Ok(out)
+}
+
+/// Rescales the entries of `delta` that a top-K by magnitude kept (`kept`, the rest zero) as `rescale` says.
+pub(crate) fn rescale_kept(delta: &[f32], kept: &mut [f32], density: f64, rescale: Rescale) {
     match rescale {
-        Rescale::L1 => l1_rescale(delta, &mut out),
+        Rescale::L1 => l1_rescale(delta, kept),
         Rescale::InverseProbability => {
             let s = (1.0 / density) as f32;
-            out.iter_mut().for_each(|x| *x *= s);
+            kept.iter_mut().for_each(|x| *x *= s);
         }
         Rescale::None => {}
     }
-    Ok(out)
 }
 
 /// `magnitude_outliers` (Model Breadcrumbs): drop the γ·n largest and then the smallest entries so that

@@ -9,7 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use mmreason_checkpoint::{CheckpointWriter, ModelDir, PairedTensor, Pairing, TensorView, WriterOptions};
+use mmreason_checkpoint::{
+    CheckpointWriter, Dtype, ModelDir, PairedTensor, Pairing, TensorView, WriterOptions,
+};
 use serde::Serialize;
 
 use crate::error::{MergeError, Result};
@@ -48,6 +50,7 @@ pub struct VlmMergeReport {
 
 /// Runs the merge. Inputs are never modified; nothing appears at `out` unless the whole merge succeeds.
 pub fn merge_vlm_with_llm(opts: &VlmMergeOptions) -> Result<VlmMergeReport> {
+    opts.method.validate()?;
     let vlm = ModelDir::open(&opts.vlm)?;
     let llm = ModelDir::open(&opts.llm)?;
     let pairing = Pairing::new(&vlm, &llm);
@@ -120,6 +123,7 @@ pub fn merge_vlm_with_llm(opts: &VlmMergeOptions) -> Result<VlmMergeReport> {
         kept += k;
         // Rows past the LLM's vocabulary keep the VLM's values.
         out.extend_from_slice(&v[l.len()..]);
+        finite_output(t.name(), t.dtype(), &out, opts.allow_nonfinite)?;
         writer.add_f32(t.name(), t.dtype(), t.shape(), &out)?;
         vlm.weights.release(&p.vlm_name);
         llm.weights.release(&p.llm_name);
@@ -182,6 +186,30 @@ pub fn finite(view: &TensorView<'_>, allow_nonfinite: bool) -> Result<Vec<f32>> 
     Ok(values)
 }
 
+/// Refuses a merged tensor that is not finite once stored as `dtype` (a NaN, an infinity, or a value past
+/// f16's or bf16's range), naming it: finite inputs can still merge to that (weights that sum to 0 under
+/// normalisation, model_stock's angle at its pole, a large α), and a checkpoint holding it loads without
+/// complaint and then scores nonsense.
+pub fn finite_output(tensor: &str, dtype: Dtype, values: &[f32], allow_nonfinite: bool) -> Result<()> {
+    if allow_nonfinite {
+        return Ok(());
+    }
+    let bad = |x: &f32| match dtype {
+        Dtype::F16 => !half::f16::from_f32(*x).is_finite(),
+        Dtype::BF16 => !half::bf16::from_f32(*x).is_finite(),
+        _ => !x.is_finite(),
+    };
+    match values.iter().position(bad) {
+        None => Ok(()),
+        Some(first) => Err(MergeError::NonFiniteOutput {
+            tensor: tensor.to_string(),
+            dtype: format!("{dtype:?}"),
+            count: values.iter().filter(|x| bad(x)).count(),
+            first,
+        }),
+    }
+}
+
 /// Copies every non-weight file of a model directory (config, generation config, tokenizer, processor).
 pub fn copy_side_files(dir: &Path, writer: &mut CheckpointWriter) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| MergeError::Io {
@@ -191,18 +219,32 @@ pub fn copy_side_files(dir: &Path, writer: &mut CheckpointWriter) -> Result<()> 
     let mut names: Vec<(String, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(n, p)| {
-            p.is_file()
-                && !n.ends_with(".safetensors")
-                && n != mmreason_checkpoint::INDEX_FILE
-                && !n.starts_with('.')
-        })
+        .filter(|(n, p)| p.is_file() && !is_weights(n) && !n.starts_with('.'))
         .collect();
     names.sort();
     for (name, path) in names {
         writer.copy_file(&path, &name)?;
     }
     Ok(())
+}
+
+/// Whether a file holds weights (or indexes them) rather than describing the model: the merged safetensors
+/// replace the input's, and weights in any other format (a PyTorch `.bin` left beside the safetensors, say) would
+/// be the unmerged model, which a loader that prefers that format would then load from the output.
+fn is_weights(name: &str) -> bool {
+    const WEIGHTS: [&str; 10] = [
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".ckpt",
+        ".gguf",
+        ".h5",
+        ".msgpack",
+        ".onnx",
+        ".index.json",
+    ];
+    WEIGHTS.iter().any(|ext| name.ends_with(ext))
 }
 
 fn describe_unpaired(p: &Pairing) -> String {

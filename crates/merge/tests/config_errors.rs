@@ -155,4 +155,161 @@ fn ties_with_a_global_scope_keeps_exactly_k_of_each_task_vector() {
         })
         .collect();
     assert!(shares.iter().any(|s| (s - 0.25).abs() > 0.02), "{shares:?}");
+
+    // Rescaling applies to the global selection too: 1/density on every kept entry of the task vector.
+    let yaml = format!(
+        "merge_method: ties\nbase_model: {}\nmodels:\n  - model: {}\n    parameters: {{weight: 1.0, density: 0.25}}\n\
+         parameters: {{topk_scope: global, normalize: true, rescale_mode: inverse_probability}}\ndtype: float32\n",
+        mk("base"),
+        mk("a")
+    );
+    let scaled = Weights::open_dir(run(tmp.path(), &yaml).unwrap()).unwrap();
+    let a = Weights::open_dir(mk("a")).unwrap();
+    let mut kept = 0;
+    for b in base.tensors() {
+        let (x, y) = (b.to_f32().unwrap(), m.get(b.name()).unwrap().to_f32().unwrap());
+        let (s, t) = (
+            scaled.get(b.name()).unwrap().to_f32().unwrap(),
+            a.get(b.name()).unwrap().to_f32().unwrap(),
+        );
+        for i in 0..x.len() {
+            if x[i] != y[i] {
+                // base + 4·(a − base), in f32 as the merge computes it.
+                assert_eq!(s[i], x[i] + (t[i] - x[i]) * 4.0, "{} [{i}]", b.name());
+                kept += 1;
+            } else {
+                assert_eq!(s[i], x[i]);
+            }
+        }
+    }
+    assert_eq!(kept, total / 4);
+
+    // A density that differs between tensors has no meaning for one model-wide threshold.
+    let yaml = format!(
+        "merge_method: ties\nbase_model: {}\nmodels:\n  - model: {}\n    parameters:\n      weight: 1.0\n      \
+         density: [0.2, 0.8]\nparameters: {{topk_scope: global}}\ndtype: float32\n",
+        mk("base"),
+        mk("a")
+    );
+    let e = run(tmp.path(), &yaml).unwrap_err();
+    assert!(
+        matches!(e, MergeError::Param(_)) && e.to_string().contains("topk_scope global"),
+        "{e}"
+    );
+}
+
+#[test]
+fn parameters_out_of_range_are_refused_naming_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A negative density made Breadcrumbs slice past its tensor (a panic); a density above 1 or a γ outside
+    // [0, 1] gave a silently different merge.
+    for (param, value) in [
+        ("density", "-0.1"),
+        ("density", "1.5"),
+        ("gamma", "-0.5"),
+        ("gamma", "1.5"),
+    ] {
+        let yaml = format!(
+            "merge_method: breadcrumbs\nbase_model: {}\nmodels:\n  - model: {}\n    parameters: {{weight: 1.0, \
+             density: 0.5, gamma: 0.1, {param}: {value}}}\n",
+            mk("base"),
+            mk("a")
+        );
+        let e = run(tmp.path(), &yaml).unwrap_err();
+        assert!(
+            matches!(e, MergeError::Param(_))
+                && e.to_string().contains(param)
+                && e.to_string().contains("tensor `"),
+            "{param} = {value}: {e}"
+        );
+    }
+    assert!(!tmp.path().join("out").exists(), "no partial output");
+}
+
+#[test]
+fn a_merge_that_is_not_finite_is_not_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Normalised weights that sum to 0: every value is x/0.
+    let yaml = format!(
+        "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 1.0}}\n  - model: {}\n    \
+         parameters: {{weight: -1.0}}\n",
+        mk("a"),
+        mk("b")
+    );
+    let e = run(tmp.path(), &yaml).unwrap_err();
+    assert!(matches!(e, MergeError::NonFiniteOutput { .. }), "{e}");
+    assert!(!tmp.path().join("out").exists(), "no partial output");
+    // Past f16's range once stored: a finite f32 that would be written as infinity.
+    let yaml = format!(
+        "merge_method: linear\nparameters: {{normalize: false}}\nmodels:\n  - model: {}\n    parameters: \
+         {{weight: 1.0e9}}\nout_dtype: float16\n",
+        mk("a")
+    );
+    let e = run(tmp.path(), &yaml).unwrap_err();
+    assert!(
+        matches!(&e, MergeError::NonFiniteOutput { dtype, .. } if dtype == "F16"),
+        "{e}"
+    );
+}
+
+#[test]
+fn linear_averages_the_base_model_too_as_mergekit_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    // mergekit gathers the base model's tensors with the others', and `linear` averages all it gathers.
+    let yaml = format!(
+        "merge_method: linear\nbase_model: {base}\nmodels:\n  - model: {base}\n    parameters: {{weight: 0.25}}\n  \
+         - model: {a}\n    parameters: {{weight: 0.75}}\n",
+        base = mk("base"),
+        a = mk("a")
+    );
+    let out = run(tmp.path(), &yaml).unwrap();
+    let (base, a) = (
+        ModelDir::open(mk("base")).unwrap(),
+        ModelDir::open(mk("a")).unwrap(),
+    );
+    let merged = Weights::open_dir(&out).unwrap();
+    let mut checked = 0;
+    for t in base.weights.tensors() {
+        let (b, x) = (
+            t.to_f32().unwrap(),
+            a.weights.get(t.name()).unwrap().to_f32().unwrap(),
+        );
+        let got = merged.get(t.name()).unwrap().to_f32().unwrap();
+        for i in 0..b.len() {
+            let want = (0.25f32 * b[i] + 0.75f32 * x[i]) / 1.0f32;
+            assert_eq!(got[i], want, "{} [{i}]", t.name());
+        }
+        checked += 1;
+    }
+    assert!(checked > 0);
+    // Without a weight for the base (mergekit fails there too), a clear error.
+    let yaml = format!(
+        "merge_method: linear\nbase_model: {}\nmodels:\n  - model: {}\n    parameters: {{weight: 0.75}}\n",
+        mk("base"),
+        mk("a")
+    );
+    let e = run(tmp.path(), &yaml).unwrap_err();
+    assert!(e.to_string().contains("weight"), "{e}");
+}
+
+#[test]
+fn a_reference_model_without_tensors_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A safetensors file whose header lists no tensor.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let header = b"{}      ";
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    std::fs::write(empty.join("model.safetensors"), bytes).unwrap();
+    std::fs::copy(Path::new(&mk("a")).join("config.json"), empty.join("config.json")).unwrap();
+    let yaml = format!(
+        "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 1.0}}\n",
+        empty.display()
+    );
+    let e = run(tmp.path(), &yaml).unwrap_err();
+    assert!(
+        matches!(&e, MergeError::Config { message, .. } if message.contains("no tensors") && message.contains("empty")),
+        "{e}"
+    );
 }

@@ -280,3 +280,65 @@ fn existing_output_needs_force_and_inputs_are_never_outputs() {
         before
     );
 }
+
+#[test]
+fn a_density_that_is_not_a_fraction_or_an_alpha_that_is_not_finite_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `10` meant as 10 % kept everything before; a negative density kept nothing; a NaN α wrote NaN weights.
+    for (alpha, density) in [
+        (0.5, 10.0),
+        (0.5, -0.1),
+        (0.5, f64::NAN),
+        (f64::NAN, 0.5),
+        (f64::INFINITY, 0.5),
+    ] {
+        let method = SparseTaskVector {
+            alpha,
+            topk: TopK::Density(density),
+            ..half()
+        };
+        let out = tmp.path().join("out");
+        let e = merge_vlm_with_llm(&options("llava-1.5", "vicuna-base", &out, method)).unwrap_err();
+        assert!(
+            matches!(e, MergeError::Param(_)),
+            "α {alpha}, density {density}: {e}"
+        );
+        assert!(!out.exists(), "α {alpha}, density {density}: nothing written");
+    }
+}
+
+#[test]
+fn weights_in_other_formats_are_not_copied_beside_the_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A VLM directory that also holds its weights as PyTorch files: a loader preferring those would load the
+    // unmerged model from the output.
+    let vlm = tmp.path().join("vlm");
+    edited_copy("llava-1.5", &vlm, |_, v| Some(v));
+    for f in ["tokenizer_config.json", "preprocessor_config.json"] {
+        if model("llava-1.5").join(f).exists() {
+            std::fs::copy(model("llava-1.5").join(f), vlm.join(f)).unwrap();
+        }
+    }
+    for f in [
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+        "model.pt",
+        "extra.gguf",
+    ] {
+        std::fs::write(vlm.join(f), b"stale").unwrap();
+    }
+    std::fs::write(vlm.join("added_tokens.json"), b"{}").unwrap();
+    let out = tmp.path().join("out");
+    let mut o = options("llava-1.5", "vicuna-base", &out, half());
+    o.vlm = vlm;
+    merge_vlm_with_llm(&o).unwrap();
+    for f in [
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+        "model.pt",
+        "extra.gguf",
+    ] {
+        assert!(!out.join(f).exists(), "{f} was copied");
+    }
+    assert!(out.join("added_tokens.json").exists() && out.join("config.json").exists());
+}

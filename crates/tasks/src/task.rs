@@ -265,8 +265,15 @@ fn choices(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<Vec<String>> {
     }
 }
 
-/// The answer text of a few-shot example: `doc_to_target` as a field or template; a digit string (or an
-/// integer field) indexes the choices, as lm-eval's `literal_eval` + `c[a]`.
+/// Whether `doc_to_target` names a field of the document that holds a string. lm-eval returns a named field's
+/// value as it is, so a string "1" there is the answer text "1" (looked up among the choices), where a
+/// template's digits (or an integer field) are an index.
+fn string_field(spec: &Value, doc: &Doc) -> bool {
+    matches!(spec, Value::String(s) if matches!(doc.get(s), Some(Value::String(_))))
+}
+
+/// The answer text of a few-shot example: `doc_to_target` as a field or template; a template's digit string
+/// (or an integer field) indexes the choices, as lm-eval's `literal_eval` + `c[a]`.
 fn target_text(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<String> {
     let spec = cfg.doc_to_target.as_ref().ok_or_else(|| TasksError::Template {
         task: cfg.task.clone(),
@@ -277,6 +284,7 @@ fn target_text(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<String> {
     let text = render_text(cfg, doc, doc_id, "doc_to_target", spec)?;
     if cfg.doc_to_choice.is_some()
         && !cfg.multiple_input
+        && !string_field(spec, doc)
         && !text.is_empty()
         && text.chars().all(|c| c.is_ascii_digit())
     {
@@ -312,7 +320,8 @@ pub fn gold_index(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<usize> {
     } else {
         render_text(cfg, doc, doc_id, "doc_to_target", spec)?
     };
-    let idx = if !text.is_empty() && text.chars().all(|ch| ch.is_ascii_digit()) {
+    let named_string = !cfg.multiple_input && string_field(spec, doc);
+    let idx = if !named_string && !text.is_empty() && text.chars().all(|ch| ch.is_ascii_digit()) {
         text.parse::<usize>().map_err(|e| err(e.to_string()))?
     } else {
         c.iter()
@@ -344,7 +353,9 @@ pub fn doc_choices(cfg: &TaskConfig, doc: &Doc, doc_id: usize) -> Result<Vec<Str
 pub struct FewShot<'a> {
     pub num: usize,
     pub pool: &'a [Doc],
-    /// The pool is the evaluated split: draw one extra and drop the document itself.
+    /// Draw one example more and drop the document itself: lm-eval's sampler does so where the task's
+    /// `fewshot_split` equals its `test_split` as configured (also where neither is set), meaning the pool may
+    /// be the evaluated split.
     pub same_split: bool,
     pub seed: u64,
     /// lm-eval's `first_n` sampler: the pool's first `num` documents, no randomness.
@@ -465,9 +476,12 @@ pub fn requests_chat(
             && f.num > 0
         {
             let picked: Vec<&Doc> = if f.first_n {
+                // lm-eval's `FirstNSampler` takes one more where it would draw one more, then drops the doc.
                 f.pool
                     .iter()
                     .filter(|d| f.group_by.is_none_or(|g| d.get(g) == doc.get(g)))
+                    .take(f.num + usize::from(f.same_split))
+                    .filter(|d| *d != doc)
                     .take(f.num)
                     .collect()
             } else if f.same_split {
@@ -493,6 +507,22 @@ pub fn requests_chat(
                     .map(|i| &f.pool[i])
                     .collect()
             };
+            // lm-eval asserts that it got as many examples as asked; fewer would be a prompt with fewer shots
+            // under the n-shot the results report.
+            if picked.len() < f.num {
+                let within = f.group_by.map_or(String::new(), |g| {
+                    format!(
+                        " with the document's `{g}` ({})",
+                        doc.get(g).map_or("none".into(), |v| v.to_string())
+                    )
+                });
+                return Err(TasksError::Template {
+                    task: cfg.task.clone(),
+                    doc_id,
+                    what: "few-shot examples".into(),
+                    message: format!("{} asked, the few-shot split has {}{within}", f.num, picked.len()),
+                });
+            }
             for ex in picked {
                 let q = if cfg.multiple_input {
                     let c = choices(cfg, ex, doc_id)?;

@@ -149,3 +149,34 @@ fn minerva_math_uses_its_four_exemplars_and_lm_eval_answers() {
     let got = mmreason_tasks::requests_with(&cfg, &docs, Some(&fs)).unwrap();
     assert_equals_lm_eval(&got, "minerva_math_4shot");
 }
+
+#[test]
+fn a_target_field_holding_a_digit_string_is_the_answer_text_not_an_index() {
+    // lm-eval returns a named field's value as it is: the string "1" is looked up among the choices (gold 0
+    // here), where an integer field or a template's digits are an index.
+    let cfg = TaskConfig::from_yaml(
+        "task: digits\ndataset_path: digits\noutput_type: multiple_choice\ntest_split: test\n\
+         doc_to_text: \"{{q}}\"\ndoc_to_target: answer\ndoc_to_choice: [\"1\", \"2\", \"3\"]\n",
+        Path::new("digits.yaml"),
+    )
+    .unwrap();
+    let doc = |answer: serde_json::Value| -> mmreason_tasks::Doc {
+        serde_json::from_value(serde_json::json!({"q": "How many?", "answer": answer})).unwrap()
+    };
+    assert_eq!(mmreason_tasks::gold_index(&cfg, &doc("1".into()), 0).unwrap(), 0);
+    assert_eq!(mmreason_tasks::gold_index(&cfg, &doc(1.into()), 0).unwrap(), 1);
+    assert_eq!(
+        mmreason_tasks::doc_target(&cfg, &doc("3".into()), 0).unwrap(),
+        "3"
+    );
+    assert_eq!(mmreason_tasks::doc_target(&cfg, &doc(0.into()), 0).unwrap(), "1");
+    // As a template, the digits are an index again.
+    let mut t = cfg.clone();
+    t.doc_to_target = Some("{{answer}}".into());
+    assert_eq!(mmreason_tasks::gold_index(&t, &doc("1".into()), 0).unwrap(), 1);
+    // A string that is no choice is an error naming it.
+    let e = mmreason_tasks::gold_index(&cfg, &doc("7".into()), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`7`"), "{e}");
+}

@@ -30,11 +30,13 @@ pub fn merge(
                     let (t, seen) = &mut th[m];
                     let keys: Vec<u32> = delta.iter().map(|&d| crate::select::key(d as f64)).collect();
                     let mask = t.mask(&keys, seen);
-                    delta
+                    let mut kept: Vec<f32> = delta
                         .iter()
                         .zip(mask)
                         .map(|(&d, k)| if k { d } else { 0.0 })
-                        .collect()
+                        .collect();
+                    sparsify::rescale_kept(&delta, &mut kept, p.density, g.rescale);
+                    kept
                 }
                 None => sparsify::magnitude(&delta, p.density, g.rescale)?,
             },
