@@ -330,6 +330,15 @@ pub fn run_config(opts: &ConfigMergeOptions) -> Result<ConfigMergeReport> {
     let global_scope =
         g0.scope == Scope::Global && matches!(r.method, Method::Ties | Method::SparseTaskVector);
     let mut thresholds: Option<Vec<(Threshold, u64)>> = None;
+    if global_scope && g0.rescale == Rescale::L1 {
+        // mergekit's L1 rescaling restores each tensor's norm; under one model-wide threshold a tensor that
+        // keeps a few large entries would be scaled up many times over.
+        return Err(MergeError::Param(
+            "rescale_mode l1 rescales per tensor and does not go with topk_scope global (inverse_probability or \
+             none do)"
+                .into(),
+        ));
+    }
     if global_scope {
         // One threshold over the whole model: a density that varies by tensor (a gradient, a filter) has no
         // meaning there, and taking the first tensor's would be silent.

@@ -184,6 +184,18 @@ fn ties_with_a_global_scope_keeps_exactly_k_of_each_task_vector() {
     }
     assert_eq!(kept, total / 4);
 
+    // L1 rescaling restores each tensor's norm: with one model-wide threshold it is refused.
+    let yaml = format!(
+        "merge_method: ties\nbase_model: {}\nmodels:\n  - model: {}\n    parameters: {{weight: 1.0, density: 0.25}}\n\
+         parameters: {{topk_scope: global, rescale_mode: l1}}\ndtype: float32\n",
+        mk("base"),
+        mk("a")
+    );
+    let e = run(tmp.path(), &yaml).unwrap_err();
+    assert!(
+        matches!(e, MergeError::Param(_)) && e.to_string().contains("l1"),
+        "{e}"
+    );
     // A density that differs between tensors has no meaning for one model-wide threshold.
     let yaml = format!(
         "merge_method: ties\nbase_model: {}\nmodels:\n  - model: {}\n    parameters:\n      weight: 1.0\n      \
@@ -209,9 +221,14 @@ fn parameters_out_of_range_are_refused_naming_the_tensor() {
         ("gamma", "-0.5"),
         ("gamma", "1.5"),
     ] {
+        let (density, gamma) = if param == "density" {
+            (value, "0.1")
+        } else {
+            ("0.5", value)
+        };
         let yaml = format!(
             "merge_method: breadcrumbs\nbase_model: {}\nmodels:\n  - model: {}\n    parameters: {{weight: 1.0, \
-             density: 0.5, gamma: 0.1, {param}: {value}}}\n",
+             density: {density}, gamma: {gamma}}}\n",
             mk("base"),
             mk("a")
         );

@@ -485,22 +485,14 @@ pub fn requests_chat(
                     .take(f.num)
                     .collect()
             } else if f.same_split {
-                let drawn = rnd.sample_indices(f.pool.len(), (f.num + 1).min(f.pool.len()));
-                let mut keep: Vec<&Doc> = drawn
+                // One more than asked, the document itself dropped; fewer left is the error below, as lm-eval
+                // raises (a pool of n or fewer, or copies of the document in it).
+                rnd.sample_indices(f.pool.len(), (f.num + 1).min(f.pool.len()))
                     .iter()
                     .map(|&i| &f.pool[i])
                     .filter(|d| *d != doc)
                     .take(f.num)
-                    .collect();
-                if keep.len() < f.num {
-                    let rest: Vec<&Doc> = f.pool.iter().filter(|d| *d != doc).collect();
-                    keep = rnd
-                        .sample_indices(rest.len(), f.num.min(rest.len()))
-                        .into_iter()
-                        .map(|i| rest[i])
-                        .collect();
-                }
-                keep
+                    .collect()
             } else {
                 rnd.sample_indices(f.pool.len(), f.num.min(f.pool.len()))
                     .into_iter()
