@@ -210,7 +210,7 @@ def example_flags(path):
 
 def known_names():
     """What the stand-ins check calls against, read from the sources."""
-    sources = [p for p in glob.glob(os.path.join(ROOT, "crates", "**", "*.rs"), recursive=True)]
+    sources = glob.glob(os.path.join(ROOT, "crates", "**", "*.rs"), recursive=True)
     sources += glob.glob(os.path.join(ROOT, "examples", "*.rs")) + glob.glob(os.path.join(ROOT, "benches", "*.rs"))
     settings = set()
     for p in sources:
@@ -349,8 +349,9 @@ def run(work, calls_out, steps):
         failures.append(f"run.sh exited with {proc.returncode}")
     steps_log = os.path.join(out, "steps.log")
     lines = open(steps_log).read().splitlines() if os.path.exists(steps_log) else []
-    limits = {m.group(1): int(m.group(2)) for m in map(re.compile(r"^== (\S+) \(limit (\d+)s\)$").match, lines) if m}
-    started = [m.group(1) for m in map(re.compile(r"^== (\S+) \(limit \d+s\)$").match, lines) if m]
+    starts = [m.groups() for m in map(re.compile(r"^== (\S+) \(limit (\d+)s\)$").match, lines) if m]
+    started = [name for name, _ in starts]
+    limits = {name: int(secs) for name, secs in starts}
     ended = {m.group(1): m.group(2) for m in map(re.compile(r"^== (\S+) rc=(\S+) in \d+s$").match, lines) if m}
     if not started:
         failures.append("no step ran")

@@ -25,6 +25,20 @@ fn opts(out: &Path, batch: usize) -> EvalOptions {
     o
 }
 
+/// Writes `rows` as a JSON-lines file.
+fn write_jsonl(path: &Path, rows: &[String]) {
+    std::fs::write(path, rows.join("\n") + "\n").unwrap();
+}
+
+/// The lines of a committed dataset file (`rel` under tests/fixtures/datasets).
+fn dataset_lines(rel: &str) -> Vec<String> {
+    std::fs::read_to_string(fixtures().join("datasets").join(rel))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 fn results(dir: &Path) -> Value {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
     v["results"].clone()
@@ -345,7 +359,7 @@ fn minerva_math_is_scored_by_its_own_answer_checker() {
         r#"{"key":"minerva_math#0","text":" The asymptotes are at 2 and -3.\nFinal Answer: The final answer is $2.0$. I hope it is correct.\n\n"}"#,
         r#"{"key":"minerva_math#1","text":" Final Answer: The final answer is 11. I hope it is correct."}"#,
     ];
-    std::fs::write(tmp.path().join("journal.jsonl"), journal.join("\n") + "\n").unwrap();
+    write_jsonl(&tmp.path().join("journal.jsonl"), &journal.map(String::from));
     let mut o = opts(tmp.path(), 2);
     o.tasks = vec!["minerva_math".into()];
     o.limit = Some(2);
@@ -373,9 +387,8 @@ fn grouped_tasks_pool_their_stderr_as_lm_eval_groups() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(data.join("mmlu")).unwrap();
-    let rows: Vec<String> = std::fs::read_to_string(fixtures().join("datasets/mmlu/test.jsonl"))
-        .unwrap()
-        .lines()
+    let rows: Vec<String> = dataset_lines("mmlu/test.jsonl")
+        .iter()
         .take(8)
         .enumerate()
         .map(|(i, l)| {
@@ -384,7 +397,7 @@ fn grouped_tasks_pool_their_stderr_as_lm_eval_groups() {
             d.to_string()
         })
         .collect();
-    std::fs::write(data.join("mmlu/test.jsonl"), rows.join("\n") + "\n").unwrap();
+    write_jsonl(&data.join("mmlu/test.jsonl"), &rows);
     let mut o = opts(&tmp.path().join("out"), 4);
     o.tasks = vec!["mmlu".into()];
     o.data_dir = data.clone();
@@ -435,7 +448,7 @@ fn grouped_tasks_pool_their_stderr_as_lm_eval_groups() {
         .iter()
         .map(|&i| rows[i].clone())
         .collect();
-    std::fs::write(limited.join("mmlu/test.jsonl"), runs.join("\n") + "\n").unwrap();
+    write_jsonl(&limited.join("mmlu/test.jsonl"), &runs);
     let mut o = opts(&tmp.path().join("limited"), 4);
     o.tasks = vec!["mmlu".into()];
     o.data_dir = limited;
@@ -465,11 +478,10 @@ fn grouped_tasks_pool_their_stderr_as_lm_eval_groups() {
     );
     // A subject in no category is refused, naming it.
     let bad = rows[0].replace("marketing", "astrology");
-    std::fs::write(
-        data.join("mmlu/test.jsonl"),
-        [bad, rows[1].clone(), rows[2].clone()].join("\n") + "\n",
-    )
-    .unwrap();
+    write_jsonl(
+        &data.join("mmlu/test.jsonl"),
+        &[bad, rows[1].clone(), rows[2].clone()],
+    );
     let mut o = opts(&tmp.path().join("out2"), 4);
     o.tasks = vec!["mmlu".into()];
     o.data_dir = data;
@@ -486,11 +498,7 @@ fn few_shot_examples_come_from_the_training_split_drawn_as_lm_eval_draws_them() 
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(data.join("boolq")).unwrap();
-    let rows: Vec<String> = std::fs::read_to_string(fixtures().join("datasets/boolq/validation.jsonl"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
+    let rows = dataset_lines("boolq/validation.jsonl");
     // Train rows told apart by their passage.
     let train: Vec<String> = rows[10..30]
         .iter()
@@ -500,8 +508,8 @@ fn few_shot_examples_come_from_the_training_split_drawn_as_lm_eval_draws_them() 
             v.to_string()
         })
         .collect();
-    std::fs::write(data.join("boolq/train.jsonl"), train.join("\n") + "\n").unwrap();
-    std::fs::write(data.join("boolq/validation.jsonl"), rows[..10].join("\n") + "\n").unwrap();
+    write_jsonl(&data.join("boolq/train.jsonl"), &train);
+    write_jsonl(&data.join("boolq/validation.jsonl"), &rows[..10]);
     let out = tmp.path().join("out");
     let mut o = EvalOptions::new(vec!["boolq".into()], data.clone(), out.clone());
     o.dry_run = true;

@@ -166,24 +166,24 @@ fn load_pair(
 /// Decodes a tensor to f32, checking for NaN/Inf.
 pub fn finite(view: &TensorView<'_>, allow_nonfinite: bool) -> Result<Vec<f32>> {
     let values = view.to_f32()?;
-    if !allow_nonfinite {
-        let bad: Vec<usize> = values
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| !x.is_finite())
-            .map(|(i, _)| i)
-            .take(1)
-            .collect();
-        if let Some(&first) = bad.first() {
-            return Err(MergeError::NonFinite {
-                tensor: view.name().to_string(),
-                model: view.path().to_path_buf(),
-                count: values.iter().filter(|x| !x.is_finite()).count(),
-                first,
-            });
-        }
+    if let Some((first, count)) = (!allow_nonfinite)
+        .then(|| first_and_count(&values, |x| !x.is_finite()))
+        .flatten()
+    {
+        return Err(MergeError::NonFinite {
+            tensor: view.name().to_string(),
+            model: view.path().to_path_buf(),
+            count,
+            first,
+        });
     }
     Ok(values)
+}
+
+/// The index of the first value `bad` picks out, and how many it picks; `None` when it picks none.
+fn first_and_count(values: &[f32], bad: impl Fn(f32) -> bool) -> Option<(usize, usize)> {
+    let first = values.iter().position(|&x| bad(x))?;
+    Some((first, values[first..].iter().filter(|&&x| bad(x)).count()))
 }
 
 /// Refuses a merged tensor that is not finite once stored as `dtype` (a NaN, an infinity, or a value past
@@ -194,17 +194,17 @@ pub fn finite_output(tensor: &str, dtype: Dtype, values: &[f32], allow_nonfinite
     if allow_nonfinite {
         return Ok(());
     }
-    let bad = |x: &f32| match dtype {
-        Dtype::F16 => !half::f16::from_f32(*x).is_finite(),
-        Dtype::BF16 => !half::bf16::from_f32(*x).is_finite(),
+    let bad = |x: f32| match dtype {
+        Dtype::F16 => !half::f16::from_f32(x).is_finite(),
+        Dtype::BF16 => !half::bf16::from_f32(x).is_finite(),
         _ => !x.is_finite(),
     };
-    match values.iter().position(bad) {
+    match first_and_count(values, bad) {
         None => Ok(()),
-        Some(first) => Err(MergeError::NonFiniteOutput {
+        Some((first, count)) => Err(MergeError::NonFiniteOutput {
             tensor: tensor.to_string(),
             dtype: format!("{dtype:?}"),
-            count: values.iter().filter(|x| bad(x)).count(),
+            count,
             first,
         }),
     }

@@ -39,6 +39,17 @@ fn ta(base: &str, a: &str) -> String {
     )
 }
 
+/// TIES over the whole model (`topk_scope: global`): base and `a`, weight 1, the given density (a YAML value)
+/// and further method-wide parameters.
+fn ties_global(density: &str, parameters: &str) -> String {
+    format!(
+        "merge_method: ties\nbase_model: {}\nmodels:\n  - model: {}\n    parameters: {{weight: 1.0, density: \
+         {density}}}\nparameters: {{topk_scope: global{parameters}}}\ndtype: float32\n",
+        mk("base"),
+        mk("a")
+    )
+}
+
 #[test]
 fn bad_configs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -121,13 +132,7 @@ fn different_shapes_missing_tensors_and_nan_name_the_tensor() {
 #[test]
 fn ties_with_a_global_scope_keeps_exactly_k_of_each_task_vector() {
     let tmp = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "merge_method: ties\nbase_model: {}\nmodels:\n  - model: {}\n    parameters: {{weight: 1.0, density: 0.25}}\n\
-         parameters: {{topk_scope: global, normalize: true}}\ndtype: float32\n",
-        mk("base"),
-        mk("a")
-    );
-    let out = run(tmp.path(), &yaml).unwrap();
+    let out = run(tmp.path(), &ties_global("0.25", ", normalize: true")).unwrap();
     let (m, base) = (
         Weights::open_dir(&out).unwrap(),
         Weights::open_dir(mk("base")).unwrap(),
@@ -157,12 +162,7 @@ fn ties_with_a_global_scope_keeps_exactly_k_of_each_task_vector() {
     assert!(shares.iter().any(|s| (s - 0.25).abs() > 0.02), "{shares:?}");
 
     // Rescaling applies to the global selection too: 1/density on every kept entry of the task vector.
-    let yaml = format!(
-        "merge_method: ties\nbase_model: {}\nmodels:\n  - model: {}\n    parameters: {{weight: 1.0, density: 0.25}}\n\
-         parameters: {{topk_scope: global, normalize: true, rescale_mode: inverse_probability}}\ndtype: float32\n",
-        mk("base"),
-        mk("a")
-    );
+    let yaml = ties_global("0.25", ", normalize: true, rescale_mode: inverse_probability");
     let scaled = Weights::open_dir(run(tmp.path(), &yaml).unwrap()).unwrap();
     let a = Weights::open_dir(mk("a")).unwrap();
     let mut kept = 0;
@@ -185,25 +185,13 @@ fn ties_with_a_global_scope_keeps_exactly_k_of_each_task_vector() {
     assert_eq!(kept, total / 4);
 
     // L1 rescaling restores each tensor's norm: with one model-wide threshold it is refused.
-    let yaml = format!(
-        "merge_method: ties\nbase_model: {}\nmodels:\n  - model: {}\n    parameters: {{weight: 1.0, density: 0.25}}\n\
-         parameters: {{topk_scope: global, rescale_mode: l1}}\ndtype: float32\n",
-        mk("base"),
-        mk("a")
-    );
-    let e = run(tmp.path(), &yaml).unwrap_err();
+    let e = run(tmp.path(), &ties_global("0.25", ", rescale_mode: l1")).unwrap_err();
     assert!(
         matches!(e, MergeError::Param(_)) && e.to_string().contains("l1"),
         "{e}"
     );
     // A density that differs between tensors has no meaning for one model-wide threshold.
-    let yaml = format!(
-        "merge_method: ties\nbase_model: {}\nmodels:\n  - model: {}\n    parameters:\n      weight: 1.0\n      \
-         density: [0.2, 0.8]\nparameters: {{topk_scope: global}}\ndtype: float32\n",
-        mk("base"),
-        mk("a")
-    );
-    let e = run(tmp.path(), &yaml).unwrap_err();
+    let e = run(tmp.path(), &ties_global("[0.2, 0.8]", "")).unwrap_err();
     assert!(
         matches!(e, MergeError::Param(_)) && e.to_string().contains("topk_scope global"),
         "{e}"
